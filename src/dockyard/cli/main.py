@@ -1,0 +1,152 @@
+"""The ``dockyard`` command: global options, then one lazily imported module per subcommand.
+
+Start-up is user time, so this module imports only argparse-free basics until it knows which
+subcommand runs. Each subcommand lives in ``dockyard.cli.cmd_<name>`` and provides::
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+    def run(args: argparse.Namespace) -> int: ...
+
+Exit codes are mapped from exception classes in one place, :func:`main`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+# name -> (module, one-line help). Order is the order shown in --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("dockyard.cli.cmd_build", "Build an image from a Dockerfile"),
+    "check": ("dockyard.cli.cmd_check", "Lint a Dockerfile"),
+    "images": ("dockyard.cli.cmd_images", "List images in the store"),
+    "inspect": ("dockyard.cli.cmd_inspect", "Show an image's details as JSON"),
+    "history": ("dockyard.cli.cmd_history", "Show an image's history"),
+    "tag": ("dockyard.cli.cmd_tag", "Give an image another name"),
+    "rmi": ("dockyard.cli.cmd_rmi", "Remove image names (and unreferenced images)"),
+    "prune": ("dockyard.cli.cmd_prune", "Remove unreferenced blobs and snapshots"),
+    "cp": ("dockyard.cli.cmd_cp", "Copy files out of an image (IMAGE:PATH DEST)"),
+    "run": ("dockyard.cli.cmd_run", "Run an image's command"),
+    "save": ("dockyard.cli.cmd_save", "Write images to a tar archive"),
+    "load": ("dockyard.cli.cmd_load", "Load images from a docker or OCI archive"),
+    "import": ("dockyard.cli.cmd_import", "Make an image from a root filesystem tarball"),
+    "export": ("dockyard.cli.cmd_export", "Write an image's flattened filesystem as a tar"),
+    "cache": ("dockyard.cli.cmd_cache", "Inspect and prune the build cache"),
+    "info": ("dockyard.cli.cmd_info", "Show the runtime, snapshotter and store in use"),
+    "debug": ("dockyard.cli.cmd_debug", "Frontend debugging: parse, expand, stages"),
+}
+
+
+def default_root() -> str:
+    """The store root: ``DOCKYARD_ROOT``, else /var/lib/dockyard for root, else ~/.local/share."""
+    env = os.environ.get("DOCKYARD_ROOT")
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return "/var/lib/dockyard"
+    return os.path.join(os.path.expanduser("~"), ".local", "share", "dockyard")
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = [
+        "usage: dockyard [--root DIR] [--debug] COMMAND [ARGS...]",
+        "",
+        "A daemonless builder: Dockerfile + build context -> OCI image.",
+        "",
+        "global options:",
+        "  --root DIR   store root (default: $DOCKYARD_ROOT, /var/lib/dockyard as root,",
+        "               ~/.local/share/dockyard otherwise)",
+        "  --debug      show tracebacks for errors",
+        "  --version    print the version and exit",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'dockyard COMMAND --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """The argument parser of one subcommand (also used to generate the CLI reference)."""
+    import argparse
+    import importlib
+
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"dockyard {name}", description=help_)
+    module.add_arguments(parser)
+    parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    root: str | None = None
+    debug = False
+    while args_in and args_in[0].startswith("-"):
+        opt = args_in.pop(0)
+        if opt in ("--version", "-v"):
+            from dockyard._version import __version__
+
+            print(f"dockyard {__version__}")
+            return 0
+        if opt in ("-h", "--help"):
+            print(_usage())
+            return 0
+        if opt == "--debug":
+            debug = True
+        elif opt == "--root":
+            if not args_in:
+                print("dockyard: --root needs a directory", file=sys.stderr)
+                return 2
+            root = args_in.pop(0)
+        elif opt.startswith("--root="):
+            root = opt.split("=", 1)[1]
+        else:
+            print(f"dockyard: unknown global option {opt}\n\n{_usage()}", file=sys.stderr)
+            return 2
+    if not args_in:
+        print(_usage(), file=sys.stderr)
+        return 2
+    name = args_in.pop(0)
+    if name not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        print(f"dockyard: unknown command {name!r}{hint}", file=sys.stderr)
+        return 2
+    return _dispatch(name, args_in, root or default_root(), debug)
+
+
+def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
+    from dockyard.errors import DockyardError
+
+    try:
+        parser = build_parser(name)
+        args = parser.parse_args(argv)
+        args.root = root
+        args.debug = debug
+        code: int = args._run(args)
+        return code
+    except DockyardError as err:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(err.render(), file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("dockyard: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""context room (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""dockerfile room (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""executor room (see docs/architecture.md)."""

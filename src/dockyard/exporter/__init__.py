@@ -1,0 +1,1 @@
+"""exporter room (see docs/architecture.md)."""

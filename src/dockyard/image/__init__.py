@@ -1,0 +1,1 @@
+"""image room (see docs/architecture.md)."""

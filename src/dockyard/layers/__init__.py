@@ -1,0 +1,1 @@
+"""layers room (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""plan room (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""progress room (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""registry room (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""snapshot room (see docs/architecture.md)."""

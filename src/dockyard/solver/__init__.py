@@ -1,0 +1,1 @@
+"""solver room (see docs/architecture.md)."""
