@@ -1,1 +1,91 @@
-"""exporter room (see docs/architecture.md)."""
+"""exporter room: outputs of a build and the archive commands (see docs/architecture.md).
+
+``export(store, image_id, spec, names)`` writes one ``--output`` (parsed by
+``parse_output``): an OCI layout (tar or directory), a ``docker load`` archive, the final
+filesystem as a directory or a tar. Layers are compressed only here. Reading archives back
+(``load``, ``import``) and copying paths out of an image (``cp``) live here too.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from dockyard.exporter._stored import StoredImage, read_image
+from dockyard.exporter.flatten import copy_from_image, flatten_to_dir, write_rootfs_tar
+from dockyard.exporter.layout import ArchiveImage, write_docker_archive, write_oci_layout
+from dockyard.exporter.load import LoadedImage, import_rootfs, load_archive
+from dockyard.exporter.spec import OutputSpec, parse_output
+from dockyard.store.db import Store
+
+__all__ = [
+    "ArchiveImage",
+    "LoadedImage",
+    "OutputSpec",
+    "StoredImage",
+    "copy_from_image",
+    "export",
+    "flatten_to_dir",
+    "import_rootfs",
+    "load_archive",
+    "parse_output",
+    "read_image",
+    "write_docker_archive",
+    "write_oci_layout",
+    "write_rootfs_tar",
+]
+
+
+def _dest(dest: str | None, stdout: BinaryIO | None) -> str | BinaryIO:
+    if dest == "-":
+        return stdout if stdout is not None else sys.stdout.buffer
+    assert dest is not None  # parse_output requires dest for every type that writes
+    return dest
+
+
+def export(
+    store: Store,
+    image_id: str,
+    spec: OutputSpec,
+    names: Sequence[str],
+    *,
+    stdout: BinaryIO | None = None,
+) -> None:
+    """Write the image ``image_id`` from the store as ``spec`` says, carrying ``names``
+    (image references, e.g. the ``-t`` values) where the format has names.
+
+    ``type=image`` writes nothing: the image is already in the store."""
+    if spec.type == "image":
+        return
+    image = read_image(store, image_id)
+    all_names = tuple(names) + ((spec.name,) if spec.name else ())
+    if spec.type == "oci":
+        write_oci_layout(store, [ArchiveImage(image, all_names)], _dest(spec.dest, stdout),
+                         as_tar=spec.tar, compression=spec.compression)
+    elif spec.type == "docker":
+        write_docker_archive(store, [ArchiveImage(image, all_names)], _dest(spec.dest, stdout))
+    elif spec.type == "local":
+        assert spec.dest is not None
+        flatten_to_dir(store, image, Path(spec.dest))
+    elif spec.type == "tar":
+        dest = _dest(spec.dest, stdout)
+        if isinstance(dest, str):
+            _write_file_atomic(store, image, Path(dest))
+        else:
+            write_rootfs_tar(store, image, dest)
+            dest.flush()
+
+
+def _write_file_atomic(store: Store, image: StoredImage, path: Path) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.dockyard-tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write_rootfs_tar(store, image, f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

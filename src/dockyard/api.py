@@ -1,0 +1,378 @@
+"""The Python API: ``dockyard.build(...)``. The CLI's ``build`` command is a thin layer over it.
+
+    import dockyard
+    result = dockyard.build("ctx", tags=["app:1"], build_args={"V": "1"})
+    print(result.image_id, [s.cached for s in result.steps])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import BuildError, DockerfileError, DockyardError, Location, UsageError
+from dockyard.progress.events import BuildFinished, BuildWarning, Event
+from dockyard.solver.solver import StepResult
+
+__all__ = ["BuildResult", "StepResult", "build"]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced."""
+
+    image_id: str  # config digest, "sha256:..."
+    manifest_digest: str
+    tags: tuple[str, ...]
+    steps: tuple[StepResult, ...]  # RUN/COPY/ADD steps in Dockerfile order across stages
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cached_all(self) -> bool:
+        return all(s.cached for s in self.steps)
+
+    def metadata(self) -> dict[str, Any]:
+        """The ``--metadata-file`` document."""
+        out: dict[str, Any] = {
+            "containerimage.digest": self.manifest_digest,
+            "containerimage.config.digest": self.image_id,
+            "steps": [s.to_dict() for s in self.steps if s.instruction in ("RUN", "COPY", "ADD")],
+        }
+        if self.tags:
+            out["image.name"] = ",".join(self.tags)
+        return out
+
+
+def _parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    text = text.strip()
+    total = 0.0
+    num = ""
+    for ch in text:
+        if ch.isdigit() or ch == ".":
+            num += ch
+        elif ch in units and num:
+            total += float(num) * units[ch]
+            num = ""
+        else:
+            raise UsageError(f"invalid duration {text!r} (use e.g. 30m, 24h, 7d)")
+    if num:
+        total += float(num)
+    return total
+
+
+def build(
+    context: str | os.PathLike[str] = ".",
+    *,
+    dockerfile: str | None = None,
+    tags: Sequence[str] = (),
+    build_args: Mapping[str, str] | None = None,
+    target: str | None = None,
+    no_cache: bool = False,
+    no_cache_filter: Iterable[str] = (),
+    cache_ttl: str | None = None,
+    outputs: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+    platform: str | None = None,
+    network: str = "default",
+    secrets: Sequence[str] = (),
+    ssh: Sequence[str] = (),
+    allow: Sequence[str] = (),
+    build_contexts: Mapping[str, str] | None = None,
+    jobs: int | None = None,
+    root: str | os.PathLike[str] | None = None,
+    snapshotter: str = "auto",
+    runtime: str | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    iidfile: str | None = None,
+    metadata_file: str | None = None,
+    stdin: Any = None,
+) -> BuildResult:
+    """Build ``context`` (a directory, a tarball or ``-``) into an image in the store at ``root``.
+
+    Raises the same located errors as the CLI (``DockerfileError``, ``BuildError`` ...).
+    """
+    from dockyard.cli.main import default_root
+    from dockyard.context.context import BuildContext, open_named_contexts
+    from dockyard.dockerfile.stages import host_platform, load_dockerfile, resolve
+    from dockyard.plan.planner import plan_build
+    from dockyard.solver.solver import SolveOptions, Solver
+    from dockyard.store.db import Store
+
+    emit = on_event or (lambda event: None)
+    started = time.time()
+    host = str(host_platform())
+    if platform and platform.lower() not in (host, host.rsplit("/", 1)[0], "local"):
+        from dockyard.dockerfile.stages import Platform
+
+        wanted = str(Platform.parse(platform))
+        if wanted != host:
+            raise UsageError(
+                f"--platform {platform}: only the host platform ({host}) can be built here "
+                "(no emulation)"
+            )
+    store_root = Path(root) if root is not None else Path(default_root())
+    store = Store.open(store_root)
+    with ExitStack() as stack:
+        stack.callback(store.close)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(
+            dir=store.root / "tmp", prefix="build-")))
+        ctx = BuildContext.open(os.fspath(context), dockerfile=dockerfile, tmpdir=tmp,
+                                stdin=stdin)
+        named = open_named_contexts(dict(build_contexts or {}), tmpdir=tmp)
+        text = ctx.dockerfile_text or ""
+        filename = dockerfile if dockerfile and dockerfile != "-" else ctx.dockerfile_name
+        df = load_dockerfile(text, filename)
+        for message, line in df.parse.warnings:
+            emit(BuildWarning(message, time.time(), f"{filename}:{line}"))
+        args = dict(build_args or {})
+        graph = resolve(df, args, target, platform or None)
+        for warning in graph.warnings:
+            emit(BuildWarning(warning, time.time()))
+
+        def image_config(ref: str, location: Location) -> tuple[str, dict[str, Any]]:
+            if ref in named:
+                raise DockerfileError(
+                    f"FROM a named context ({ref}) is not supported yet", location,
+                    source=text)
+            try:
+                image = store.get_image(ref)
+            except DockyardError:
+                raise DockerfileError(
+                    f"base image {ref!r} is not in the local store",
+                    location,
+                    hint="dockyard does not pull yet: load it with 'dockyard load' or "
+                    "'dockyard import'",
+                    source=text,
+                ) from None
+            return image.id, store.read_config(image).to_dict()
+
+        plan = plan_build(graph, image_config, platform=host, build_args=args)
+        sde_text = os.environ.get("SOURCE_DATE_EPOCH") or args.get("SOURCE_DATE_EPOCH")
+        options = SolveOptions(
+            no_cache=no_cache,
+            no_cache_filter=frozenset(s.strip().lower() for s in no_cache_filter if s.strip()),
+            cache_ttl=_parse_duration(cache_ttl) if cache_ttl else None,
+            cache_ttl_text=cache_ttl or "",
+            jobs=jobs or os.cpu_count() or 1,
+            network="none" if network == "none" else "host",
+            source_date_epoch=int(sde_text) if sde_text else None,
+            allow_insecure="security.insecure" in allow,
+            secrets=_load_secrets(secrets),
+            ssh=_parse_ssh(ssh),
+            platform=host,
+        )
+        history_key = str(ctx.dockerfile_path or filename)
+        target_name = graph.target_stage.name or str(graph.target)
+        previous = store.get_build_history(history_key, target_name)
+        solver = Solver(plan, store, ctx, named, options, emit,
+                        snapshotter_kind=snapshotter, runtime=runtime, history=previous)
+        stack.callback(solver.close)
+        error: BaseException | None = None
+        lock = stack.enter_context(store.build_lock())
+        del lock
+        try:
+            with _terminate_as_interrupt(solver):
+                final = solver.solve()
+        except DockyardError as err:
+            error = err
+            _locate(err, text)
+            raise
+        except KeyboardInterrupt as err:
+            error = err
+            raise
+        finally:
+            store.put_build_history(history_key, target_name, _merge_history(
+                previous, solver.history_record()))
+            if error is not None:
+                emit(BuildFinished(time.time(), None, time.time() - started, error=str(error)))
+
+        target_plan = plan.stages[plan.target]
+        image_id, manifest_digest, config = _assemble(
+            store, final, target_plan.config, host, options.source_date_epoch, labels or {},
+            target_plan.base.kind,
+        )
+        full_tags = tuple(tags)
+        record = store.put_image(*_image_bytes(store, manifest_digest), names=full_tags)
+        steps = tuple(solver.results[v] for v in sorted(solver.results))
+        result = BuildResult(record.id, manifest_digest, full_tags, steps, config)
+        for spec_text in outputs:
+            from dockyard.exporter import export, parse_output
+
+            export(store, record.id, parse_output(spec_text), list(full_tags))
+        if iidfile:
+            Path(iidfile).write_text(record.id)
+        if metadata_file:
+            Path(metadata_file).write_text(json.dumps(result.metadata(), indent=2) + "\n")
+        emit(BuildFinished(time.time(), record.id, time.time() - started))
+        return result
+
+
+def _image_bytes(store: Any, manifest_digest: str) -> tuple[bytes, bytes]:
+    manifest = store.blobs.read_bytes(manifest_digest)
+    config_digest = json.loads(manifest)["config"]["digest"]
+    return manifest, store.blobs.read_bytes(config_digest)
+
+
+def _assemble(
+    store: Any,
+    state: Any,
+    run_config: dict[str, Any],
+    platform: str,
+    source_date_epoch: int | None,
+    labels: Mapping[str, str],
+    base_kind: str,
+) -> tuple[str, str, dict[str, Any]]:
+    """Write the config and manifest blobs for the target stage; returns their digests."""
+    from dockyard.image.oci import MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_MANIFEST
+
+    cfg = dict(run_config)
+    author = cfg.pop("_author", None)
+    if labels:
+        merged = dict(cfg.get("Labels") or {})
+        merged.update(labels)
+        cfg["Labels"] = merged
+    cfg = {k: v for k, v in cfg.items() if v not in (None, [], {}) or k in ("Cmd", "Entrypoint")}
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    created = _rfc3339(source_date_epoch if source_date_epoch is not None else time.time())
+    history = []
+    for entry in state.history:
+        item = dict(entry)
+        item.setdefault("created", created)
+        if "comment" not in item and item.get("created_by", "").endswith("# buildkit"):
+            item["comment"] = "buildkit.dockerfile.v0"
+        history.append(item)
+    os_, _, arch = platform.partition("/")
+    arch, _, variant = arch.partition("/")
+    base_cfg = state.base_config if isinstance(state.base_config, dict) else {}
+    config: dict[str, Any] = {
+        "architecture": arch,
+        "os": os_,
+        "config": cfg,
+        "created": created,
+        "history": history,
+        "rootfs": {"type": "layers", "diff_ids": list(state.diff_ids)},
+    }
+    if variant:
+        config["variant"] = variant
+    if author:
+        config["author"] = author
+    elif base_cfg.get("author"):
+        config["author"] = base_cfg["author"]
+    config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    config_digest = store.blobs.put_bytes(config_bytes)
+    layers = [
+        {"mediaType": MEDIA_TYPE_OCI_LAYER, "digest": d, "size": store.blobs.size(d)}
+        if store.blobs.has(d) else _compressed_descriptor(store, d)
+        for d in state.diff_ids
+    ]
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "config": {"mediaType": MEDIA_TYPE_OCI_CONFIG, "digest": config_digest,
+                   "size": len(config_bytes)},
+        "layers": layers,
+    }
+    manifest_bytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    manifest_digest = store.blobs.put_bytes(manifest_bytes)
+    return config_digest, manifest_digest, config
+
+
+def _compressed_descriptor(store: Any, diff_id: str) -> dict[str, Any]:
+    from dockyard.image.oci import layer_media_type
+
+    rec = store.get_layer(diff_id)
+    if rec is not None:
+        for kind, blob in rec.blobs.items():
+            if store.blobs.has(blob.digest):
+                return {"mediaType": layer_media_type(kind), "digest": blob.digest,
+                        "size": blob.size}
+    raise BuildError(f"layer {diff_id} is missing from the store")
+
+
+def _rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
+
+
+def _merge_history(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    steps = dict((previous or {}).get("steps") or {})
+    steps.update(new.get("steps") or {})
+    return {"steps": steps, "time": new.get("time")}
+
+
+def _locate(err: DockyardError, source: str) -> None:
+    if getattr(err, "source", "missing") is None:
+        err.source = source  # type: ignore[attr-defined]
+
+
+def _load_secrets(items: Sequence[str]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for item in items:
+        fields = dict(part.split("=", 1) if "=" in part else (part, "") for part in item.split(","))
+        sid = fields.get("id")
+        if not sid:
+            raise UsageError(f"--secret {item!r}: missing id=")
+        if "src" in fields or "source" in fields:
+            path = fields.get("src") or fields.get("source") or ""
+            try:
+                out[sid] = Path(path).read_bytes()
+            except OSError as err:
+                raise UsageError(f"--secret id={sid}: cannot read {path}: {err.strerror}") from None
+        elif "env" in fields:
+            value = os.environ.get(fields["env"])
+            if value is None:
+                raise UsageError(f"--secret id={sid}: environment variable {fields['env']} "
+                                 "is not set")
+            out[sid] = value.encode()
+        else:
+            value = os.environ.get(sid)
+            if value is not None:
+                out[sid] = value.encode()
+            elif Path(sid).exists():
+                out[sid] = Path(sid).read_bytes()
+            else:
+                raise UsageError(f"--secret {item!r}: give src=FILE or env=VAR")
+    return out
+
+
+def _parse_ssh(items: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        sid, _, sock = item.partition("=")
+        sock = sock or os.environ.get("SSH_AUTH_SOCK", "")
+        if not sock:
+            raise UsageError(f"--ssh {item}: no socket given and SSH_AUTH_SOCK is not set")
+        out[sid or "default"] = sock
+    return out
+
+
+class _terminate_as_interrupt:
+    """SIGTERM behaves like Ctrl-C during a build (main thread only): containers are killed,
+    mounts undone, nothing partial stored."""
+
+    def __init__(self, solver: Any) -> None:
+        self.solver = solver
+        self.previous: Any = None
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum: int, frame: Any) -> None:
+                self.solver.cancel()
+                raise KeyboardInterrupt
+
+            self.previous = (signal.signal(signal.SIGTERM, handler),
+                             signal.signal(signal.SIGINT, handler))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous[0])
+            signal.signal(signal.SIGINT, self.previous[1])

@@ -1,0 +1,110 @@
+"""``dockyard build``: a thin layer over :func:`dockyard.api.build`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("context", metavar="CONTEXT",
+                        help="build context: a directory, a tarball, or - for a tar on stdin")
+    parser.add_argument("-f", "--file", dest="dockerfile", metavar="FILE",
+                        help="the Dockerfile (default: CONTEXT/Dockerfile; - for stdin)")
+    parser.add_argument("-t", "--tag", dest="tags", action="append", default=[],
+                        metavar="NAME[:TAG]", help="name the image (repeatable)")
+    parser.add_argument("--build-arg", dest="build_args", action="append", default=[],
+                        metavar="K[=V]", help="set a build arg (K alone: from the environment)")
+    parser.add_argument("--target", metavar="STAGE", help="build this stage and what it needs")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="rebuild every step (results are still recorded)")
+    parser.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE[,...]",
+                        help="rebuild the steps of these stages only")
+    parser.add_argument("--cache-ttl", metavar="DURATION",
+                        help="rebuild RUN steps whose cached result is older than this (e.g. 24h)")
+    parser.add_argument("-o", "--output", dest="outputs", action="append", default=[],
+                        metavar="SPEC", help="type=oci|docker|local|tar,dest=PATH[,...]")
+    parser.add_argument("--label", dest="labels", action="append", default=[], metavar="K=V",
+                        help="add a label to the image")
+    parser.add_argument("--platform", help="target platform (only the host's is supported)")
+    parser.add_argument("--network", choices=("default", "host", "none"), default="default",
+                        help="network for RUN steps (default: the host's)")
+    parser.add_argument("--secret", dest="secrets", action="append", default=[],
+                        metavar="id=ID,src=FILE|env=VAR", help="expose a secret to RUN --mount")
+    parser.add_argument("--ssh", action="append", default=[], metavar="default[=SOCKET]",
+                        help="forward an SSH agent socket to RUN --mount=type=ssh")
+    parser.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
+                        help="allow an entitlement (security.insecure)")
+    parser.add_argument("--build-context", dest="build_contexts", action="append", default=[],
+                        metavar="NAME=DIR", help="an extra named context for COPY --from=NAME")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="stages built at once (default: the number of cores)")
+    parser.add_argument("--progress", default="auto",
+                        choices=("auto", "tty", "plain", "rawjson", "quiet"),
+                        help="progress output (default: tty on a terminal, else plain)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="same as --progress quiet")
+    parser.add_argument("--iidfile", metavar="FILE", help="write the image id to FILE")
+    parser.add_argument("--metadata-file", metavar="FILE",
+                        help="write build metadata (digests, per-step cache results) as JSON")
+    parser.add_argument("--snapshotter", choices=("auto", "overlay", "native"), default="auto",
+                        help="how RUN/COPY snapshots are made (default: overlay when it works)")
+    parser.add_argument("--runtime", metavar="NAME|PATH",
+                        help="OCI runtime: crun or runc (default: $DOCKYARD_RUNTIME, then probe)")
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    from dockyard.errors import UsageError
+
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key or not sep:
+            raise UsageError(f"invalid {what} {item!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from dockyard.api import build
+    from dockyard.dockerfile.stages import parse_build_args
+    from dockyard.progress.render import make_renderer
+
+    mode = "quiet" if args.quiet else args.progress
+    renderer = make_renderer(mode, sys.stderr)
+    runtime = args.runtime or os.environ.get("DOCKYARD_RUNTIME")
+    try:
+        result = build(
+            args.context,
+            dockerfile=args.dockerfile,
+            tags=args.tags,
+            build_args=parse_build_args(args.build_args),
+            target=args.target,
+            no_cache=args.no_cache,
+            no_cache_filter=[s for item in args.no_cache_filter for s in item.split(",")],
+            cache_ttl=args.cache_ttl,
+            outputs=args.outputs,
+            labels=_pairs(args.labels, "--label"),
+            platform=args.platform,
+            network=args.network,
+            secrets=args.secrets,
+            ssh=args.ssh,
+            allow=args.allow,
+            build_contexts=_pairs(args.build_contexts, "--build-context"),
+            jobs=args.jobs,
+            root=args.root,
+            snapshotter=args.snapshotter,
+            runtime=runtime,
+            on_event=renderer.handle,
+            iidfile=args.iidfile,
+            metadata_file=args.metadata_file,
+            stdin=sys.stdin.buffer if args.context == "-" or args.dockerfile == "-" else None,
+        )
+    finally:
+        renderer.close()
+    if mode not in ("quiet",):
+        names = ", ".join(result.tags)
+        print(f"writing image {result.image_id}" + (f" as {names}" if names else ""),
+              file=sys.stderr)
+    return 0

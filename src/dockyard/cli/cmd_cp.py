@@ -1,0 +1,48 @@
+"""``dockyard cp IMAGE:PATH DEST``: copy a file or directory out of an image.
+
+The image and the path split at the first ``:/`` (so ``localhost:5000/app:1:/etc`` works).
+DEST ``-`` writes a tar of PATH to stdout; otherwise the copy follows ``docker cp``: a file
+goes to DEST (inside it if DEST is a directory); a directory to a missing DEST becomes DEST,
+to an existing directory goes inside it, and ``PATH/.`` copies only its contents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="IMAGE:PATH")
+    parser.add_argument("dest", metavar="DEST", help="a local path, or - for a tar on stdout")
+    parser.add_argument("-L", "--follow-link", action="store_true",
+                        help="follow a symlink at PATH")
+
+
+def split_source(source: str) -> tuple[str, str]:
+    """``IMAGE:PATH`` split at the first ``:/``."""
+    from dockyard.errors import UsageError
+
+    image, sep, path = source.partition(":/")
+    if not sep or not image:
+        raise UsageError(f"cp: {source!r} is not IMAGE:/PATH (the path must be absolute)")
+    return image, "/" + path
+
+
+def run(args: argparse.Namespace) -> int:
+    from dockyard.errors import UsageError
+    from dockyard.exporter import copy_from_image, read_image
+    from dockyard.store.db import Store
+
+    image_name, path = split_source(args.source)
+    if args.dest == "-" and sys.stdout.isatty():
+        raise UsageError("refusing to write a tar to a terminal; redirect stdout")
+    store = Store.open(Path(args.root))
+    image = read_image(store, image_name)
+    with store.build_lock():
+        copy_from_image(store, image, path, args.dest, stdout=sys.stdout.buffer,
+                        follow_link=args.follow_link)
+    if args.dest == "-":
+        sys.stdout.buffer.flush()
+    return 0

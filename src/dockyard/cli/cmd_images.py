@@ -1,0 +1,185 @@
+"""``dockyard images``: list images like ``docker images``.
+
+Also home of the small formatting helpers the store commands share (Docker's table layout,
+sizes and "N units ago" durations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dockyard.errors import UsageError
+
+__all__ = [
+    "add_arguments",
+    "format_table",
+    "human_duration",
+    "human_size",
+    "parse_time",
+    "run",
+]
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns as Docker's tabwriter lays them out (min width 10, padding 3)."""
+    all_rows = [list(headers), *[list(r) for r in rows]]
+    widths = [max(len(r[i]) for r in all_rows) for i in range(len(headers))]
+    lines = []
+    for row in all_rows:
+        cells = [
+            cell if i == len(row) - 1 else cell.ljust(max(10, widths[i] + 3))
+            for i, cell in enumerate(row)
+        ]
+        lines.append("".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def human_size(size: float) -> str:
+    """Docker's ``units.HumanSizeWithPrecision(size, 3)``: decimal units, 3 digits."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+    i = 0
+    while size >= 1000 and i < len(units) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.3g}{units[i]}"
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's ``units.HumanDuration``: "2 hours", "About a minute", "3 weeks"."""
+    whole = int(seconds)
+    if whole < 1:
+        return "Less than a second"
+    if whole == 1:
+        return "1 second"
+    if whole < 60:
+        return f"{whole} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600 / 24 / 365)} years"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An RFC 3339 time from a config (nanosecond fractions allowed); None if unusable."""
+    if not text:
+        return None
+    value = text.strip().replace("z", "Z")
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    if "." in value:
+        head, _, rest = value.partition(".")
+        digits = ""
+        while rest and rest[0].isdigit():
+            digits, rest = digits + rest[0], rest[1:]
+        value = f"{head}.{digits[:6].ljust(6, '0')}{rest}"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def since(text: str | None, now: float | None = None) -> str:
+    """ "3 weeks ago" for a config time, "N/A" when there is none."""
+    created = parse_time(text)
+    if created is None or created.year <= 1:
+        return "N/A"
+    age = (now if now is not None else time.time()) - created.timestamp()
+    return human_duration(max(age, 0.0)) + " ago"
+
+
+def created_at(text: str | None) -> str:
+    """Docker's CreatedAt form: ``2024-01-02 03:04:05 +0000 UTC``."""
+    created = parse_time(text)
+    if created is None:
+        return ""
+    return created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("repository", nargs="?", help="only images of REPOSITORY[:TAG]")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only show image ids")
+    parser.add_argument("--no-trunc", action="store_true", help="show full image ids")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table (default) or json (one object per line, as docker)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from dockyard.image.reference import parse_reference
+    from dockyard.store import Store
+
+    store = Store.open(Path(args.root))
+    want_name: str | None = None
+    want_tag: str | None = None
+    if args.repository:
+        try:
+            ref = parse_reference(args.repository, default_tag=False)
+        except UsageError as err:
+            raise UsageError(f"images: {err}") from None
+        want_name, want_tag = ref.name, ref.tag
+
+    rows: list[dict[str, str]] = []
+    for image in store.list_images():
+        image_id = image.id if args.no_trunc else image.short_id
+        entries: list[tuple[str, str, str]] = []  # (full name, familiar repo, tag)
+        for ref in image.tags:
+            entries.append((ref.name, ref.familiar_name, ref.tag or "<none>"))
+        if not entries:
+            digest_repos = sorted({(r.name, r.familiar_name) for r in image.digests})
+            entries = [(name, fam, "<none>") for name, fam in digest_repos] or [
+                ("", "<none>", "<none>")
+            ]
+        for full, repo, tag in entries:
+            if want_name is not None and (full != want_name or (want_tag and tag != want_tag)):
+                continue
+            digest = next(
+                (r.digest for r in image.digests if r.name == full and r.digest), "<none>"
+            )
+            rows.append(
+                {
+                    "Containers": "N/A",
+                    "CreatedAt": created_at(image.created),
+                    "CreatedSince": since(image.created),
+                    "Digest": digest,
+                    "ID": image_id,
+                    "Repository": repo,
+                    "SharedSize": "N/A",
+                    "Size": human_size(image.size),
+                    "Tag": tag,
+                    "UniqueSize": "N/A",
+                    "VirtualSize": human_size(image.size),
+                }
+            )
+    if args.quiet:
+        for row in rows:
+            print(row["ID"])
+    elif args.format == "json":
+        for row in rows:
+            print(json.dumps(row, sort_keys=True))
+    else:
+        headers = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+        table = [[r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]] for r in rows]
+        print(format_table(headers, table))
+    return 0

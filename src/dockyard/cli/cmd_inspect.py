@@ -1,0 +1,36 @@
+"""``dockyard inspect IMAGE...``: Docker-style JSON array of image details, plus the manifest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import NotFoundError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="name, id or id prefix")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dockyard.store import Store
+
+    store = Store.open(Path(args.root))
+    out: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for name in args.images:
+        record = store.find_image(name)
+        if record is None:
+            missing.append(name)
+            continue
+        out.append(store.inspect_image(record))
+    # Like docker: print what was found, then fail naming what was not.
+    print(json.dumps(out, indent=4))
+    if missing:
+        for name in missing[:-1]:
+            print(f"ERROR: no such image: {name}", file=sys.stderr)
+        raise NotFoundError(f"no such image: {missing[-1]}")
+    return 0

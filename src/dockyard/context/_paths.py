@@ -1,0 +1,282 @@
+"""Root-scoped path resolution and COPY source selection, shared by hashing and copy.
+
+``root_path`` is containerd's ``fs.RootPath``: symlinks are resolved as if ``root`` were
+``/``, and ``..`` never climbs above it, so nothing resolved here can leave the root.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard.context.dockerignore import (
+    MatchInfo,
+    PatternMatcher,
+    go_clean,
+    go_match,
+    has_wildcards,
+)
+from dockyard.errors import ContextError
+
+_MAX_LINKS = 255
+
+
+def root_path(root: Path, rel: str) -> Path:
+    """Resolve ``rel`` below ``root`` following symlinks, never leaving ``root``.
+
+    Components that do not exist are appended as they are (the result may not exist).
+    """
+    pending = [c for c in go_clean("/" + rel).split("/") if c]
+    pending.reverse()
+    resolved: list[str] = []
+    links = 0
+    while pending:
+        comp = pending.pop()
+        if comp == ".":
+            continue
+        if comp == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, comp)
+        try:
+            st = os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            resolved.append(comp)
+            resolved.extend(reversed(pending))
+            break
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                raise ContextError(f"too many levels of symbolic links resolving {rel!r}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [c for c in target.split("/") if c]
+            pending.extend(reversed(parts))
+            continue
+        resolved.append(comp)
+    return root.joinpath(*resolved)
+
+
+def root_path_nofollow(root: Path, rel: str) -> Path:
+    """Like :func:`root_path` but the last component is not followed."""
+    clean = go_clean("/" + rel)
+    if clean == "/":
+        return root
+    parent, _, base = clean.rpartition("/")
+    return root_path(root, parent) / base
+
+
+def rel_to(root: Path, path: Path) -> str:
+    """``path`` relative to ``root`` as a slash path ("." for the root itself)."""
+    rel = os.path.relpath(path, root)
+    return "." if rel == "." else rel.replace(os.sep, "/")
+
+
+def split_wildcards(src: str) -> tuple[str, str]:
+    """fsutil's splitWildcards: the leading components without wildcards ("." if none), and
+    the rest from the first component with a wildcard ("" if none)."""
+    comps = [c for c in go_clean("/" + src).split("/") if c]
+    for i, comp in enumerate(comps):
+        if has_wildcards(comp):
+            return "/".join(comps[:i]) or ".", "/".join(comps[i:])
+    return "/".join(comps) or ".", ""
+
+
+def _invisible(ignore: PatternMatcher, rel: str, is_dir: bool) -> bool:
+    """Excluded by .dockerignore, and not a directory an exception reaches into."""
+    return ignore.matches(rel) and not (is_dir and ignore.must_descend(rel))
+
+
+def _sorted_scandir(path: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(path) as it:
+        entries = list(it)
+    entries.sort(key=lambda e: os.fsencode(e.name))
+    return entries
+
+
+def resolve_wildcards(
+    root: Path, src: str, *, follow: bool, ignore: PatternMatcher | None = None
+) -> list[str]:
+    """The root-relative paths a source word selects (fsutil's ResolveWildcards).
+
+    A word without wildcards is returned as it is (existence is checked by the caller).
+    Matches come in walk order (sorted); a matched directory is not descended into. Paths
+    ``ignore`` excludes are invisible, as they are never sent with the context.
+    """
+    head, tail = split_wildcards(src)
+    if not tail:
+        return [head]
+    base = root_path(root, head) if follow else root_path_nofollow(root, head)
+    if not base.is_dir():
+        return []
+    head_rel = rel_to(root, base)
+    out: list[str] = []
+
+    def visit(directory: Path, rel_in_base: str) -> None:
+        for entry in _sorted_scandir(directory):
+            rel = f"{rel_in_base}/{entry.name}" if rel_in_base else entry.name
+            full_rel = rel if head_rel == "." else f"{head_rel}/{rel}"
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if ignore is not None and _invisible(ignore, full_rel, is_dir):
+                continue
+            if go_match(tail, rel):
+                out.append(full_rel)
+                continue
+            if is_dir and rel.count("/") < tail.count("/"):
+                visit(Path(entry.path), rel)
+
+    visit(base, "")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SelectedEntry:
+    """One entry a COPY source selects.
+
+    ``rel`` is the path relative to the source root as the user named it (a followed
+    top-level symlink keeps its own name); ``source_rel`` is the match it came from and
+    ``inner`` the path below that match ("" for the match itself).
+    """
+
+    rel: str
+    path: Path
+    st: os.stat_result
+    source_rel: str
+    inner: str
+
+
+def _walk_contents(
+    top: Path,
+    match_rel: str,
+    real_rel: str,
+    excludes: PatternMatcher | None,
+    ignore: PatternMatcher | None,
+    out: list[SelectedEntry],
+) -> None:
+    """Append the entries below directory ``top`` (pre-order, sorted, symlinks not followed).
+
+    ``real_rel`` is ``top`` relative to the context root (for .dockerignore), ``inner`` paths
+    are relative to ``top`` (for --exclude). Excluded directories an exception reaches into
+    are walked and emitted only if something below them is kept.
+    """
+
+    def visit(
+        directory: Path,
+        inner_dir: str,
+        ign_info: MatchInfo | None,
+        exc_info: MatchInfo | None,
+    ) -> bool:
+        kept = False
+        for entry in _sorted_scandir(directory):
+            inner = f"{inner_dir}/{entry.name}" if inner_dir else entry.name
+            ctx_rel = inner if real_rel == "." else f"{real_rel}/{inner}"
+            st = entry.stat(follow_symlinks=False)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            child_ign: MatchInfo | None = None
+            child_exc: MatchInfo | None = None
+            hidden = False
+            if ignore:
+                excluded, child_ign = ignore.matches_with_parent(ctx_rel, ign_info)
+                if excluded:
+                    if not (is_dir and ignore.must_descend(ctx_rel)):
+                        continue
+                    hidden = True
+            if excludes:
+                excluded, child_exc = excludes.matches_with_parent(inner, exc_info)
+                if excluded:
+                    if not (is_dir and excludes.must_descend(inner)):
+                        continue
+                    hidden = True
+            rel = inner if match_rel == "." else f"{match_rel}/{inner}"
+            item = SelectedEntry(rel, Path(entry.path), st, match_rel, inner)
+            if not is_dir:
+                out.append(item)
+                kept = True
+                continue
+            mark = len(out)
+            out.append(item)
+            below = visit(Path(entry.path), inner, child_ign, child_exc)
+            if hidden and not below:
+                del out[mark:]
+                continue
+            kept = True
+        return kept
+
+    visit(top, "", None, None)
+
+
+def missing_source_error(src: str, ignore: PatternMatcher | None) -> ContextError:
+    """The error for a COPY source that is not there, saying if .dockerignore hid it."""
+    clean = go_clean(src).lstrip("/") or "."
+    hint = None
+    if ignore and ignore.matches(clean):
+        hint = "it is excluded by .dockerignore"
+    return ContextError(f'failed to compute cache key: "/{clean}": not found', hint=hint)
+
+
+def select_sources(
+    root: Path,
+    sources: Sequence[str],
+    *,
+    excludes: Sequence[str] = (),
+    ignore: PatternMatcher | None = None,
+    follow_root_symlinks: bool = True,
+    allow_empty_wildcard: bool = True,
+) -> list[SelectedEntry]:
+    """Every entry the COPY sources select below ``root``, in copy order.
+
+    A top-level match that is a symlink is followed (within the root) when
+    ``follow_root_symlinks``; everything below is listed as it is, symlinks included.
+    """
+    exclude_matcher = PatternMatcher(excludes) if excludes else None
+    out: list[SelectedEntry] = []
+    for src in sources:
+        matches = resolve_wildcards(root, src, follow=follow_root_symlinks, ignore=ignore)
+        wildcard = has_wildcards(src)
+        if not matches:
+            if wildcard and allow_empty_wildcard:
+                continue
+            raise missing_source_error(src, ignore)
+        head = split_wildcards(src)[0]
+        for match in matches:
+            if wildcard and exclude_matcher:
+                below_head = match if head == "." else match[len(head) + 1 :]
+                if exclude_matcher.matches(below_head):
+                    continue
+            out.extend(select_match(root, match, src, exclude_matcher, ignore, follow_root_symlinks))
+    return out
+
+
+def select_match(
+    root: Path,
+    match: str,
+    src: str,
+    excludes: PatternMatcher | None,
+    ignore: PatternMatcher | None,
+    follow: bool,
+) -> list[SelectedEntry]:
+    """The entries of one resolved source path (the path itself, then its contents)."""
+    # An excluded dir an exception reaches into still exists in the sent context.
+    if ignore and match != "." and ignore.matches(match) and not ignore.must_descend(match):
+        raise missing_source_error(src, ignore)
+    path = root_path(root, match) if follow else root_path_nofollow(root, match)
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise missing_source_error(src, ignore) from None
+    real_rel = rel_to(root, path)
+    if (
+        ignore
+        and real_rel not in (".", match)
+        and _invisible(ignore, real_rel, stat.S_ISDIR(st.st_mode))
+    ):
+        raise missing_source_error(src, ignore)
+    out = [SelectedEntry(match, path, st, match, "")]
+    if stat.S_ISDIR(st.st_mode):
+        _walk_contents(path, match, real_rel, excludes, ignore, out)
+    return out

@@ -1,0 +1,529 @@
+"""The COPY/ADD file operation, with BuildKit's file-op copy semantics.
+
+Rules, as BuildKit's Dockerfile frontend and fsutil's copier apply them:
+
+* sources are relative to the source root (the context, or another stage's rootfs); a
+  wildcard (Go ``filepath.Match``) that matches nothing copies nothing, a plain source that
+  is missing is an error naming it (and saying when .dockerignore excluded it);
+* ``dest`` is relative to WORKDIR; it names a directory when it ends in ``/`` (or is ``.``),
+  or when it already is one; several sources need such a directory;
+* a directory source copies its *contents*; a file into a directory keeps its base name;
+  missing parent directories are created 0755, owned by the ``--chown`` user when given;
+* a top-level source that is a symlink is followed, within the source root only; symlinks
+  below it are copied as symlinks; hardlinks within one copy stay hardlinks;
+* without ``--chown``, local-context files become 0:0 and another stage's keep their ids;
+  modes (special bits too), mtimes and xattrs are kept; ``--chmod`` replaces permission bits;
+* ``--parents`` keeps each source's path relative to the root, or below a ``/./`` pivot;
+* ``--exclude`` patterns match paths below each source (and wildcard matches themselves);
+* ADD unpacks a local archive (by content, any compression) into ``dest``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard.context._paths import (
+    SelectedEntry,
+    missing_source_error,
+    rel_to,
+    resolve_wildcards,
+    root_path,
+    root_path_nofollow,
+    select_match,
+    split_wildcards,
+)
+from dockyard.context.archive import extract_archive, is_archive
+from dockyard.context.dockerignore import PatternMatcher, go_clean, has_wildcards
+from dockyard.errors import ContextError
+
+__all__ = [
+    "ChmodSpec",
+    "copy_into",
+    "parse_chmod",
+    "resolve_chown",
+    "resolve_dest",
+    "write_heredocs",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ChmodSpec:
+    """A ``--chmod`` value: octal bits, or symbolic clauses (``u+x,go-w``) applied per entry."""
+
+    octal: int | None = None
+    clauses: tuple[tuple[str, str, str], ...] = ()  # (who, op, perms)
+
+    def apply(self, mode: int, is_dir: bool) -> int:
+        """The new permission bits (incl. special bits) for an entry whose mode is ``mode``."""
+        if self.octal is not None:
+            if self.octal > 0o777:
+                return self.octal
+            return (mode & 0o7000) | self.octal
+        current = mode & 0o7777
+        for who, op, perms in self.clauses:
+            mask_who = 0
+            for w in who or "a":
+                mask_who |= {"u": 0o4700, "g": 0o2070, "o": 0o0007, "a": 0o6777}[w]
+            bits = 0
+            for p in perms:
+                if p == "r":
+                    bits |= 0o444
+                elif p == "w":
+                    bits |= 0o222
+                elif p == "x":
+                    bits |= 0o111
+                elif p == "X":
+                    if is_dir or current & 0o111:
+                        bits |= 0o111
+                elif p == "s":
+                    bits |= 0o6000
+                elif p == "t":
+                    bits |= 0o1000
+            bits &= mask_who | (0o1000 if "t" in perms else 0)
+            if op == "+":
+                current |= bits
+            elif op == "-":
+                current &= ~bits
+            else:
+                current = (current & ~mask_who) | bits
+        return current
+
+
+def parse_chmod(spec: str) -> ChmodSpec:
+    """Parse ``--chmod``: octal (``755``, ``0644``, ``4755``) or symbolic (``u+x,g-w``)."""
+    text = spec.strip()
+    if text and all(c in "01234567" for c in text):
+        value = int(text, 8)
+        if value > 0o7777:
+            raise ContextError(f"invalid chmod value {spec!r}")
+        return ChmodSpec(octal=value)
+    clauses: list[tuple[str, str, str]] = []
+    for clause in text.split(","):
+        who = ""
+        i = 0
+        while i < len(clause) and clause[i] in "ugoa":
+            who += clause[i]
+            i += 1
+        if i >= len(clause) or clause[i] not in "+-=":
+            raise ContextError(f"invalid chmod value {spec!r}")
+        op = clause[i]
+        perms = clause[i + 1 :]
+        if any(p not in "rwxXst" for p in perms):
+            raise ContextError(f"invalid chmod value {spec!r}")
+        clauses.append((who, op, perms))
+    return ChmodSpec(clauses=tuple(clauses))
+
+
+def _read_db(rootfs: Path, name: str) -> list[list[str]]:
+    path = root_path(rootfs, f"/etc/{name}")
+    try:
+        text = path.read_text(errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def resolve_chown(spec: str, rootfs: Path) -> tuple[int, int]:
+    """Resolve a ``--chown`` value to ``(uid, gid)`` using the target rootfs.
+
+    ``user`` alone takes the user's primary group (a numeric user without a group gets
+    ``gid = uid``, as BuildKit); names are looked up in ``/etc/passwd`` and ``/etc/group``
+    of ``rootfs``; an unknown name is a ContextError.
+    """
+    user, sep, group = spec.partition(":")
+    if not user or (sep and not group):
+        raise ContextError(f"invalid --chown value {spec!r}")
+    if user.isdigit():
+        uid = int(user)
+        gid = uid
+    else:
+        for fields in _read_db(rootfs, "passwd"):
+            if len(fields) >= 4 and fields[0] == user:
+                try:
+                    uid, gid = int(fields[2]), int(fields[3])
+                except ValueError:
+                    continue
+                break
+        else:
+            raise ContextError(f"unable to find user {user}: no matching entries in passwd file")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            for fields in _read_db(rootfs, "group"):
+                if len(fields) >= 3 and fields[0] == group:
+                    try:
+                        gid = int(fields[2])
+                    except ValueError:
+                        continue
+                    break
+            else:
+                raise ContextError(
+                    f"unable to find group {group}: no matching entries in group file"
+                )
+    return uid, gid
+
+
+def resolve_dest(dest: str, workdir: str) -> str:
+    """``dest`` made absolute against WORKDIR, keeping a trailing ``/`` that marks a dir."""
+    is_dir = dest in ("", ".") or dest.endswith("/") or dest.endswith("/.")
+    joined = dest if dest.startswith("/") else (workdir or "/").rstrip("/") + "/" + dest
+    cleaned = go_clean("/" + joined)
+    if is_dir and not cleaned.endswith("/"):
+        cleaned += "/"
+    return cleaned
+
+
+@dataclass
+class _Copier:
+    chown: tuple[int, int] | None
+    chmod: ChmodSpec | None
+    preserve_owner: bool
+    utime: int | None
+    is_root: bool = field(default_factory=lambda: os.geteuid() == 0)
+    inodes: dict[tuple[int, int], Path] = field(default_factory=dict)
+
+    def owner(self, st: os.stat_result) -> tuple[int, int]:
+        if self.chown is not None:
+            return self.chown
+        if self.preserve_owner:
+            return st.st_uid, st.st_gid
+        return 0, 0
+
+    def mkdir_all(self, path: Path, root: Path) -> None:
+        """fsutil's MkdirAll: create missing dirs 0755 with the chown user and utime."""
+        missing: list[Path] = []
+        current = path
+        while current != root and not os.path.lexists(current):
+            missing.append(current)
+            current = current.parent
+        if os.path.lexists(current) and not current.is_dir():
+            raise ContextError(f"cannot create directory {rel_to(root, path)}: not a directory")
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o755)
+            os.chmod(directory, 0o755)
+            if self.chown is not None and self.is_root:
+                os.lchown(directory, *self.chown)
+            if self.utime is not None:
+                os.utime(directory, (self.utime, self.utime))
+
+    def apply_info(self, src: Path, st: os.stat_result, target: Path) -> None:
+        is_link = stat.S_ISLNK(st.st_mode)
+        uid, gid = self.owner(st)
+        if self.is_root:
+            os.lchown(target, uid, gid)
+        if not is_link:
+            mode = stat.S_IMODE(st.st_mode)
+            if self.chmod is not None:
+                mode = self.chmod.apply(mode, stat.S_ISDIR(st.st_mode))
+            os.chmod(target, mode)
+        _copy_xattrs(src, target)
+        if self.utime is not None:
+            times_ns = (self.utime * 1_000_000_000, self.utime * 1_000_000_000)
+        else:
+            times_ns = (st.st_atime_ns, st.st_mtime_ns)
+        os.utime(target, ns=times_ns, follow_symlinks=False)
+
+    def copy_entry(self, src: Path, st: os.stat_result, target: Path) -> bool:
+        """Copy one non-directory entry (info applied); False if it was skipped."""
+        mode = st.st_mode
+        if os.path.lexists(target):
+            if target.is_dir() and not target.is_symlink():
+                raise ContextError(f"cannot replace to directory {target.name} with file")
+            target.unlink()
+        if stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            first = self.inodes.get(key) if st.st_nlink > 1 else None
+            if first is not None:
+                os.link(first, target)
+                return True
+            shutil.copyfile(src, target, follow_symlinks=False)
+            if st.st_nlink > 1:
+                self.inodes[key] = target
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(src), target)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            if not self.is_root:
+                return False
+            os.mknod(target, mode, st.st_rdev)
+        elif stat.S_ISFIFO(mode):
+            os.mkfifo(target)
+        else:
+            return False  # sockets are not copied
+        self.apply_info(src, st, target)
+        return True
+
+    def make_dir(self, st: os.stat_result, target: Path, top: bool) -> bool:
+        """Create (or reuse) a directory; True if its metadata is to be applied later."""
+        if os.path.lexists(target):
+            if target.is_symlink() or not target.is_dir():
+                raise ContextError(f"cannot copy to non-directory: {target.name}")
+            if top:
+                return False
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+            return True
+        target.mkdir(mode=0o700)
+        return True
+
+    def copy_tree(self, selected: list[SelectedEntry], target: Path) -> None:
+        """Copy a selection (pre-order; ``selected[0]`` the source itself) to ``target``.
+
+        A directory source copies its contents into ``target``; directory metadata is
+        applied after everything below it, so their mtimes stay as the source's.
+        """
+        top = selected[0]
+        if not stat.S_ISDIR(top.st.st_mode):
+            self.copy_entry(top.path, top.st, target)
+            return
+        pending_dirs: list[tuple[Path, os.stat_result, Path]] = []
+        if self.make_dir(top.st, target, top=True):
+            pending_dirs.append((top.path, top.st, target))
+        for entry in selected[1:]:
+            path = target / entry.inner
+            if stat.S_ISDIR(entry.st.st_mode):
+                if self.make_dir(entry.st, path, top=False):
+                    pending_dirs.append((entry.path, entry.st, path))
+            else:
+                self.copy_entry(entry.path, entry.st, path)
+        for src, st, path in reversed(pending_dirs):
+            self.apply_info(src, st, path)
+
+
+def _copy_xattrs(src: Path, target: Path) -> None:
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        if name == "security.selinux":
+            continue
+        with contextlib.suppress(OSError):
+            value = os.getxattr(src, name, follow_symlinks=False)
+            os.setxattr(target, name, value, follow_symlinks=False)
+
+
+def _split_pivot(src: str) -> tuple[str, str]:
+    """``--parents``: the part of a source before ``/./`` (the pivot) and the part after."""
+    if "/./" in src:
+        pivot, _, rest = src.partition("/./")
+        return go_clean(pivot).lstrip("/") or ".", rest
+    return ".", src
+
+
+def copy_into(
+    src_root: Path,
+    sources: Sequence[str],
+    dest: str,
+    target_root: Path,
+    *,
+    workdir: str,
+    chown: tuple[int, int] | None,
+    chmod: int | ChmodSpec | None,
+    parents: bool,
+    excludes: Sequence[str],
+    is_add: bool,
+    ignore: PatternMatcher | None,
+    preserve_owner: bool = False,
+    follow_symlinks: bool = True,
+    utime: int | None = None,
+    command: str | None = None,
+) -> None:
+    """Copy ``sources`` (below ``src_root``) to ``dest`` inside ``target_root``.
+
+    ``chown`` is a resolved ``(uid, gid)`` (see :func:`resolve_chown`); ``chmod`` an int
+    (octal bits) or a :class:`ChmodSpec`. ``ignore`` is the context's .dockerignore matcher
+    (None for a stage). ``preserve_owner`` keeps the source ids when there is no chown (True
+    for another stage, False for the local context). ``utime`` (seconds) replaces every
+    mtime when set. Raises ContextError (missing source, bad destination, corrupt archive).
+    """
+    name = command or ("ADD" if is_add else "COPY")
+    mode_spec = ChmodSpec(octal=chmod) if isinstance(chmod, int) else chmod
+    copier = _Copier(chown=chown, chmod=mode_spec, preserve_owner=preserve_owner, utime=utime)
+    dest_abs = resolve_dest(dest, workdir)
+    dest_is_dir = dest_abs.endswith("/")
+    exclude_matcher = PatternMatcher(excludes) if excludes else None
+
+    # Resolve and list every source first, so nothing is written when one is missing.
+    plan: list[tuple[str, str, list[SelectedEntry]]] = []  # (match, pivot, selection)
+    for src in sources:
+        pivot, rest = _split_pivot(src) if parents else (".", src)
+        full = rest if pivot == "." else f"{pivot}/{rest}"
+        wildcard = has_wildcards(full)
+        matches = resolve_wildcards(src_root, full, follow=follow_symlinks, ignore=ignore)
+        if not matches:
+            if wildcard:
+                continue
+            raise missing_source_error(src, ignore)
+        head = split_wildcards(full)[0]
+        for match in matches:
+            if wildcard and exclude_matcher:
+                below_head = match if head == "." else match[len(head) + 1 :]
+                if exclude_matcher.matches(below_head):
+                    continue
+            selected = select_match(src_root, match, src, exclude_matcher, ignore, follow_symlinks)
+            plan.append((match, pivot, selected))
+    if not plan:
+        return
+
+    dest_path = root_path(target_root, dest_abs)
+    if (len(plan) > 1 or len(sources) > 1) and not dest_is_dir and not dest_path.is_dir():
+        raise ContextError(
+            f"When using {name} with more than one source file, "
+            "the destination must be a directory and end with a /"
+        )
+
+    # fsutil creates the destination's parent (or the destination itself if it is a dir).
+    ensure = dest_abs if dest_is_dir else dest_abs.rpartition("/")[0]
+    copier.mkdir_all(root_path(target_root, ensure), target_root)
+
+    for match, pivot, selected in plan:
+        top = selected[0]
+        if parents:
+            _copy_with_parents(copier, src_root, target_root, dest_path, match, pivot, selected)
+            continue
+        if is_add and stat.S_ISREG(top.st.st_mode) and is_archive(top.path):
+            copier.mkdir_all(dest_path, target_root)
+            extract_archive(top.path, dest_path)
+            continue
+        target = _prepare_target(copier, target_root, dest_path, top)
+        copier.copy_tree(selected, target)
+
+
+def _prepare_target(
+    copier: _Copier, target_root: Path, dest_path: Path, top: SelectedEntry
+) -> Path:
+    """fsutil's prepareTargetDir, with directory sources copying their contents."""
+    src_is_dir = stat.S_ISDIR(top.st.st_mode)
+    dest_exists = dest_path.exists()
+    target = dest_path
+    if not src_is_dir and dest_exists and dest_path.is_dir():
+        base = top.source_rel.rpartition("/")[2]
+        if base in ("", "."):
+            base = top.path.name
+        target = root_path_nofollow(target_root, rel_to(target_root, dest_path) + "/" + base)
+    parent = target if (src_is_dir and not dest_exists) else target.parent
+    copier.mkdir_all(parent, target_root)
+    return target
+
+
+def _copy_with_parents(
+    copier: _Copier,
+    src_root: Path,
+    target_root: Path,
+    dest_path: Path,
+    match: str,
+    pivot: str,
+    selected: list[SelectedEntry],
+) -> None:
+    """``--parents``: recreate the match's path below the pivot, parents with source metadata."""
+    rel = match if pivot == "." else os.path.relpath(match, pivot)
+    if rel.startswith(".."):
+        raise ContextError(f"--parents source {match!r} is not below {pivot!r}")
+    copier.mkdir_all(dest_path, target_root)
+    current = dest_path
+    parts = [p for p in rel.split("/") if p and p != "."]
+    src_dir = root_path(src_root, pivot)
+    for comp in parts[:-1]:
+        src_dir = src_dir / comp
+        current = current / comp
+        if not os.path.lexists(current):
+            st = os.stat(src_dir)
+            current.mkdir(mode=0o700)
+            copier.apply_info(src_dir, st, current)
+    target = current / parts[-1] if parts else current
+    copier.copy_tree(selected, target)
+
+
+def write_heredocs(
+    files: Sequence[tuple[str, str]],
+    dest: str,
+    target_root: Path,
+    *,
+    workdir: str,
+    chown: tuple[int, int] | None,
+    chmod: int | ChmodSpec | None,
+    utime: int | None = None,
+    tmpdir: Path | None = None,
+) -> None:
+    """``COPY <<EOF /dest``: write each ``(name, content)`` as a 0644 file (or ``--chmod``),
+    then copy it to ``dest`` with the usual rules (several heredocs need a directory)."""
+    with tempfile.TemporaryDirectory(dir=tmpdir, prefix="dockyard-heredoc-") as scratch:
+        root = Path(scratch)
+        names: list[str] = []
+        for name, content in files:
+            clean = go_clean("/" + name).lstrip("/")
+            if not clean or "/" in clean:
+                raise ContextError(f"invalid heredoc file name {name!r}")
+            path = root / clean
+            path.write_bytes(content.encode("utf-8", errors="surrogateescape"))
+            os.chmod(path, 0o644)
+            names.append(clean)
+        copy_into(
+            root,
+            names,
+            dest,
+            target_root,
+            workdir=workdir,
+            chown=chown,
+            chmod=chmod,
+            parents=False,
+            excludes=(),
+            is_add=False,
+            ignore=None,
+            utime=utime,
+        )
+
+
+def add_remote(
+    url: str,
+    dest: str,
+    target_root: Path,
+    *,
+    workdir: str,
+    chown: tuple[int, int] | None,
+    chmod: int | ChmodSpec | None,
+    checksum: str | None,
+    keep_git_dir: bool,
+    tmpdir: Path | None = None,
+) -> str:
+    """ADD of an http(s) or git URL; returns the digest of what was fetched.
+
+    A URL's file keeps mode 0600 (unless ``--chmod``) and the Last-Modified time; it is
+    never unpacked. A git URL copies the checked-out tree's contents to ``dest``.
+    """
+    from dockyard.context.fetch import fetch_git, fetch_url, is_git_url
+
+    with tempfile.TemporaryDirectory(dir=tmpdir, prefix="dockyard-fetch-") as scratch:
+        root = Path(scratch)
+        if is_git_url(url):
+            if checksum:
+                raise ContextError("--checksum is not supported for git URLs yet")
+            tree = fetch_git(url, root, keep_git_dir=keep_git_dir)
+            sources = [rel_to(root, tree)]
+            digest = ""
+        else:
+            fetched = fetch_url(url, root, checksum=checksum)
+            sources = [fetched.name]
+            digest = fetched.digest
+        copy_into(
+            root,
+            sources,
+            dest,
+            target_root,
+            workdir=workdir,
+            chown=chown,
+            chmod=chmod,
+            parents=False,
+            excludes=(),
+            is_add=False,
+            ignore=None,
+            command="ADD",
+        )
+        return digest

@@ -1,0 +1,204 @@
+"""ADD's remote sources: an http(s) URL (streamed, ``--checksum`` verified) and git URLs.
+
+A URL's file is named from the Content-Disposition header, else from the URL path's last
+element (``index.html`` when empty); its mtime comes from Last-Modified, as BuildKit does.
+Git URLs (``https://host/repo.git#ref:subdir``, ``git@host:repo.git``, ``git://``,
+``ssh://``) are fetched with the ``git`` binary, shallow when the server allows it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from dockyard.errors import ContextError
+
+__all__ = [
+    "FetchedFile",
+    "GitRef",
+    "fetch_git",
+    "fetch_url",
+    "is_git_url",
+    "is_url",
+    "parse_git_url",
+]
+
+_CHUNK = 1 << 20
+
+
+def is_url(source: str) -> bool:
+    """True for an http(s) URL."""
+    return source.startswith(("http://", "https://"))
+
+
+def is_git_url(source: str) -> bool:
+    """True for a source BuildKit fetches with git."""
+    if source.startswith(("git://", "git@", "ssh://")):
+        return True
+    if is_url(source):
+        path = urlsplit(source.partition("#")[0]).path
+        return path.endswith(".git")
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedFile:
+    """A downloaded file: where it is, its name, Last-Modified (epoch seconds) and digest."""
+
+    path: Path
+    name: str
+    mtime: int | None
+    digest: str
+
+
+def _filename(url: str, response: httpx.Response) -> str:
+    disposition = response.headers.get("content-disposition", "")
+    found = re.search(r'filename\*?=(?:UTF-8\'\')?"?([^";]+)"?', disposition)
+    if found:
+        name = os.path.basename(unquote(found.group(1)).strip())
+        if name and name not in (".", ".."):
+            return name
+    path = unquote(urlsplit(url).path)
+    name = path.rstrip("/").rpartition("/")[2] if path.strip("/") else ""
+    return name if name and name not in (".", "..") else "index.html"
+
+
+def fetch_url(
+    url: str,
+    dest_dir: Path,
+    *,
+    checksum: str | None = None,
+    client: httpx.Client | None = None,
+    timeout: float = 60.0,
+) -> FetchedFile:
+    """Download ``url`` into ``dest_dir`` (streamed), verifying ``checksum`` (``sha256:<hex>``).
+
+    Raises ContextError for an HTTP error, a network failure or a checksum mismatch.
+    """
+    expected = None
+    if checksum:
+        algo, _, hexdigest = checksum.partition(":")
+        if algo != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexdigest):
+            raise ContextError(f"invalid checksum {checksum!r}: want sha256:<64 hex digits>")
+        expected = checksum
+    own = client is None
+    http = client or httpx.Client(follow_redirects=True, timeout=timeout)
+    try:
+        with http.stream("GET", url) as response:
+            if response.status_code >= 400:
+                raise ContextError(
+                    f"failed to fetch {url}: invalid response status {response.status_code}"
+                )
+            name = _filename(url, response)
+            target = dest_dir / name
+            sha = hashlib.sha256()
+            with open(target, "wb") as out:
+                for chunk in response.iter_bytes(_CHUNK):
+                    sha.update(chunk)
+                    out.write(chunk)
+            mtime = None
+            last_modified = response.headers.get("last-modified")
+            if last_modified:
+                try:
+                    mtime = int(email.utils.parsedate_to_datetime(last_modified).timestamp())
+                except (TypeError, ValueError):
+                    mtime = None
+    except httpx.HTTPError as err:
+        raise ContextError(f"failed to fetch {url}: {err}") from None
+    finally:
+        if own:
+            http.close()
+    digest = "sha256:" + sha.hexdigest()
+    if expected is not None and digest != expected:
+        target.unlink(missing_ok=True)
+        raise ContextError(f"digest mismatch for {url}: expected {expected}, got {digest}")
+    os.chmod(target, 0o600)
+    if mtime is not None:
+        os.utime(target, (mtime, mtime))
+    return FetchedFile(target, name, mtime, digest)
+
+
+@dataclass(frozen=True, slots=True)
+class GitRef:
+    """A git source: remote, ref (branch, tag or commit; None = default) and subdir."""
+
+    remote: str
+    ref: str | None
+    subdir: str | None
+
+
+def parse_git_url(url: str) -> GitRef:
+    """Split ``remote#ref:subdir`` (either part of the fragment may be empty)."""
+    remote, _, fragment = url.partition("#")
+    ref, _, subdir = fragment.partition(":")
+    return GitRef(remote, ref or None, subdir.strip("/") or None)
+
+
+def _git(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_COUNT="1",
+        GIT_CONFIG_KEY_0="protocol.file.allow",
+        GIT_CONFIG_VALUE_0="always",
+    )
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def fetch_git(url: str, dest_dir: Path, *, keep_git_dir: bool = False) -> Path:
+    """Check out ``url`` (``remote#ref:subdir``) below ``dest_dir``; returns the tree to copy.
+
+    The ``.git`` directory is removed unless ``keep_git_dir``. Submodules are fetched.
+    Raises ContextError when git is missing or the fetch fails.
+    """
+    if shutil.which("git") is None:
+        raise ContextError("ADD of a git URL needs the git binary, which is not installed")
+    ref = parse_git_url(url)
+    checkout = dest_dir / "checkout"
+    checkout.mkdir(parents=True, exist_ok=True)
+    steps = [
+        ["init", "-q"],
+        ["remote", "add", "origin", ref.remote],
+    ]
+    for args in steps:
+        result = _git(args, cwd=checkout)
+        if result.returncode != 0:
+            raise ContextError(f"git {args[0]} failed: {result.stderr.strip()}")
+    wanted = ref.ref or "HEAD"
+    fetched = _git(["fetch", "-q", "--depth=1", "origin", wanted], cwd=checkout)
+    if fetched.returncode != 0:
+        # Some servers refuse a shallow fetch of a commit id; fetch everything instead.
+        fetched = _git(["fetch", "-q", "--tags", "origin"], cwd=checkout)
+        if fetched.returncode != 0:
+            raise ContextError(f"failed to fetch {ref.remote}: {fetched.stderr.strip()}")
+        target = wanted
+    else:
+        target = "FETCH_HEAD"
+    result = _git(["checkout", "-q", "--detach", target], cwd=checkout)
+    if result.returncode != 0:
+        raise ContextError(f"failed to check out {wanted} of {ref.remote}: {result.stderr.strip()}")
+    if (checkout / ".gitmodules").exists():
+        result = _git(["submodule", "update", "--init", "--recursive", "--depth=1"], cwd=checkout)
+        if result.returncode != 0:
+            raise ContextError(f"failed to update submodules: {result.stderr.strip()}")
+    if not keep_git_dir:
+        shutil.rmtree(checkout / ".git", ignore_errors=True)
+    tree = checkout
+    if ref.subdir:
+        tree = checkout / ref.subdir
+        real = tree.resolve()
+        if not real.is_relative_to(checkout.resolve()) or not real.is_dir():
+            raise ContextError(f"subdirectory {ref.subdir!r} not found in {ref.remote}")
+    return tree

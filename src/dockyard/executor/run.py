@@ -1,0 +1,327 @@
+"""Running one process in a root filesystem with crun or runc.
+
+Each run gets a bundle ``<state>/bundles/<id>/`` (config.json, resolv.conf, hosts) and a
+container id; the runtime keeps its own state under ``<state>/runtime/<name>``. Whatever
+happens (exit, error, Ctrl-C, SIGTERM turned into an exception, :meth:`Executor.cancel`),
+the container is killed and deleted and the bundle removed before :meth:`Executor.run`
+returns or raises. Mount points the runtime had to create in the rootfs (``/etc/resolv.conf``
+in an image without one, ``/run/secrets``...) are removed again when they are still empty,
+so they never reach the layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import types
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from dockyard.errors import ExecutorError
+from dockyard.executor.runtime import RuntimeInfo
+from dockyard.executor.spec import (
+    RunSpec,
+    UserIds,
+    hosts_file_content,
+    oci_spec,
+    resolve_in_root,
+    resolve_user,
+    system_mounts,
+)
+
+__all__ = ["Executor", "MountStub", "find_mount_stubs", "remove_mount_stubs", "sigterm_raises"]
+
+_SHELLS = ("/bin/sh", "/bin/bash", "/bin/ash", "/usr/bin/sh", "/usr/bin/bash")
+
+
+@dataclass(frozen=True, slots=True)
+class MountStub:
+    """A path (relative to the rootfs) missing before a run that a mount point may create,
+    with the times of the nearest existing ancestor directory to restore afterwards."""
+
+    path: str
+    ancestor: str
+    ancestor_atime_ns: int
+    ancestor_mtime_ns: int
+
+
+def find_mount_stubs(rootfs: Path, destinations: list[str]) -> list[MountStub]:
+    """The paths that mounting at ``destinations`` would create in ``rootfs``.
+
+    Destinations below another destination (``/dev/pts`` below ``/dev``) live on that mount,
+    not in the rootfs, and are skipped. Every missing component is listed (``run``,
+    ``run/secrets``, ``run/secrets/x``), shallowest first.
+    """
+    stubs: list[MountStub] = []
+    seen: set[str] = set()
+    taken: list[str] = []
+    for dest in destinations:
+        norm = "/" + "/".join(p for p in dest.split("/") if p not in ("", "."))
+        if any(norm == t or norm.startswith(t.rstrip("/") + "/") for t in taken):
+            continue
+        taken.append(norm)
+        parts = [p for p in norm.split("/") if p]
+        anchor: MountStub | None = None
+        for i in range(len(parts)):
+            rel = "/".join(parts[: i + 1])
+            target = resolve_in_root(rootfs, rel)
+            stub_path = os.path.relpath(target, rootfs)
+            if stub_path in seen:
+                continue
+            if os.path.lexists(target):
+                anchor = None
+                continue
+            if anchor is None:
+                anc = target.parent
+                while not os.path.isdir(anc) and anc != rootfs:
+                    anc = anc.parent  # a stub of an earlier destination
+                try:
+                    st = os.stat(anc)
+                except OSError:
+                    break
+                anchor = MountStub("", os.path.relpath(anc, rootfs), st.st_atime_ns,
+                                   st.st_mtime_ns)
+            seen.add(stub_path)
+            stubs.append(replace(anchor, path=stub_path))
+    return stubs
+
+
+def remove_mount_stubs(rootfs: Path, stubs: list[MountStub]) -> None:
+    """Remove stubs that are still empty files or empty directories, deepest first, and put
+    back the times of the directories they were created in."""
+    touched: dict[str, tuple[int, int]] = {}
+    for stub in sorted(stubs, key=lambda s: s.path.count("/"), reverse=True):
+        path = rootfs / stub.path
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(path)
+            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                os.unlink(path)
+            else:
+                continue
+        except OSError:
+            continue  # not empty: the step put something there, so it stays
+        touched[stub.ancestor] = (stub.ancestor_atime_ns, stub.ancestor_mtime_ns)
+    for anc, times in touched.items():
+        with contextlib.suppress(OSError):
+            os.utime(rootfs / anc if anc != "." else rootfs, ns=times, follow_symlinks=False)
+
+
+def _host_resolv_conf() -> str:
+    for candidate in ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"):
+        try:
+            text = Path(candidate).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        # systemd-resolved's stub listens on the host's loopback only.
+        if "127.0.0.53" in text and candidate == "/etc/resolv.conf":
+            continue
+        return text
+    return "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+
+
+def _is_executable_in(rootfs: Path, path: str) -> bool:
+    try:
+        st = os.stat(resolve_in_root(rootfs, path))
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode)
+
+
+def _check_command(rootfs: Path, spec: RunSpec) -> None:
+    if not spec.args:
+        raise ExecutorError("no command given")
+    prog = spec.args[0]
+    if prog.startswith("/"):
+        if _is_executable_in(rootfs, prog):
+            return
+        if prog in _SHELLS:
+            raise ExecutorError(
+                f"{prog} not found in the image, so the shell form cannot run",
+                hint='use the exec form, e.g. RUN ["/path/to/program", "arg"], or set SHELL',
+            )
+        raise ExecutorError(f"{prog}: no such file or directory in the image")
+    if "/" in prog:
+        return  # relative to the working directory; the runtime decides
+    path_value = next(
+        (e[5:] for e in reversed(spec.env) if e.startswith("PATH=")),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    )
+    for d in path_value.split(":"):
+        if d and _is_executable_in(rootfs, f"{d.rstrip('/')}/{prog}"):
+            return
+    raise ExecutorError(f'exec: "{prog}": executable file not found in $PATH')
+
+
+def _ensure_cwd(rootfs: Path, cwd: str, ids: UserIds) -> None:
+    """Create a missing working directory owned by the user, as BuildKit does."""
+    parts = [p for p in cwd.split("/") if p not in ("", ".")]
+    for i in range(len(parts)):
+        target = resolve_in_root(rootfs, "/".join(parts[: i + 1]))
+        if os.path.lexists(target):
+            continue
+        os.mkdir(target, 0o755)
+        os.chown(target, ids.uid, ids.gid)
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt in the main thread (so the executor
+    and ``mounted()`` clean up as for Ctrl-C). Only usable from the main thread."""
+
+    def handler(signum: int, frame: types.FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class Executor:
+    """Runs processes in root filesystems with one OCI runtime; safe to share across threads."""
+
+    def __init__(self, runtime: RuntimeInfo, state_dir: Path) -> None:
+        self.runtime = runtime
+        self.state_dir = state_dir
+        self._runtime_root = state_dir / "runtime" / runtime.name
+        self._bundles = state_dir / "bundles"
+        self._lock = threading.Lock()
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._cancelled = False
+
+    def _cmd(self, *args: str) -> list[str]:
+        return [*self.runtime.argv_prefix, "--root", str(self._runtime_root), *args]
+
+    def run(self, rootfs: Path, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> int:
+        """Run ``spec`` in ``rootfs`` (a mounted snapshot); stream its merged stdout and stderr
+        to ``on_output``; return its exit status (128+N when killed by signal N).
+
+        Raises ExecutorError when the process cannot be started (missing shell or program,
+        unknown user, runtime failure) or when :meth:`cancel` was called.
+        """
+        if self._cancelled:
+            raise ExecutorError("cancelled")
+        _check_command(rootfs, spec)
+        ids = UserIds(*resolve_user(rootfs, spec.user))
+        cid = f"dockyard-{uuid.uuid4().hex[:16]}"
+        bundle = self._bundles / cid
+        bundle.mkdir(parents=True)
+        self._runtime_root.mkdir(parents=True, exist_ok=True)
+        stubs: list[MountStub] = []
+        try:
+            resolv = bundle / "resolv.conf"
+            resolv.write_text(_host_resolv_conf())
+            hosts = bundle / "hosts"
+            hosts.write_text(hosts_file_content(spec.hostname))
+            for f in (resolv, hosts):
+                f.chmod(0o644)
+            mounts = system_mounts(
+                privileged=spec.security == "insecure", resolv_conf=resolv, hosts=hosts
+            )
+            mounts += list(spec.mounts)
+            stubs = find_mount_stubs(rootfs, [m.destination for m in mounts])
+            if spec.cwd not in ("", "/"):
+                _ensure_cwd(rootfs, spec.cwd, ids)
+            config = oci_spec(rootfs, spec, ids, mounts)
+            (bundle / "config.json").write_text(json.dumps(config))
+            return self._run_container(cid, bundle, on_output)
+        finally:
+            shutil.rmtree(bundle, ignore_errors=True)
+            remove_mount_stubs(rootfs, stubs)
+
+    def _run_container(
+        self, cid: str, bundle: Path, on_output: Callable[[bytes], None]
+    ) -> int:
+        log = bundle / "runtime.log"
+        argv = [
+            *self.runtime.argv_prefix,
+            "--root", str(self._runtime_root),
+            f"--log={log}", "--log-format=json",
+            "run", "--bundle", str(bundle), cid,
+        ]
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            with self._lock:
+                if self._cancelled:
+                    raise ExecutorError("cancelled")
+                # A session of its own: a terminal's Ctrl-C reaches us, and we stop the
+                # container deliberately rather than racing the runtime's signal forwarding.
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                self._running[cid] = proc
+            assert proc.stdout is not None
+            fd = proc.stdout.fileno()
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                on_output(chunk)
+            code = proc.wait()
+            if self._cancelled:
+                raise ExecutorError("cancelled")
+            if code != 0:
+                err = self._runtime_error(log)
+                if err:
+                    raise ExecutorError(err)
+            return code if code >= 0 else 128 - code
+        finally:
+            with self._lock:
+                self._running.pop(cid, None)
+            if proc is not None:
+                if proc.poll() is None:
+                    self._kill(cid)
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
+            if (self._runtime_root / cid).exists():
+                subprocess.run(self._cmd("delete", "--force", cid), capture_output=True, check=False)
+
+    @staticmethod
+    def _runtime_error(log: Path) -> str | None:
+        """The runtime's own error (not the container's exit), from its JSON log."""
+        try:
+            lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return None
+        for line in reversed(lines):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("level") in ("error", "fatal") and entry.get("msg"):
+                return str(entry["msg"])
+        return None
+
+    def _kill(self, cid: str) -> None:
+        subprocess.run(self._cmd("kill", cid, "KILL"), capture_output=True, check=False)
+
+    def cancel(self) -> None:
+        """Kill every running container of this executor; later runs raise at once."""
+        with self._lock:
+            self._cancelled = True
+            running = list(self._running)
+        for cid in running:
+            self._kill(cid)

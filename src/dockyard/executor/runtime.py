@@ -1,0 +1,219 @@
+"""Finding an OCI runtime that works on this host.
+
+crun is preferred, runc is the fallback; ``--runtime`` / ``DOCKYARD_RUNTIME`` names one. Each
+candidate is *probed*: a tiny container running the host's ``true`` (the host's /usr bound
+read-only into an empty root). crun refuses hybrid cgroup v1/v2 hosts whose cgroup2 tree has
+controllers, even with ``--cgroup-manager=disabled``; the probe finds that out rather than
+guessing. Results are cached in the state dir, keyed by the runtime's path and mtime and the
+cgroup mode, so a no-op build does not pay for the probe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from dockyard.errors import ExecutorError
+
+__all__ = ["CgroupMode", "RuntimeInfo", "cgroup_mode", "default_state_dir", "detect_runtime"]
+
+CgroupMode = Literal["v1", "v2", "hybrid", "none"]
+
+_PROBE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    """A runtime that works here: how to call it (``argv_prefix``) and what was found.
+
+    ``argv_prefix`` is the binary plus global options (e.g. crun's
+    ``--cgroup-manager=disabled``); the executor adds ``--root`` and the subcommand.
+    """
+
+    name: str
+    path: str
+    version: str
+    cgroup_mode: CgroupMode
+    global_args: tuple[str, ...]
+
+    @property
+    def argv_prefix(self) -> tuple[str, ...]:
+        """The binary and its global options."""
+        return (self.path, *self.global_args)
+
+
+def cgroup_mode() -> CgroupMode:
+    """``v2`` (unified), ``hybrid`` (v1 controllers plus a cgroup2 mount), ``v1``, or ``none``."""
+    v1 = False
+    v2_at_root = False
+    v2_elsewhere = False
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fstype = right.split(" ", 1)[0]
+                point = left.split(" ")[4]
+                if fstype == "cgroup2":
+                    if point == "/sys/fs/cgroup":
+                        v2_at_root = True
+                    else:
+                        v2_elsewhere = True
+                elif fstype == "cgroup":
+                    v1 = True
+    except OSError:
+        return "none"
+    if v2_at_root:
+        return "v2"
+    if v1 and v2_elsewhere:
+        return "hybrid"
+    if v1:
+        return "v1"
+    return "v2" if v2_elsewhere else "none"
+
+
+def default_state_dir() -> Path:
+    """Where runtime state lives when the caller gives no store: /run/dockyard or a tmp dir."""
+    if os.geteuid() == 0:
+        return Path("/run/dockyard")
+    return Path(tempfile.gettempdir()) / f"dockyard-{os.geteuid()}"
+
+
+def _version(path: str) -> str:
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    first = out.splitlines()[0] if out else ""
+    return first.split("version", 1)[-1].strip() or "unknown"
+
+
+def _candidate_args(name: str, mode: CgroupMode) -> list[tuple[str, ...]]:
+    if name == "crun":
+        # crun's own cgroup manager cannot handle hybrid hosts; try without it there first.
+        if mode == "hybrid":
+            return [("--cgroup-manager=disabled",), ()]
+        return [(), ("--cgroup-manager=disabled",)]
+    return [()]
+
+
+def _probe(argv: tuple[str, ...], work: Path) -> str | None:
+    """Run the host's ``true`` in a throwaway container; None on success, else the error."""
+    true_bin = shutil.which("true") or "/bin/true"
+    bundle = work / f"probe-{uuid.uuid4().hex[:8]}"
+    rootfs = bundle / "rootfs"
+    (rootfs / "proc").mkdir(parents=True)
+    mounts: list[dict[str, object]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": []}
+    ]
+    for top in ("usr", "bin", "lib", "lib64", "sbin"):
+        host = Path("/") / top
+        if host.is_symlink():
+            os.symlink(os.readlink(host), rootfs / top)
+        elif host.is_dir():
+            (rootfs / top).mkdir()
+            mounts.append(
+                {"destination": f"/{top}", "type": "bind", "source": str(host),
+                 "options": ["rbind", "ro"]}
+            )
+    config = {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": [true_bin],
+            "env": ["PATH=/usr/bin:/bin"],
+            "cwd": "/",
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "probe",
+        "mounts": mounts,
+        "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]},
+    }
+    (bundle / "config.json").write_text(json.dumps(config))
+    state = work / "probe-state"
+    cid = f"dockyard-probe-{uuid.uuid4().hex[:12]}"
+    base = (argv[0], "--root", str(state), *argv[1:])
+    try:
+        proc = subprocess.run(
+            [*base, "run", "--bundle", str(bundle), cid],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    finally:
+        subprocess.run([*base, "delete", "--force", cid], capture_output=True, check=False)
+        shutil.rmtree(bundle, ignore_errors=True)
+    if proc.returncode != 0:
+        return (proc.stderr.strip() or f"exit status {proc.returncode}").splitlines()[-1]
+    return None
+
+
+def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> RuntimeInfo:
+    st = os.stat(path)
+    key = {"v": _PROBE_VERSION, "path": path, "mtime_ns": st.st_mtime_ns, "cgroup": mode}
+    cache = cache_dir / f"runtime-probe-{name}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        saved = json.loads(cache.read_text())
+        if saved["key"] == key:
+            if saved["error"]:
+                raise ExecutorError(saved["error"])
+            info = saved["info"]
+            return RuntimeInfo(
+                info["name"], info["path"], info["version"], info["cgroup_mode"],
+                tuple(info["global_args"]),
+            )
+    errors = []
+    found: RuntimeInfo | None = None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for args in _candidate_args(name, mode):
+        err = _probe((path, *args), cache_dir)
+        if err is None:
+            found = RuntimeInfo(name, path, _version(path), mode, args)
+            break
+        errors.append(f"{' '.join((name, *args))}: {err}")
+    message = "" if found else f"{name} does not work here: " + "; ".join(errors)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(
+        json.dumps({"key": key, "error": message, "info": asdict(found) if found else None})
+    )
+    os.replace(tmp, cache)
+    if found is None:
+        raise ExecutorError(message)
+    return found
+
+
+def detect_runtime(preferred: str | None = None, *, cache_dir: Path | None = None) -> RuntimeInfo:
+    """The runtime to use: ``preferred`` (a name or path), else ``DOCKYARD_RUNTIME``, else the
+    first of crun, runc that works on this host. Raises ExecutorError naming what failed."""
+    choice = preferred or os.environ.get("DOCKYARD_RUNTIME") or None
+    cache_dir = cache_dir or default_state_dir()
+    mode = cgroup_mode()
+    names = [choice] if choice else ["crun", "runc"]
+    errors = []
+    for name in names:
+        path = shutil.which(name)
+        if path is None:
+            errors.append(f"{name}: not found on PATH")
+            continue
+        path = os.path.realpath(path)
+        label = Path(name).name
+        try:
+            return _probe_cached(label, path, mode, cache_dir)
+        except ExecutorError as err:
+            errors.append(str(err))
+    hint = "install crun or runc (Debian: apt-get install crun runc)"
+    raise ExecutorError("no working OCI runtime: " + "; ".join(errors), hint=hint)

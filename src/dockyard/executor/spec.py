@@ -1,0 +1,320 @@
+"""What a RUN step asks for (:class:`RunSpec`) and the OCI runtime spec made from it.
+
+Everything here is pure (no root, no runtime): user resolution reads the rootfs's passwd and
+group files, scoped to the rootfs so a symlink there cannot make us read the host's.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from dockyard.errors import ExecutorError
+
+__all__ = [
+    "DEFAULT_CAPABILITIES",
+    "DEFAULT_ENV_PATH",
+    "MountSpec",
+    "RunSpec",
+    "UserIds",
+    "hosts_file_content",
+    "oci_spec",
+    "resolve_in_root",
+    "resolve_user",
+    "system_mounts",
+]
+
+# Docker's default capability set (moby oci/caps/defaults.go).
+DEFAULT_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+
+_ALL_CAPABILITIES: tuple[str, ...] = (
+    "CAP_AUDIT_CONTROL", "CAP_AUDIT_READ", "CAP_AUDIT_WRITE", "CAP_BLOCK_SUSPEND", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER", "CAP_FSETID", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_KILL", "CAP_LEASE",
+    "CAP_LINUX_IMMUTABLE", "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_MKNOD", "CAP_NET_ADMIN",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_RAW", "CAP_PERFMON", "CAP_SETFCAP",
+    "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYSLOG", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+    "CAP_SYS_CHROOT", "CAP_SYS_MODULE", "CAP_SYS_NICE", "CAP_SYS_PACCT", "CAP_SYS_PTRACE",
+    "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_WAKE_ALARM",
+)
+
+DEFAULT_ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Docker's masked and read-only /proc and /sys paths for unprivileged containers.
+_MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+_READONLY_PATHS = (
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MountSpec:
+    """One extra mount in the container: an OCI ``mounts[]`` entry."""
+
+    destination: str
+    type: str
+    source: str
+    options: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """A process to run in a root filesystem.
+
+    ``user`` is as written in USER (``""`` = root). ``env`` entries are ``K=V``; a PATH is
+    added when missing. ``security="insecure"`` asks for a privileged container; the caller
+    checks it was allowed (``--allow security.insecure``).
+    """
+
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    user: str
+    network: Literal["host", "none"]
+    mounts: tuple[MountSpec, ...]
+    hostname: str = "dockyard"
+    security: Literal["sandbox", "insecure"] = "sandbox"
+
+
+@dataclass(frozen=True, slots=True)
+class UserIds:
+    """A resolved user: uid, primary gid and supplementary gids."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+def resolve_in_root(rootfs: Path, path: str) -> Path:
+    """``path`` inside ``rootfs`` with every symlink resolved as if ``rootfs`` were ``/``.
+
+    The result never leaves ``rootfs`` (``..`` stops at the root, absolute link targets
+    restart from it). The final component need not exist.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = rootfs.joinpath(*resolved, name)
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            resolved.append(name)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise ExecutorError(f"too many levels of symbolic links resolving {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(name)
+    return rootfs.joinpath(*resolved)
+
+
+def _read_db(rootfs: Path, name: str) -> list[list[str]]:
+    try:
+        text = resolve_in_root(rootfs, name).read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return []
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        rows.append(line.split(":"))
+    return rows
+
+
+def _parse_id(text: str) -> int | None:
+    if text.isdigit():
+        value = int(text)
+        if value < 2**31:
+            return value
+    return None
+
+
+def resolve_user(rootfs: Path, user: str) -> tuple[int, int, tuple[int, ...]]:
+    """``(uid, gid, supplementary gids)`` of USER ``user`` in ``rootfs``.
+
+    Accepts ``name``, ``uid``, ``name:group``, ``uid:gid`` (and mixes), as runc's
+    ``GetExecUser``: a user name must exist in /etc/passwd; a numeric uid need not (gid then
+    defaults to 0); with no group given, the supplementary groups are those in /etc/group that
+    list the user; with a group given, it is the only group. Raises ExecutorError.
+    """
+    ids = _resolve_user(rootfs, user)
+    return ids.uid, ids.gid, ids.groups
+
+
+def _resolve_user(rootfs: Path, user: str) -> UserIds:
+    if user in ("", "root") and not _read_db(rootfs, "/etc/passwd"):
+        return UserIds(0, 0, ())
+    user_part, sep, group_part = user.partition(":")
+    if user_part == "":
+        user_part = "0"
+    passwd = _read_db(rootfs, "/etc/passwd")
+    groups_db = _read_db(rootfs, "/etc/group")
+
+    uid: int | None = None
+    gid = 0
+    name: str | None = None
+    numeric = _parse_id(user_part)
+    for row in passwd:
+        if len(row) < 4:
+            continue
+        row_uid = _parse_id(row[2])
+        if (numeric is None and row[0] == user_part) or (
+            numeric is not None and row_uid == numeric
+        ):
+            uid = row_uid
+            name = row[0]
+            gid = _parse_id(row[3]) or 0
+            break
+    if uid is None:
+        if numeric is None:
+            raise ExecutorError(
+                f"unable to find user {user_part}: no matching entries in passwd file"
+            )
+        uid = numeric
+
+    supplementary: list[int] = []
+    if sep and group_part:
+        numeric_gid = _parse_id(group_part)
+        found: int | None = None
+        for row in groups_db:
+            if len(row) < 3:
+                continue
+            row_gid = _parse_id(row[2])
+            if (numeric_gid is None and row[0] == group_part) or (
+                numeric_gid is not None and row_gid == numeric_gid
+            ):
+                found = row_gid
+                break
+        if found is None:
+            if numeric_gid is None:
+                raise ExecutorError(
+                    f"unable to find group {group_part}: no matching entries in group file"
+                )
+            found = numeric_gid
+        gid = found
+    elif name is not None:
+        for row in groups_db:
+            if len(row) < 4:
+                continue
+            members = [m for m in row[3].split(",") if m]
+            row_gid = _parse_id(row[2])
+            if name in members and row_gid is not None and row_gid not in supplementary:
+                supplementary.append(row_gid)
+    return UserIds(uid, gid, tuple(supplementary))
+
+
+def hosts_file_content(hostname: str) -> str:
+    """/etc/hosts for a build container (as BuildKit writes it)."""
+    return f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+def system_mounts(*, privileged: bool, resolv_conf: Path, hosts: Path) -> list[MountSpec]:
+    """/proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys and the generated /etc files."""
+    sys_opts = ("nosuid", "noexec", "nodev", "rw" if privileged else "ro")
+    return [
+        MountSpec("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
+        MountSpec("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
+        MountSpec(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
+        ),
+        MountSpec(
+            "/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")
+        ),
+        MountSpec("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
+        MountSpec("/sys", "sysfs", "sysfs", sys_opts),
+        MountSpec(
+            "/etc/resolv.conf",
+            "bind",
+            str(resolv_conf),
+            ("nosuid", "noexec", "nodev", "rbind", "ro"),
+        ),
+        MountSpec("/etc/hosts", "bind", str(hosts), ("nosuid", "noexec", "nodev", "rbind", "ro")),
+    ]
+
+
+def _with_path(env: tuple[str, ...]) -> list[str]:
+    out = list(env)
+    if not any(e.startswith("PATH=") for e in out):
+        out.append(DEFAULT_ENV_PATH)
+    return out
+
+
+def oci_spec(
+    rootfs: Path,
+    spec: RunSpec,
+    ids: UserIds,
+    mounts: list[MountSpec],
+) -> dict[str, Any]:
+    """The OCI runtime ``config.json`` for ``spec`` (``mounts`` = system + extra mounts)."""
+    privileged = spec.security == "insecure"
+    caps = list(_ALL_CAPABILITIES if privileged else DEFAULT_CAPABILITIES)
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if spec.network == "none":
+        namespaces.append({"type": "network"})
+    linux: dict[str, Any] = {
+        "namespaces": namespaces,
+        # The runtime creates these nodes in the /dev tmpfs.
+        "devices": [],
+        "resources": {"devices": [{"allow": privileged, "access": "rwm"}]},
+    }
+    if not privileged:
+        linux["maskedPaths"] = list(_MASKED_PATHS)
+        linux["readonlyPaths"] = list(_READONLY_PATHS)
+    process: dict[str, Any] = {
+        "terminal": False,
+        "user": {"uid": ids.uid, "gid": ids.gid, "additionalGids": list(ids.groups)},
+        "args": list(spec.args),
+        "env": _with_path(spec.env),
+        "cwd": spec.cwd or "/",
+        "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+        "noNewPrivileges": False,
+    }
+    return {
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": str(rootfs), "readonly": False},
+        "hostname": spec.hostname,
+        "mounts": [
+            {"destination": m.destination, "type": m.type, "source": m.source,
+             "options": list(m.options)}
+            for m in mounts
+        ],
+        "linux": linux,
+    }

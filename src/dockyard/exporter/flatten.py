@@ -1,0 +1,237 @@
+"""An image's final filesystem: flattened into a directory, written as a tar, or one path
+copied out (``dockyard cp``).
+
+Every unpack goes through the one safe applier (``layers.apply.apply_layer``), which applies
+whiteouts and never writes outside the root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from dockyard.errors import LayerError, NotFoundError, UsageError
+from dockyard.exporter._stored import StoredImage, open_blob
+from dockyard.layers.apply import apply_layer
+from dockyard.layers.tarwriter import TarWriter, write_layer_from_dir
+from dockyard.store.db import Store
+
+__all__ = [
+    "copy_from_image",
+    "flatten_to_dir",
+    "resolve_in_root",
+    "scratch_dir",
+    "write_rootfs_tar",
+]
+
+_WH = ".wh."
+_OPQ = ".wh..wh..opq"
+
+
+def flatten_to_dir(store: Store, image: StoredImage, root: Path) -> None:
+    """Apply every layer of ``image`` in order onto ``root`` (created if missing)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for layer in image.layers:
+        with open_blob(store, layer.diff_id) as f:
+            apply_layer(f, root)
+
+
+@contextlib.contextmanager
+def scratch_dir(store: Store) -> Iterator[Path]:
+    """A temporary directory on the store's file system, always removed."""
+    tmp_root = store.root / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="flatten-", dir=tmp_root) as tmp:
+        yield Path(tmp)
+
+
+def write_rootfs_tar(store: Store, image: StoredImage, out: BinaryIO) -> None:
+    """Write the flattened filesystem of ``image`` as one tar stream."""
+    with scratch_dir(store) as tmp:
+        rootfs = tmp / "rootfs"
+        flatten_to_dir(store, image, rootfs)
+        write_layer_from_dir(rootfs, out)
+
+
+def resolve_in_root(root: Path, path: str, *, follow_last: bool) -> Path:
+    """``path`` (absolute, inside the image) resolved under ``root`` the way the kernel would
+    inside a chroot: symlinks are followed, but ``..`` and absolute links stay in ``root``."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        if os.path.islink(candidate) and (parts or follow_last):
+            hops += 1
+            if hops > 40:
+                raise UsageError(f"too many levels of symbolic links in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return root.joinpath(*resolved)
+
+
+def _ancestors_and_self(path: str) -> set[str]:
+    parts = path.split("/")
+    return {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+
+def _keep(name: str, target: str, wanted: set[str]) -> bool:
+    """Whether a layer entry can affect ``target``: an ancestor, the target, a descendant, or
+    a whiteout / opaque marker of one of them."""
+    name = name.strip("/")
+    while name.startswith("./"):
+        name = name[2:]
+    if name in ("", "."):
+        return False
+    base = posixpath.basename(name)
+    parent = posixpath.dirname(name)
+    if base == _OPQ:
+        return parent in wanted or parent.startswith(target + "/") or parent == ""
+    if base.startswith(_WH):
+        name = posixpath.join(parent, base[len(_WH):]) if parent else base[len(_WH):]
+    return name in wanted or name.startswith(target + "/")
+
+
+def _filtered_layer(f: BinaryIO, target: str, wanted: set[str]) -> BinaryIO | None:
+    """A tar of only the entries of a layer that can affect ``target``, or None when the
+    layer has a hardlink into the kept part from outside it (then we flatten everything)."""
+    out = cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=64 << 20))  # noqa: SIM115
+    kept_names: set[str] = set()
+    try:
+        with tarfile.open(fileobj=f, mode="r|*") as src, \
+                tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst:
+            for member in src:
+                if not _keep(member.name, target, wanted):
+                    continue
+                if member.islnk() and member.linkname.strip("/") not in kept_names:
+                    out.close()
+                    return None
+                kept_names.add(member.name.strip("/"))
+                dst.addfile(member, src.extractfile(member) if member.isreg() else None)
+    except tarfile.TarError as err:
+        out.close()
+        raise LayerError(f"corrupt layer: {err}") from err
+    out.seek(0)
+    return out
+
+
+def _unpack_path(store: Store, image: StoredImage, path: str, root: Path) -> None:
+    """Unpack into ``root`` enough of the image to read ``path`` correctly.
+
+    Only entries on the way to ``path`` and below it are applied. If a directory on the way
+    turns out to be a symlink (which may point anywhere in the image), or a hardlink reaches
+    outside the selection, the whole image is flattened instead."""
+    target = path.strip("/")
+    if not target:
+        flatten_to_dir(store, image, root)
+        return
+    wanted = _ancestors_and_self(target)
+    root.mkdir(parents=True, exist_ok=True)
+    for layer in image.layers:
+        with open_blob(store, layer.diff_id) as f:
+            filtered = _filtered_layer(f, target, wanted)
+        if filtered is None:
+            break
+        with filtered:
+            apply_layer(filtered, root)
+    else:
+        parts = target.split("/")
+        on_the_way = [root.joinpath(*parts[:i]) for i in range(1, len(parts))]
+        if not any(p.is_symlink() for p in on_the_way):
+            return
+    shutil.rmtree(root)
+    flatten_to_dir(store, image, root)
+
+
+def _tar_tree(src: Path, arcname: str, out: BinaryIO) -> None:
+    writer = TarWriter(out)
+    writer.add_path(src, arcname)
+    if src.is_dir() and not src.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(src):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, src)
+            prefix = arcname if rel == "." else f"{arcname}/{rel}"
+            for name in sorted(dirnames + filenames):
+                writer.add_path(Path(dirpath) / name, f"{prefix}/{name}")
+    writer.close()
+
+
+def _copy_entry(src: Path, dest: Path) -> None:
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dest)
+    elif src.is_dir():
+        shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+    elif stat.S_ISREG(src.lstat().st_mode):
+        shutil.copy2(src, dest)
+    else:
+        raise UsageError(f"cannot copy {src.name}: not a regular file, directory or symlink")
+
+
+def copy_from_image(
+    store: Store, image: StoredImage, path: str, dest: str, *, stdout: BinaryIO | None = None,
+    follow_link: bool = False,
+) -> None:
+    """``docker cp`` out of an image: ``path`` (absolute in the image) to ``dest``.
+
+    ``dest`` of ``-`` writes a tar of the path (its base name as the top entry) to
+    ``stdout``. A file goes to ``dest`` (or inside it, if it is a directory); a directory
+    to a missing ``dest`` becomes ``dest``, to an existing directory goes inside it (its
+    contents only when ``path`` ends with ``/.``)."""
+    if not path.startswith("/"):
+        path = "/" + path
+    contents_only = path.endswith("/.")
+    want_dir = path.endswith("/")
+    with scratch_dir(store) as tmp:
+        root = tmp / "rootfs"
+        _unpack_path(store, image, posixpath.normpath(path), root)
+        src = resolve_in_root(root, path, follow_last=follow_link or contents_only or want_dir)
+        if not os.path.lexists(src):
+            raise NotFoundError(f"could not find the file {path} in the image")
+        if want_dir and not src.is_dir():
+            raise UsageError(f"{path}: not a directory")
+        name = src.name if src != root else "/"
+        if dest == "-":
+            if stdout is None:
+                raise UsageError("cp: no stdout to write the tar to")
+            _tar_tree(src, "." if name == "/" or contents_only else name, stdout)
+            return
+        target = Path(dest)
+        src_is_dir = src.is_dir() and not src.is_symlink()
+        if not src_is_dir:
+            if dest.endswith("/") and not target.is_dir():
+                raise UsageError(f"destination directory {dest} must exist")
+            if target.is_dir():
+                target = target / name
+            elif not target.parent.is_dir():
+                raise UsageError(f"destination directory {target.parent} must exist")
+            if os.path.lexists(target) and not target.is_dir():
+                target.unlink()
+            _copy_entry(src, target)
+            return
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"cannot copy a directory to a file: {dest}")
+        if target.is_dir() and not contents_only and name != "/":
+            target = target / name
+        if not target.parent.is_dir():
+            raise UsageError(f"destination directory {target.parent} must exist")
+        try:
+            shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True)
+        except shutil.Error as err:
+            raise LayerError(f"copy to {dest} failed: {err}") from err

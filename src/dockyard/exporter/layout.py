@@ -1,0 +1,298 @@
+"""Writing OCI image layouts and ``docker load`` archives, as a tar stream or a directory.
+
+An OCI layout (image-spec ``image-layout.md``) is ``oci-layout``, ``index.json`` and
+``blobs/sha256/<hex>``. Each name gets its own index entry, annotated as BuildKit does:
+``io.containerd.image.name`` is the full reference, ``org.opencontainers.image.ref.name`` its
+tag (what ``skopeo oci:DIR:TAG`` and ``umoci --image DIR:TAG`` look up).
+
+A docker archive is what ``docker save`` writes since Docker 25: the same layout with
+uncompressed layers, plus ``manifest.json`` (``Config``, ``RepoTags``, ``Layers`` as paths in
+the archive), which older ``docker load`` versions and ``skopeo docker-archive:`` read.
+
+Layers are kept uncompressed in the store. They are compressed only here, and the compressed
+blob is recorded in the store as a form of its layer (``put_layer_blob(diff_id, kind, ...)``),
+so a second export of the same layers does no compression work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, Protocol
+
+from dockyard.errors import StoreError
+from dockyard.exporter._stored import (
+    CONFIG_OCI,
+    INDEX_OCI,
+    LAYER_GZIP,
+    LAYER_TAR,
+    LAYER_ZSTD,
+    MANIFEST_OCI,
+    StoredImage,
+    blob_path,
+    canonical,
+    open_blob,
+    sha256_bytes,
+)
+from dockyard.exporter.spec import Compression
+from dockyard.image.reference import parse_reference
+from dockyard.layers.compress import compress
+from dockyard.store.db import Store
+
+__all__ = ["ArchiveImage", "write_docker_archive", "write_oci_layout"]
+
+ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
+ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
+
+_MEDIA = {"gzip": LAYER_GZIP, "zstd": LAYER_ZSTD, "uncompressed": LAYER_TAR}
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveImage:
+    """An image to write, with the names it should carry (full references)."""
+
+    image: StoredImage
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Desc:
+    media_type: str
+    digest: str
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+def _blob_name(digest: str) -> str:
+    algo, _, hex_ = digest.partition(":")
+    return f"blobs/{algo}/{hex_}"
+
+
+class _Sink(Protocol):
+    def add_bytes(self, name: str, data: bytes) -> None: ...
+
+    def add_blob(self, store: Store, digest: str, size: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _TarSink:
+    """Streams entries into a tar (no seeking, so stdout works). Fixed metadata: reproducible."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._tar = tarfile.open(  # noqa: SIM115 - closed by close()
+            fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
+        self._seen: set[str] = set()
+
+    def _dirs(self, name: str) -> None:
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i]) + "/"
+            if d not in self._seen:
+                self._seen.add(d)
+                info = tarfile.TarInfo(d)
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                self._tar.addfile(info)
+
+    def _info(self, name: str, size: int) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        info.mode = 0o644
+        return info
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        if name in self._seen:
+            return
+        self._dirs(name)
+        self._seen.add(name)
+        self._tar.addfile(self._info(name, len(data)), io.BytesIO(data))
+
+    def add_blob(self, store: Store, digest: str, size: int) -> None:
+        name = _blob_name(digest)
+        if name in self._seen:
+            return
+        self._dirs(name)
+        self._seen.add(name)
+        with open_blob(store, digest) as f:
+            self._tar.addfile(self._info(name, size), f)
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+class _DirSink:
+    """Writes a layout directory; blobs are hard-linked from the store when they can be."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        target = self._root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+    def add_blob(self, store: Store, digest: str, size: int) -> None:
+        target = self._root / _blob_name(digest)
+        if target.exists() and target.stat().st_size == size:
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(blob_path(store, digest), tmp)
+        except OSError:
+            with open_blob(store, digest) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(tmp, target)
+
+    def close(self) -> None:
+        pass
+
+
+def compressed_layer(store: Store, diff_id: str, compression: Compression) -> _Desc:
+    """The layer blob for ``compression``: a form the store already has, or compressed now
+    and recorded with the layer (so the next export reuses it and prune knows it)."""
+    if compression == "uncompressed":
+        return _Desc(LAYER_TAR, diff_id, store.blobs.size(diff_id))
+    media = _MEDIA[compression]
+    kind: Literal["gzip", "zstd"] = "gzip" if compression == "gzip" else "zstd"
+    layer = store.get_layer(diff_id)
+    if layer is not None:
+        form = layer.blobs.get(kind)
+        if form is not None and store.blobs.has(form.digest):
+            return _Desc(media, form.digest, form.size)
+    with open_blob(store, diff_id) as src, store.blobs.writer() as w:
+        compress(src, w, kind)
+        digest, size = w.commit()
+    if layer is None:
+        store.put_layer(diff_id, store.blobs.size(diff_id))
+    store.put_layer_blob(diff_id, kind, digest, size)
+    return _Desc(media, digest, size)
+
+
+def _manifest_for(
+    store: Store, image: StoredImage, compression: Compression,
+) -> tuple[bytes, list[_Desc]]:
+    layers = [compressed_layer(store, layer.diff_id, compression) for layer in image.layers]
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_OCI,
+        "config": {"mediaType": CONFIG_OCI, "digest": image.config_digest,
+                   "size": len(image.config_bytes)},
+        "layers": [d.to_dict() for d in layers],
+    }
+    return canonical(manifest), layers
+
+
+def _platform(config: dict[str, Any]) -> dict[str, str]:
+    platform = {"architecture": str(config.get("architecture", "amd64")),
+                "os": str(config.get("os", "linux"))}
+    if config.get("variant"):
+        platform["variant"] = str(config["variant"])
+    return platform
+
+
+def _write_layout(
+    sink: _Sink, store: Store, images: Sequence[ArchiveImage], compression: Compression,
+) -> list[tuple[ArchiveImage, list[_Desc]]]:
+    sink.add_bytes("oci-layout", canonical({"imageLayoutVersion": "1.0.0"}))
+    entries: list[dict[str, Any]] = []
+    written: list[tuple[ArchiveImage, list[_Desc]]] = []
+    for item in images:
+        manifest, layers = _manifest_for(store, item.image, compression)
+        for layer in layers:
+            sink.add_blob(store, layer.digest, layer.size)
+        sink.add_bytes(_blob_name(item.image.config_digest), item.image.config_bytes)
+        manifest_digest = sha256_bytes(manifest)
+        sink.add_bytes(_blob_name(manifest_digest), manifest)
+        base = {"mediaType": MANIFEST_OCI, "digest": manifest_digest, "size": len(manifest),
+                "platform": _platform(item.image.config)}
+        if not item.names:
+            entries.append(base)
+        for name in item.names:
+            ref = parse_reference(name)
+            annotations = {ANNOTATION_IMAGE_NAME: str(ref)}
+            if ref.tag:
+                annotations[ANNOTATION_REF_NAME] = ref.tag
+            entries.append({**base, "annotations": annotations})
+        written.append((item, layers))
+    index = {"schemaVersion": 2, "mediaType": INDEX_OCI, "manifests": entries}
+    sink.add_bytes("index.json", canonical(index))
+    return written
+
+
+@contextlib.contextmanager
+def _sink_for(dest: str | Path | BinaryIO, *, as_tar: bool) -> Iterator[_Sink]:
+    if not isinstance(dest, str | Path):
+        sink: _Sink = _TarSink(dest)
+        yield sink
+        sink.close()
+        return
+    path = Path(dest)
+    if not as_tar:
+        sink = _DirSink(path)
+        yield sink
+        return
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory; an archive needs a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.dockyard-tmp")
+    try:
+        with open(tmp, "wb") as f:
+            sink = _TarSink(f)
+            yield sink
+            sink.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_oci_layout(
+    store: Store,
+    images: Sequence[ArchiveImage],
+    dest: str | Path | BinaryIO,
+    *,
+    as_tar: bool = True,
+    compression: Compression = "gzip",
+) -> None:
+    """Write an OCI image layout: a tar at ``dest`` (a path or a binary stream), or with
+    ``as_tar=False`` a directory (blobs already there are kept; index.json is replaced)."""
+    with _sink_for(dest, as_tar=as_tar) as sink:
+        _write_layout(sink, store, images, compression)
+
+
+def write_docker_archive(
+    store: Store, images: Sequence[ArchiveImage], dest: str | Path | BinaryIO,
+) -> None:
+    """Write a ``docker load`` archive (Docker 25's format; see the module docstring)."""
+    with _sink_for(dest, as_tar=True) as sink:
+        written = _write_layout(sink, store, images, "uncompressed")
+        manifest = [
+            {
+                "Config": _blob_name(item.image.config_digest),
+                "RepoTags": [_repo_tag(n) for n in item.names if parse_reference(n).tag],
+                "Layers": [_blob_name(d.digest) for d in layers],
+            }
+            for item, layers in written
+        ]
+        sink.add_bytes("manifest.json", json.dumps(manifest).encode())
+
+
+def _repo_tag(name: str) -> str:
+    ref = parse_reference(name)
+    if ref.digest:  # RepoTags hold name:tag only
+        return f"{ref.familiar.split('@', 1)[0]}"
+    return ref.familiar

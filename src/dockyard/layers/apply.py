@@ -1,0 +1,499 @@
+"""The one safe layer applier: every unpack in dockyard (pull, load, import, cp, snapshots)
+goes through :func:`apply_layer`.
+
+Safety rests on root-scoped resolution, in the manner of containerd's ``fs.RootPath`` and
+``securejoin``: an entry's parent directory is resolved one component at a time under the
+root, following symlinks only as they would be followed inside a container whose ``/`` is
+the root (an absolute symlink restarts at the root). The entry's own last component is never
+followed: whatever is there is replaced. So no entry name, symlink or hardlink can make the
+applier write outside the root. Where a layer *tries* to leave the root (an absolute or
+``..``-escaping name, a hardlink to such a name, a symlink whose relative target climbs
+above the root and is then written through, a whiteout of ``..``) the layer is refused with
+a :class:`LayerError` naming the entry.
+
+Whiteouts follow the OCI image spec: ``.wh.<name>`` deletes ``<name>`` from lower layers and
+``<dir>/.wh..wh..opq`` hides everything lower layers put in ``<dir>``; neither touches what
+the same layer adds. With ``overlay_whiteouts=True`` the root is an overlay lower/upper dir
+and whiteouts are written in overlay's own form instead (0:0 character devices and the
+``trusted.overlay.opaque`` xattr).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from dockyard.errors import LayerError
+from dockyard.layers._tarfmt import WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX
+from dockyard.layers.compress import open_decompressed
+
+__all__ = ["ApplyStats", "LayerEntry", "apply_layer", "iter_layer_entries"]
+
+_CHUNK: Final = 1 << 20
+_MAX_SYMLINKS: Final = 40
+# tarfile's stream reader copies its whole buffer on every read: keep it small.
+_TAR_BUFSIZE: Final = 64 << 10
+_OPAQUE_XATTR: Final = "trusted.overlay.opaque"
+_USER_OPAQUE_XATTR: Final = "user.overlay.opaque"
+
+
+@dataclass(frozen=True)
+class ApplyStats:
+    """What was applied: the diff_id (sha256 of the uncompressed tar stream), its size in
+    bytes, and the number of tar entries."""
+
+    diff_id: str
+    size: int
+    entries: int
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One entry of a layer as read from the tar, without its content."""
+
+    name: str  # normalized: no leading "/" or "./", no trailing "/"
+    type: str  # "file", "dir", "symlink", "hardlink", "char", "block", "fifo"
+    mode: int  # permission bits, 0o7777
+    uid: int
+    gid: int
+    size: int
+    mtime: float
+    linkname: str
+    devmajor: int
+    devminor: int
+    xattrs: tuple[tuple[str, bytes], ...]
+
+
+class _HashingReader:
+    """Reads from ``raw`` while hashing and counting: the applier's diff_id."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._sha.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    def digest(self) -> str:
+        return "sha256:" + self._sha.hexdigest()
+
+
+_TYPES: Final = {
+    tarfile.DIRTYPE: "dir",
+    tarfile.SYMTYPE: "symlink",
+    tarfile.LNKTYPE: "hardlink",
+    tarfile.CHRTYPE: "char",
+    tarfile.BLKTYPE: "block",
+    tarfile.FIFOTYPE: "fifo",
+}
+
+
+def _entry_type(member: tarfile.TarInfo) -> str:
+    if member.isreg():
+        return "file"
+    kind = _TYPES.get(member.type)
+    if kind is None:
+        raise LayerError(f"{member.name!r}: unsupported tar entry type {member.type!r}")
+    return kind
+
+
+def _xattrs(member: tarfile.TarInfo) -> tuple[tuple[str, bytes], ...]:
+    found = []
+    for key, value in member.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            found.append((key[13:], value.encode("utf-8", "surrogateescape")))
+    return tuple(sorted(found))
+
+
+def _normalize(name: str, what: str) -> list[str]:
+    """Components of an archive path, ``..`` resolved lexically; refuses absolute names and
+    names that climb above the root."""
+    if name.startswith("/"):
+        raise LayerError(f"{what} {name!r}: absolute path in layer")
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise LayerError(f"{what} {name!r}: path escapes the root")
+            parts.pop()
+        else:
+            parts.append(part)
+    return parts
+
+
+def _entries(stream: BinaryIO) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    """The members of an (uncompressed) tar stream, one at a time, without keeping them."""
+    try:
+        tf = tarfile.open(fileobj=stream, mode="r|", bufsize=_TAR_BUFSIZE)  # noqa: SIM115
+    except tarfile.ReadError as err:
+        if "empty file" in str(err):
+            return
+        raise LayerError(f"not a valid layer tar: {err}") from err
+    except Exception as err:
+        raise LayerError(f"not a valid layer tar: {err}") from err
+    with tf:
+        while True:
+            try:
+                member = tf.next()
+            except Exception as err:
+                raise LayerError(f"corrupt layer tar: {err}") from err
+            if member is None:
+                return
+            tf.members.clear()  # type: ignore[attr-defined]  # stream mode would otherwise keep every header in memory
+            yield tf, member
+
+
+def iter_layer_entries(stream: BinaryIO) -> Iterator[LayerEntry]:
+    """The entries of a layer (any supported compression), in archive order."""
+    for _tf, member in _entries(open_decompressed(stream)):
+        try:
+            parts = _normalize(member.name, "entry")
+            yield LayerEntry(
+                name="/".join(parts), type=_entry_type(member), mode=member.mode & 0o7777,
+                uid=member.uid, gid=member.gid, size=member.size, mtime=member.mtime,
+                linkname=member.linkname, devmajor=member.devmajor,
+                devminor=member.devminor, xattrs=_xattrs(member),
+            )
+        except LayerError:
+            raise
+        except Exception as err:
+            raise LayerError(f"entry {member.name!r}: {err}") from err
+
+
+def apply_layer(stream: BinaryIO, root: Path, *, overlay_whiteouts: bool = False) -> ApplyStats:
+    """Unpack a layer (gzip/zstd/bzip2/xz/plain, autodetected) into ``root``.
+
+    Nothing outside ``root`` is ever touched. With ``overlay_whiteouts=False`` whiteouts
+    delete from ``root`` (flattening layers into one tree); with ``overlay_whiteouts=True``
+    ``root`` is an overlay lower/upper dir and whiteouts are written in overlay form (0:0
+    character devices, ``trusted.overlay.opaque=y``). Directory times and modes are set last.
+    Raises :class:`LayerError` for an unsafe or corrupt layer, naming the entry."""
+    try:
+        os.makedirs(root, exist_ok=True)
+        real_root = os.path.realpath(root)
+        reader = _HashingReader(open_decompressed(stream))
+    except LayerError:
+        raise
+    except Exception as err:
+        raise LayerError(f"cannot open layer for {root}: {err}") from err
+    applier = _Applier(real_root, overlay_whiteouts=overlay_whiteouts)
+    count = 0
+    for tf, member in _entries(reader):  # type: ignore[arg-type]
+        count += 1
+        try:
+            applier.apply(tf, member)
+        except LayerError:
+            raise
+        except Exception as err:
+            raise LayerError(f"entry {member.name!r}: {_describe(err)}") from err
+    try:
+        applier.finish()
+        reader.drain()
+    except LayerError:
+        raise
+    except Exception as err:
+        raise LayerError(f"cannot finish applying layer: {_describe(err)}") from err
+    return ApplyStats(diff_id=reader.digest(), size=reader.size, entries=count)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(err) or type(err).__name__
+
+
+def _remove(path: str, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class _DirMeta:
+    path: str
+    mode: int
+    atime_ns: int
+    mtime_ns: int
+
+
+class _Applier:
+    def __init__(self, root: str, *, overlay_whiteouts: bool) -> None:
+        self.root = root
+        self.overlay = overlay_whiteouts
+        self.is_root = os.geteuid() == 0
+        self.written: set[str] = set()  # paths this layer created: whiteouts spare them
+        self.dirs: list[_DirMeta] = []
+        self.resolved: dict[tuple[str, ...], str] = {}
+
+    # --- path resolution -------------------------------------------------------------
+
+    def resolve_dir(self, parts: list[str], entry: str, *, create: bool) -> str | None:
+        """The real path of the directory ``parts`` inside the root, following symlinks
+        within the root. Missing directories are created when ``create``, else None."""
+        key = tuple(parts)
+        cached = self.resolved.get(key)
+        if cached is not None:
+            return cached
+        cur: list[str] = []
+        todo: deque[str] = deque(parts)
+        links = 0
+        while todo:
+            part = todo.popleft()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not cur:
+                    raise LayerError(f"entry {entry!r}: a symlink in its path leads out of the root")
+                cur.pop()
+                continue
+            path = os.path.join(self.root, *cur, part)
+            st = _lstat(path)
+            if st is None:
+                if not create:
+                    return None
+                os.mkdir(path, 0o755)
+                self.written.add(path)
+                cur.append(part)
+            elif stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > _MAX_SYMLINKS:
+                    raise LayerError(f"entry {entry!r}: too many levels of symbolic links")
+                target = os.readlink(path)
+                if target.startswith("/"):
+                    cur = []
+                todo.extendleft(reversed(target.split("/")))
+            elif stat.S_ISDIR(st.st_mode):
+                cur.append(part)
+            else:
+                raise LayerError(
+                    f"entry {entry!r}: {'/'.join([*cur, part])!r} is not a directory")
+        real = os.path.join(self.root, *cur)
+        self.resolved[key] = real
+        return real
+
+    def forget_resolutions(self) -> None:
+        self.resolved.clear()
+
+    def remove(self, path: str, st: os.stat_result) -> None:
+        _remove(path, st)
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            self.forget_resolutions()
+        if stat.S_ISDIR(st.st_mode):
+            # A symlink may take this name later: directory metadata recorded below it
+            # must not be applied through that symlink at the end.
+            inside = path + "/"
+            self.dirs = [d for d in self.dirs if d.path != path and not d.path.startswith(inside)]
+
+    # --- entries ---------------------------------------------------------------------
+
+    def apply(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        name = member.name
+        parts = _normalize(name, "entry")
+        if not parts:
+            if member.isdir():
+                return  # the root itself: its metadata belongs to whoever owns root
+            raise LayerError(f"entry {name!r}: a non-directory in place of the root")
+        for part in parts[:-1]:
+            if part.startswith(WHITEOUT_PREFIX):
+                raise LayerError(f"entry {name!r}: whiteout name used as a directory")
+        base = parts[-1]
+        if base == WHITEOUT_OPAQUE:
+            self.opaque(member, parts[:-1])
+            return
+        if base.startswith(WHITEOUT_META_PREFIX):
+            return  # other aufs metadata (.wh..wh.plnk and friends) is never content
+        if base.startswith(WHITEOUT_PREFIX):
+            self.whiteout(member, parts[:-1], base[len(WHITEOUT_PREFIX):])
+            return
+        kind = _entry_type(member)
+        parent = self.resolve_dir(parts[:-1], name, create=True)
+        assert parent is not None
+        path = os.path.join(parent, base)
+        existing = _lstat(path)
+        if existing is not None and not (kind == "dir" and stat.S_ISDIR(existing.st_mode)):
+            self.remove(path, existing)
+            existing = None
+        self.written.add(path)
+        mtime_ns = round(member.mtime * 1_000_000_000)
+        if kind == "dir":
+            if existing is None:
+                os.mkdir(path, 0o700)
+            self.set_owner(path, member)
+            self.set_xattrs(path, member)
+            self.dirs.append(_DirMeta(path, member.mode & 0o7777, mtime_ns, mtime_ns))
+            return
+        if kind == "hardlink":
+            self.hardlink(member, path)
+            return
+        if kind == "file":
+            self.write_file(tf, member, path)
+        elif kind == "symlink":
+            os.symlink(member.linkname, path)
+            self.forget_resolutions()
+        elif kind in ("char", "block"):
+            fmt = stat.S_IFCHR if kind == "char" else stat.S_IFBLK
+            self.mknod(path, fmt | (member.mode & 0o7777),
+                       os.makedev(member.devmajor, member.devminor), name)
+        else:
+            os.mkfifo(path, member.mode & 0o7777)
+        self.set_owner(path, member)
+        if kind != "symlink":
+            os.chmod(path, member.mode & 0o7777)
+        self.set_xattrs(path, member)
+        os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+    def write_file(self, tf: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            if member.size:
+                src = tf.extractfile(member)
+                assert src is not None
+                remaining = member.size
+                while remaining:
+                    data = src.read(min(remaining, _CHUNK))
+                    if not data:
+                        raise LayerError(f"entry {member.name!r}: truncated file data")
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    remaining -= len(data)
+        finally:
+            os.close(fd)
+
+    def hardlink(self, member: tarfile.TarInfo, path: str) -> None:
+        what = f"hardlink {member.name!r} ->"
+        target_parts = _normalize(member.linkname, what)
+        if not target_parts:
+            raise LayerError(f"{what} {member.linkname!r}: cannot link to the root")
+        parent = self.resolve_dir(target_parts[:-1], member.name, create=False)
+        source = None if parent is None else os.path.join(parent, target_parts[-1])
+        st = None if source is None else _lstat(source)
+        if source is None or st is None:
+            raise LayerError(f"{what} {member.linkname!r}: target not found in the layer")
+        if stat.S_ISDIR(st.st_mode):
+            raise LayerError(f"{what} {member.linkname!r}: target is a directory")
+        if source == path:
+            return
+        os.link(source, path, follow_symlinks=False)
+
+    def mknod(self, path: str, mode: int, device: int, name: str) -> None:
+        try:
+            os.mknod(path, mode, device)
+        except PermissionError as err:
+            raise LayerError(
+                f"entry {name!r}: cannot create a device node ({err.strerror}); "
+                "device nodes need root") from err
+
+    def set_owner(self, path: str, member: tarfile.TarInfo) -> None:
+        if self.is_root:
+            os.lchown(path, member.uid, member.gid)
+
+    def set_xattrs(self, path: str, member: tarfile.TarInfo) -> None:
+        for key, value in _xattrs(member):
+            if key.startswith(("trusted.overlay.", "user.overlay.")):
+                continue  # overlay's own bookkeeping would change what the mount shows
+            try:
+                os.setxattr(path, key, value, follow_symlinks=False)
+            except OSError as err:
+                security = key.startswith("security.")
+                unsupported = err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP)
+                denied = err.errno in (errno.EPERM, errno.EACCES) and not self.is_root
+                if not security and (unsupported or denied):
+                    continue
+                raise LayerError(
+                    f"entry {member.name!r}: cannot set xattr {key}: {err.strerror}") from err
+
+    # --- whiteouts -------------------------------------------------------------------
+
+    def whiteout(self, member: tarfile.TarInfo, parent_parts: list[str], target: str) -> None:
+        name = member.name
+        if target in ("", ".", "..") or target.startswith(WHITEOUT_PREFIX):
+            raise LayerError(f"entry {name!r}: invalid whiteout of {target!r}")
+        if member.isdir():
+            raise LayerError(f"entry {name!r}: a whiteout must not be a directory")
+        parent = self.resolve_dir(parent_parts, name, create=self.overlay)
+        if parent is None:
+            return
+        path = os.path.join(parent, target)
+        if path in self.written:
+            return  # a whiteout only hides what lower layers had
+        existing = _lstat(path)
+        if existing is not None:
+            self.remove(path, existing)
+        if self.overlay:
+            self.mknod(path, stat.S_IFCHR, 0, name)
+            self.written.add(path)
+
+    def opaque(self, member: tarfile.TarInfo, dir_parts: list[str]) -> None:
+        name = member.name
+        if not dir_parts:
+            raise LayerError(f"entry {name!r}: the root cannot be made opaque")
+        if member.isdir() or member.issym() or member.islnk():
+            raise LayerError(f"entry {name!r}: an opaque marker must be an empty file")
+        directory = self.resolve_dir(dir_parts, name, create=self.overlay)
+        if directory is None:
+            return
+        if self.overlay:
+            self.set_opaque(directory, name)
+            return
+        self.remove_lower(directory)
+
+    def remove_lower(self, directory: str) -> None:
+        """Delete what lower layers put below ``directory``, sparing what this layer wrote
+        (the marker may come after some of the directory's new children)."""
+        with os.scandir(directory) as it:
+            children = [(e.path, e.is_dir(follow_symlinks=False)) for e in it]
+        for path, is_dir in children:
+            if path not in self.written:
+                st = _lstat(path)
+                if st is not None:
+                    self.remove(path, st)
+            elif is_dir:
+                self.remove_lower(path)
+
+    def set_opaque(self, directory: str, name: str) -> None:
+        try:
+            os.setxattr(directory, _OPAQUE_XATTR, b"y", follow_symlinks=False)
+        except PermissionError as err:
+            try:
+                os.setxattr(directory, _USER_OPAQUE_XATTR, b"y", follow_symlinks=False)
+            except OSError:
+                raise LayerError(
+                    f"entry {name!r}: cannot mark directory opaque: {err.strerror}") from err
+
+    def finish(self) -> None:
+        # Children first, so a parent's restrictive mode never blocks setting a child.
+        for meta in reversed(self.dirs):
+            st = _lstat(meta.path)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                continue
+            os.chmod(meta.path, meta.mode)
+            os.utime(meta.path, ns=(meta.atime_ns, meta.mtime_ns), follow_symlinks=False)

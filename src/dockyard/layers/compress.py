@@ -1,0 +1,138 @@
+"""Layer compression (only where an output or a push needs it) and decompression by magic.
+
+gzip goes through ``isal.igzip`` (several times faster than zlib), zstd through
+``zstandard`` with two worker threads. Output is deterministic: gzip headers carry mtime 0
+and no file name, and zstd's multi-threaded framing depends only on level and thread count.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import lzma
+from typing import BinaryIO, Final, Literal, Protocol, cast
+
+from dockyard.errors import LayerError
+from dockyard.layers._tarfmt import HashingWriter
+
+__all__ = ["GZIP_LEVEL", "ZSTD_LEVEL", "ZSTD_THREADS", "compress", "open_decompressed",
+           "sniff"]
+
+# Measured on a 2-core machine (see docs/internals/layers.md): isal level 1 compresses
+# about as well as zlib level 6 on layer-like data while running ~15x faster.
+GZIP_LEVEL: Final = 1
+ZSTD_LEVEL: Final = 3
+ZSTD_THREADS: Final = 2
+_CHUNK: Final = 1 << 20
+
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+_BZIP2_MAGIC: Final = b"BZh"
+_XZ_MAGIC: Final = b"\xfd7zXZ\x00"
+
+Kind = Literal["gzip", "zstd", "bzip2", "xz", "none"]
+
+
+def compress(
+    src: BinaryIO, dst: BinaryIO, kind: Literal["gzip", "zstd", "none"]
+) -> tuple[str, int]:
+    """Copy ``src`` to ``dst`` compressed with ``kind``; return ``(digest, size)`` of what
+    was written to ``dst``."""
+    out = HashingWriter(dst)
+    if kind == "none":
+        _pump(src, out)
+    elif kind == "gzip":
+        from isal import igzip
+
+        # A nameless fileobj keeps FNAME out of the header; mtime=0 keeps MTIME zero.
+        gz = igzip.IGzipFile(  # type: ignore[no-untyped-call]
+            fileobj=out, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+        with gz:
+            _pump(src, gz)
+    elif kind == "zstd":
+        import zstandard
+
+        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=ZSTD_THREADS)
+        with cctx.stream_writer(cast(BinaryIO, out), closefd=False) as zw:
+            _pump(src, zw)
+    else:
+        raise LayerError(f"unknown compression {kind!r}")
+    digest = out.digest()
+    return digest, out.size
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+def _pump(src: BinaryIO, dst: _Sink) -> None:
+    while chunk := src.read(_CHUNK):
+        dst.write(chunk)
+
+
+def sniff(head: bytes) -> Kind:
+    """The compression of a stream that starts with ``head`` (at least 6 bytes if present)."""
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(_BZIP2_MAGIC):
+        return "bzip2"
+    if head.startswith(_XZ_MAGIC):
+        return "xz"
+    return "none"
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream with bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _read_head(f: BinaryIO, n: int) -> bytes:
+    head = b""
+    while len(head) < n:
+        chunk = f.read(n - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def open_decompressed(f: BinaryIO) -> BinaryIO:
+    """A readable stream of ``f``'s uncompressed bytes, whatever it is compressed with
+    (gzip, zstd, bzip2, xz or nothing), found by its magic bytes."""
+    head = _read_head(f, 6)
+    raw = io.BufferedReader(_Prefixed(head, f), buffer_size=_CHUNK)
+    kind = sniff(head)
+    if kind == "gzip":
+        from isal import igzip
+
+        gz = igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
+        return cast(BinaryIO, gz)
+    if kind == "zstd":
+        import zstandard
+
+        dctx = zstandard.ZstdDecompressor()
+        reader = dctx.stream_reader(raw, read_size=_CHUNK, read_across_frames=True)
+        return io.BufferedReader(reader, buffer_size=_CHUNK)
+    if kind == "bzip2":
+        return cast(BinaryIO, bz2.BZ2File(raw, mode="rb"))
+    if kind == "xz":
+        return cast(BinaryIO, lzma.LZMAFile(raw, mode="rb"))
+    return raw

@@ -1,0 +1,343 @@
+"""The reproducible layer tar writer.
+
+Every layer dockyard produces goes through :class:`TarWriter`. The output matches what
+BuildKit/containerd write (Go ``archive/tar`` in PAX format): entry names without a leading
+``/`` or ``./``, directories ending in ``/``, numeric uid/gid with empty user and group
+names, whole-second modification times (clamped to ``SOURCE_DATE_EPOCH`` when given), no
+access or change times, hardlinks detected by ``(dev, inode)`` within the layer, and
+extended attributes as ``SCHILY.xattr.*`` PAX records. Entries are sorted by path with
+parents before children, so the same tree always gives the same bytes and diff_id.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from dockyard.errors import LayerError
+from dockyard.layers._tarfmt import (
+    BLKTYPE,
+    CHRTYPE,
+    DIRTYPE,
+    END_OF_ARCHIVE,
+    FIFOTYPE,
+    LNKTYPE,
+    REGTYPE,
+    SYMTYPE,
+    WHITEOUT_OPAQUE,
+    WHITEOUT_PREFIX,
+    HashingWriter,
+    encode_header,
+    pad,
+)
+
+__all__ = ["LayerStats", "TarWriter", "keep_xattr", "write_layer_from_dir"]
+
+_CHUNK: Final = 1 << 20
+_OVERLAY_OPAQUE_XATTRS: Final = ("trusted.overlay.opaque", "user.overlay.opaque")
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """What a written layer is: its diff_id and the length of the uncompressed stream."""
+
+    diff_id: str  # "sha256:..." of the uncompressed tar stream
+    size: int  # bytes of the uncompressed tar stream
+
+
+def keep_xattr(name: str) -> bool:
+    """Whether an extended attribute belongs in a layer.
+
+    Kept: ``user.*``, ``trusted.*`` and ``security.capability``. Dropped: overlayfs's own
+    bookkeeping (``trusted.overlay.*``, ``user.overlay.*``), SELinux labels and the other
+    ``security.*`` attributes, and ``system.*`` (ACLs), which are host policy rather than
+    image content (containerd and BuildKit's content hash draw the same line)."""
+    if name.startswith(("trusted.overlay.", "user.overlay.")):
+        return False
+    if name.startswith("security."):
+        return name == "security.capability"
+    return name.startswith(("user.", "trusted."))
+
+
+def _clean_arcname(arcname: str) -> str:
+    name = arcname
+    while name.startswith(("/", "./")):
+        name = name[2:] if name.startswith("./") else name[1:]
+    name = name.rstrip("/")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise LayerError(f"invalid name for a layer entry: {arcname!r}")
+    return "/".join(parts)
+
+
+def _read_xattrs(path: str) -> dict[str, bytes]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as err:
+        if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            return {}
+        raise
+    result: dict[str, bytes] = {}
+    for name in sorted(names):
+        if not keep_xattr(name):
+            continue
+        try:
+            result[name] = os.getxattr(path, name, follow_symlinks=False)
+        except OSError as err:
+            if err.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+                raise
+    return result
+
+
+class TarWriter:
+    """Writes layer entries one by one; callers add them in sorted order (parents first).
+
+    Nothing is held in memory beyond one read buffer: file contents are streamed to ``out``
+    while the sha256 (the diff_id) and the size are computed."""
+
+    def __init__(self, out: BinaryIO, *, source_date_epoch: int | None = None) -> None:
+        self._out = HashingWriter(out)
+        self._sde = source_date_epoch
+        self._links: dict[tuple[int, int], str] = {}
+        self._buffer = bytearray(_CHUNK)
+        self._closed = False
+
+    def _mtime(self, st: os.stat_result) -> int:
+        seconds = st.st_mtime_ns // 1_000_000_000
+        if self._sde is not None and seconds > self._sde:
+            return self._sde
+        return seconds
+
+    def add_path(
+        self,
+        src: Path,
+        arcname: str,
+        *,
+        uid: int | None = None,
+        gid: int | None = None,
+        mode: int | None = None,
+    ) -> None:
+        """Add ``src`` (not followed if it is a symlink) as ``arcname``.
+
+        Regular files, directories, symlinks, character and block devices and fifos are
+        written; sockets are skipped. A file whose ``(dev, inode)`` was already added becomes
+        a hardlink to the first name. ``uid``/``gid``/``mode`` (permission bits, 0o7777)
+        override what is on disk, for COPY --chown/--chmod."""
+        path = os.fspath(src)
+        try:
+            st = os.lstat(path)
+        except OSError as err:
+            raise LayerError(f"cannot add {arcname!r} to the layer: {err.strerror}") from err
+        self._add_stat(path, st, _clean_arcname(arcname), uid=uid, gid=gid, mode=mode)
+
+    def _add_stat(
+        self,
+        path: str,
+        st: os.stat_result,
+        name: str,
+        *,
+        uid: int | None = None,
+        gid: int | None = None,
+        mode: int | None = None,
+        xattrs: dict[str, bytes] | None = None,
+    ) -> None:
+        fmt = stat.S_IFMT(st.st_mode)
+        if fmt == stat.S_IFSOCK:
+            return
+        perm = stat.S_IMODE(st.st_mode) if mode is None else mode & 0o7777
+        owner = st.st_uid if uid is None else uid
+        group = st.st_gid if gid is None else gid
+        mtime = self._mtime(st)
+        if xattrs is None:
+            try:
+                xattrs = _read_xattrs(path)
+            except OSError as err:
+                raise LayerError(f"cannot read xattrs of {name!r}: {err.strerror}") from err
+        attrs = xattrs
+
+        def header(
+            entry: str, typeflag: bytes, *, size: int = 0, linkname: str = "",
+            devmajor: int = 0, devminor: int = 0,
+        ) -> bytes:
+            return encode_header(
+                name=entry, typeflag=typeflag, mode=perm, uid=owner, gid=group, size=size,
+                mtime=mtime, linkname=linkname, devmajor=devmajor, devminor=devminor,
+                xattrs=attrs,
+            )
+
+        if fmt != stat.S_IFDIR and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = self._links.get(key)
+            if first is not None:
+                self._out.write(header(name, LNKTYPE, size=0, linkname=first))
+                return
+            self._links[key] = name
+
+        if fmt == stat.S_IFREG:
+            self._out.write(header(name, REGTYPE, size=st.st_size))
+            self._copy_file(path, name, st.st_size)
+        elif fmt == stat.S_IFDIR:
+            self._out.write(header(name + "/", DIRTYPE, size=0))
+        elif fmt == stat.S_IFLNK:
+            try:
+                target = os.readlink(path)
+            except OSError as err:
+                raise LayerError(f"cannot read symlink {name!r}: {err.strerror}") from err
+            self._out.write(header(name, SYMTYPE, size=0, linkname=target))
+        elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
+            self._out.write(header(name, CHRTYPE if fmt == stat.S_IFCHR else BLKTYPE, size=0,
+                devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev)))
+        elif fmt == stat.S_IFIFO:
+            self._out.write(header(name, FIFOTYPE, size=0))
+        else:
+            raise LayerError(f"cannot add {name!r}: unsupported file type {fmt:o}")
+
+    def _copy_file(self, path: str, name: str, size: int) -> None:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(path, flags | os.O_NOATIME)
+            except PermissionError:
+                fd = os.open(path, flags)
+        except OSError as err:
+            raise LayerError(f"cannot read {name!r}: {err.strerror}") from err
+        view = memoryview(self._buffer)
+        remaining = size
+        try:
+            while remaining:
+                n = os.readv(fd, [view[: min(remaining, _CHUNK)]])
+                if n == 0:
+                    raise LayerError(f"{name!r} shrank while it was being written to the layer")
+                self._out.write(view[:n])
+                remaining -= n
+        except OSError as err:
+            raise LayerError(f"cannot read {name!r}: {err.strerror}") from err
+        finally:
+            os.close(fd)
+        self._out.write(pad(size))
+
+    def add_bytes(
+        self, arcname: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0,
+        mtime: int = 0,
+    ) -> None:
+        """Add a regular file with the given content (for heredocs and generated files)."""
+        if self._sde is not None:
+            mtime = min(mtime, self._sde)
+        name = _clean_arcname(arcname)
+        self._out.write(encode_header(
+            name=name, typeflag=REGTYPE, mode=mode & 0o7777, uid=uid, gid=gid,
+            size=len(data), mtime=mtime))
+        self._out.write(data)
+        self._out.write(pad(len(data)))
+
+    def _marker(self, name: str) -> None:
+        # Whiteout markers get mode 0, owner 0:0 and time 0, as containerd 2.x writes them.
+        self._out.write(encode_header(
+            name=name, typeflag=REGTYPE, mode=0, uid=0, gid=0, size=0, mtime=0))
+
+    def add_whiteout(self, arcname: str) -> None:
+        """Record that ``arcname`` (a path of a lower layer) was deleted: ``.wh.<name>``."""
+        name = _clean_arcname(arcname)
+        head, _, base = name.rpartition("/")
+        self._marker((head + "/" if head else "") + WHITEOUT_PREFIX + base)
+
+    def add_opaque(self, dir_arcname: str) -> None:
+        """Mark a directory opaque (lower layers' contents hidden): ``<dir>/.wh..wh..opq``.
+        Add it right after the directory's own entry."""
+        self._marker(_clean_arcname(dir_arcname) + "/" + WHITEOUT_OPAQUE)
+
+    def close(self) -> LayerStats:
+        """Write the end-of-archive blocks and return the diff_id and size."""
+        if not self._closed:
+            self._out.write(END_OF_ARCHIVE)
+            self._closed = True
+        return LayerStats(diff_id=self._out.digest(), size=self._out.size)
+
+
+def _sort_key(name: str) -> bytes:
+    return os.fsencode(name)
+
+
+def _walk(root: str, rel: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """Depth-first, children sorted by their bytes: exactly the order of sorting by path
+    components, so parents always come before their children."""
+    directory = os.path.join(root, rel) if rel else root
+    try:
+        with os.scandir(directory) as it:
+            names = sorted((entry.name for entry in it), key=_sort_key)
+    except OSError as err:
+        raise LayerError(f"cannot list {rel or '.'!r}: {err.strerror}") from err
+    for name in names:
+        child_rel = f"{rel}/{name}" if rel else name
+        path = os.path.join(root, child_rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        yield child_rel, path, st
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(root, child_rel)
+
+
+def _selected(root: str, paths: Iterable[str]) -> Iterator[tuple[str, str, os.stat_result]]:
+    """The given entries plus their parent directories, sorted, each once."""
+    wanted: set[str] = set()
+    for p in paths:
+        name = _clean_arcname(p)
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            wanted.add("/".join(parts[:i]))
+    for rel in sorted(wanted, key=lambda n: [_sort_key(c) for c in n.split("/")]):
+        path = os.path.join(root, rel)
+        try:
+            st = os.lstat(path)
+        except OSError as err:
+            raise LayerError(f"cannot add {rel!r} to the layer: {err.strerror}") from err
+        yield rel, path, st
+
+
+def write_layer_from_dir(
+    root: Path,
+    out: BinaryIO,
+    *,
+    source_date_epoch: int | None = None,
+    overlay_whiteouts: bool = False,
+    paths: Iterable[str] | None = None,
+) -> LayerStats:
+    """Tar every entry below ``root`` (not root itself) to ``out``, sorted and reproducible.
+
+    With ``overlay_whiteouts=True``, ``root`` is an overlay upperdir: a 0:0 character device
+    becomes a ``.wh.<name>`` whiteout, and a directory carrying the opaque xattr
+    (``trusted.overlay.opaque=y`` or ``user.overlay.opaque=y``) is followed by its
+    ``.wh..wh..opq`` marker. ``paths`` restricts the layer to those entries (relative to
+    root, not recursive) and their parent directories. Returns the diff_id and size."""
+    writer = TarWriter(out, source_date_epoch=source_date_epoch)
+    base = os.fspath(root)
+    entries = _walk(base, "") if paths is None else _selected(base, paths)
+    for rel, path, st in entries:
+        if overlay_whiteouts and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+            writer.add_whiteout(rel)
+            continue
+        try:
+            xattrs = _read_xattrs(path)
+        except OSError as err:
+            raise LayerError(f"cannot read xattrs of {rel!r}: {err.strerror}") from err
+        writer._add_stat(path, st, rel, xattrs=xattrs)
+        if overlay_whiteouts and stat.S_ISDIR(st.st_mode) and _is_opaque(path):
+            writer.add_opaque(rel)
+    return writer.close()
+
+
+def _is_opaque(path: str) -> bool:
+    for name in _OVERLAY_OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False

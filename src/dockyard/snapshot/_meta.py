@@ -1,0 +1,168 @@
+"""The snapshot table: ``<root>/snapshots/meta.json``, rewritten atomically under a file lock.
+
+Kept apart from the store's database so the snapshot room owns its own consistency: a record
+points at ``<root>/snapshots/<id>/``; ids are short integers so overlay option strings stay
+short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from dockyard.errors import NotFoundError, StoreError
+
+Kind = Literal["active", "view", "committed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One snapshot: its directory id, kind and committed parent name."""
+
+    id: int
+    kind: Kind
+    parent: str | None
+
+
+class MetaTable:
+    """Snapshot records, safe across threads and processes sharing one root."""
+
+    def __init__(self, root: Path, driver: str = "") -> None:
+        self.driver = driver
+        self.dir = root / "snapshots"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._path = self.dir / "meta.json"
+        self._lock_path = self.dir / "meta.lock"
+        self._tlock = threading.RLock()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._tlock, open(self._lock_path, "a+b") as lf:
+            fcntl.flock(lf, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lf, fcntl.LOCK_UN)
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            with open(self._path, encoding="utf-8") as f:
+                data: dict[str, Any] = json.load(f)
+        except FileNotFoundError:
+            return {"next": 1, "snapshots": {}}
+        except ValueError as err:
+            raise StoreError(f"corrupt snapshot table {self._path}: {err}") from err
+        return data
+
+    def _save(self, data: dict[str, Any]) -> None:
+        tmp = self._path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._path)
+
+    @staticmethod
+    def _record(raw: dict[str, Any]) -> Record:
+        return Record(int(raw["id"]), raw["kind"], raw.get("parent"))
+
+    def recorded_driver(self) -> str | None:
+        """The snapshotter that made the existing snapshots, if there are any."""
+        with self._locked():
+            data = self._load()
+        return str(data.get("driver") or "") or None if data["snapshots"] else None
+
+    def get(self, key: str) -> Record:
+        """The record of ``key``; NotFoundError if there is none."""
+        with self._locked():
+            raw = self._load()["snapshots"].get(key)
+        if raw is None:
+            raise NotFoundError(f"snapshot {key} not found")
+        return self._record(raw)
+
+    def find(self, key: str) -> Record | None:
+        """The record of ``key`` or None."""
+        with self._locked():
+            raw = self._load()["snapshots"].get(key)
+        return None if raw is None else self._record(raw)
+
+    def all(self) -> dict[str, Record]:
+        """Every record by key."""
+        with self._locked():
+            snaps = self._load()["snapshots"]
+        return {k: self._record(v) for k, v in snaps.items()}
+
+    def create(self, key: str, kind: Kind, parent: str | None) -> Record:
+        """Add ``key`` with a fresh directory id (and make ``<id>/``)."""
+        with self._locked():
+            data = self._load()
+            # Overlay snapshots hold diffs, native ones whole trees: never mix them.
+            used = data.setdefault("driver", self.driver)
+            if self.driver and used and used != self.driver:
+                raise StoreError(
+                    f"the snapshots under {self.dir} were made by the {used} snapshotter, "
+                    f"not {self.driver}",
+                    )
+            if key in data["snapshots"]:
+                raise StoreError(f"snapshot {key} already exists")
+            if parent is not None:
+                praw = data["snapshots"].get(parent)
+                if praw is None or praw["kind"] != "committed":
+                    raise NotFoundError(f"parent snapshot {parent} not found (or not committed)")
+            sid = int(data["next"])
+            data["next"] = sid + 1
+            (self.dir / str(sid)).mkdir(parents=True, exist_ok=False)
+            data["snapshots"][key] = {"id": sid, "kind": kind, "parent": parent}
+            self._save(data)
+        return Record(sid, kind, parent)
+
+    def commit(self, name: str, key: str) -> Record:
+        """Rename active ``key`` to committed ``name``."""
+        with self._locked():
+            data = self._load()
+            raw = data["snapshots"].get(key)
+            if raw is None or raw["kind"] != "active":
+                raise NotFoundError(f"active snapshot {key} not found")
+            if name in data["snapshots"]:
+                raise StoreError(f"snapshot {name} already exists")
+            del data["snapshots"][key]
+            raw["kind"] = "committed"
+            data["snapshots"][name] = raw
+            self._save(data)
+        return self._record(raw)
+
+    def remove(self, key: str) -> None:
+        """Delete ``key`` and its directory; refuses a snapshot others are built on."""
+        with self._locked():
+            data = self._load()
+            raw = data["snapshots"].get(key)
+            if raw is None:
+                raise NotFoundError(f"snapshot {key} not found")
+            children = [k for k, v in data["snapshots"].items() if v.get("parent") == key]
+            if children:
+                raise StoreError(f"snapshot {key} has children: {', '.join(sorted(children))}")
+            del data["snapshots"][key]
+            self._save(data)
+            shutil.rmtree(self.dir / str(raw["id"]), ignore_errors=True)
+
+    def chain(self, name: str | None) -> list[Record]:
+        """Committed ``name`` and its ancestors, newest first."""
+        out: list[Record] = []
+        with self._locked():
+            snaps = self._load()["snapshots"]
+        while name is not None:
+            raw = snaps.get(name)
+            if raw is None:
+                raise NotFoundError(f"snapshot {name} not found")
+            rec = self._record(raw)
+            out.append(rec)
+            name = rec.parent
+        return out

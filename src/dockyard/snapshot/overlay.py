@@ -1,0 +1,208 @@
+"""The overlayfs snapshotter: committed snapshots are layer diffs used as lower dirs.
+
+Layout under ``<root>/snapshots``: ``meta.json`` (see :mod:`._meta`) and ``<id>/fs`` (the
+snapshot's own diff: an overlay upper dir while active, a lower dir once committed) plus
+``<id>/work`` (overlay's work dir). Committing moves nothing: the upper dir *is* the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from dockyard.errors import StoreError
+from dockyard.snapshot._meta import MetaTable, Record
+from dockyard.snapshot.base import Mount
+
+if TYPE_CHECKING:
+    from dockyard.layers.tarwriter import LayerStats
+
+__all__ = ["OverlaySnapshotter", "redundant_dirs"]
+
+_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+
+
+def _feature_options() -> tuple[str, ...]:
+    """Turn off overlay features that write metadata our differ cannot read as a layer."""
+    opts = []
+    for name in ("index", "redirect_dir", "metacopy"):
+        try:
+            value = Path(f"/sys/module/overlay/parameters/{name}").read_text().strip()
+        except OSError:
+            continue
+        if value not in ("N", "off"):
+            opts.append(f"{name}=off")
+    return tuple(opts)
+
+
+def _is_opaque(path: str) -> bool:
+    for name in _OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def redundant_dirs(upper: Path, lowers: list[Path]) -> set[str]:
+    """Upper directories that only exist because overlay copied them up, and add nothing.
+
+    A directory is redundant when it is empty in the upper dir (after its redundant
+    children are discounted), is not opaque, and the topmost lower that has the path has a
+    directory there with the same mode, owner and mtime. Running a step copies up e.g. /etc
+    to create a mount point that is removed afterwards; such directories stay out of the diff.
+    Paths are relative to ``upper`` (``"etc"``, ``"usr/lib"``).
+    """
+    redundant: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(upper, topdown=False):
+        rel = os.path.relpath(dirpath, upper)
+        if rel == ".":
+            continue
+        if filenames or any(os.path.join(rel, d) not in redundant for d in dirnames):
+            continue
+        # os.walk lists symlinks to dirs in dirnames; those are content, not redundant dirs.
+        if any(os.path.islink(os.path.join(dirpath, d)) for d in dirnames):
+            continue
+        if _is_opaque(dirpath):
+            continue
+        st = os.lstat(dirpath)
+        for lower in lowers:
+            try:
+                lst = os.lstat(lower / rel)
+            except FileNotFoundError:
+                continue
+            except NotADirectoryError:
+                break
+            if (
+                stat.S_ISDIR(lst.st_mode)
+                and lst.st_mode == st.st_mode
+                and lst.st_uid == st.st_uid
+                and lst.st_gid == st.st_gid
+                and lst.st_mtime_ns == st.st_mtime_ns
+            ):
+                redundant.add(rel)
+            break
+    return redundant
+
+
+class OverlaySnapshotter:
+    """Kernel overlayfs snapshots (see the module docstring)."""
+
+    name = "overlay"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._meta = MetaTable(root, "overlay")
+        self._features = _feature_options()
+
+    def _dir(self, rec: Record) -> Path:
+        return self._meta.dir / str(rec.id)
+
+    def fs_dir(self, key: str) -> Path:
+        """The snapshot's own directory: the upper dir of an active one, a lower dir otherwise."""
+        return self._dir(self._meta.get(key)) / "fs"
+
+    def exists(self, name: str) -> bool:
+        """Whether a snapshot (active, view or committed) is recorded under ``name``."""
+        return self._meta.find(name) is not None
+
+    def committed(self) -> list[str]:
+        """Names of all committed snapshots."""
+        return sorted(k for k, r in self._meta.all().items() if r.kind == "committed")
+
+    def _lowers(self, parent: str | None) -> list[Path]:
+        return [self._dir(r) / "fs" for r in self._meta.chain(parent)]
+
+    def prepare(self, key: str, parent: str | None) -> list[Mount]:
+        """A writable snapshot over committed ``parent`` (or an empty one)."""
+        rec = self._meta.create(key, "active", parent)
+        d = self._dir(rec)
+        (d / "fs").mkdir(mode=0o755)
+        (d / "work").mkdir(mode=0o700)
+        return self.mounts(key)
+
+    def view(self, key: str, parent: str | None) -> list[Mount]:
+        """A read-only view of committed ``parent``."""
+        rec = self._meta.create(key, "view", parent)
+        (self._dir(rec) / "fs").mkdir(mode=0o755)
+        return self.mounts(key)
+
+    def mounts(self, key: str) -> list[Mount]:
+        """Overlay mount data for ``key`` (bind mounts where no overlay is needed)."""
+        rec = self._meta.get(key)
+        d = self._dir(rec)
+        lowers = self._lowers(rec.parent)
+        if rec.kind == "view":
+            if not lowers:
+                return [Mount("bind", str(d / "fs"), ("rbind", "ro"))]
+            if len(lowers) == 1:
+                return [Mount("bind", str(lowers[0]), ("rbind", "ro"))]
+            return [
+                Mount(
+                    "overlay",
+                    "overlay",
+                    ("ro", "lowerdir=" + ":".join(map(str, lowers)), *self._features),
+                )
+            ]
+        if rec.kind != "active":
+            raise StoreError(f"snapshot {key} is committed; prepare or view it to mount")
+        if not lowers:
+            return [Mount("bind", str(d / "fs"), ("rbind", "rw"))]
+        return [
+            Mount(
+                "overlay",
+                "overlay",
+                (
+                    "lowerdir=" + ":".join(map(str, lowers)),
+                    f"upperdir={d / 'fs'}",
+                    f"workdir={d / 'work'}",
+                    *self._features,
+                ),
+            )
+        ]
+
+    def commit(self, name: str, key: str) -> None:
+        """Make active ``key`` the committed snapshot ``name``; its upper dir is the diff."""
+        rec = self._meta.commit(name, key)
+        shutil.rmtree(self._dir(rec) / "work", ignore_errors=True)
+
+    def remove(self, key: str) -> None:
+        """Delete a snapshot (refused while others are built on it)."""
+        self._meta.remove(key)
+
+    def diff(self, key: str, out: BinaryIO, *, source_date_epoch: int | None) -> LayerStats:
+        """Write the upper dir of ``key`` as a layer (overlay whiteouts -> OCI whiteouts)."""
+        from dockyard.layers.tarwriter import write_layer_from_dir
+
+        rec = self._meta.get(key)
+        upper = self._dir(rec) / "fs"
+        lowers = self._lowers(rec.parent)
+        skip = redundant_dirs(upper, lowers) if lowers else set()
+        paths: list[str] | None = None
+        if skip:
+            paths = []
+            for dirpath, dirnames, filenames in os.walk(upper):
+                rel = os.path.relpath(dirpath, upper)
+                dirnames[:] = [d for d in dirnames if _join(rel, d) not in skip]
+                paths.extend(_join(rel, n) for n in dirnames + filenames)
+            paths.sort()
+        return write_layer_from_dir(
+            upper, out, source_date_epoch=source_date_epoch, overlay_whiteouts=True, paths=paths
+        )
+
+    def apply(self, key: str, stream: BinaryIO) -> None:
+        """Unpack a layer into the upper dir of active ``key``, whiteouts in overlay form."""
+        from dockyard.layers.apply import apply_layer
+
+        rec = self._meta.get(key)
+        if rec.kind != "active":
+            raise StoreError(f"snapshot {key} is not active")
+        apply_layer(stream, self._dir(rec) / "fs", overlay_whiteouts=True)
+
+
+def _join(rel: str, name: str) -> str:
+    return name if rel == "." else f"{rel}/{name}"

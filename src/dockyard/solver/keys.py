@@ -1,0 +1,84 @@
+"""Cache keys, version 1. The exact rules are written down in docs/cache.md.
+
+A key is ``"sha256:" + sha256(canonical JSON of a dict)``. Each dict carries ``"v"`` (the key
+format version) and ``"kind"``; layer steps chain to their parent's key, so a miss changes every
+later key of the stage. Once shipped, a key format is forever: change it only by bumping
+:data:`KEY_VERSION` (old records then simply never match).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from dockyard.plan.model import CopyOp, MkdirOp, RunOp
+
+KEY_VERSION = "dockyard.cache.v1"
+
+
+def digest_of(obj: Any) -> str:
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(data.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def from_image_key(image_id: str, platform: str) -> str:
+    """FROM an image: the resolved image (config) digest."""
+    return digest_of({"v": KEY_VERSION, "kind": "from", "image": image_id, "platform": platform})
+
+
+def scratch_key(platform: str) -> str:
+    return digest_of({"v": KEY_VERSION, "kind": "scratch", "platform": platform})
+
+
+def run_components(op: RunOp, mounts: Sequence[dict[str, Any]], platform: str) -> dict[str, Any]:
+    """What a RUN key is made of (besides its parent); also kept for explaining misses."""
+    return {
+        "args": list(op.args),
+        "env": list(op.key_env),
+        "user": op.user,
+        "workdir": op.workdir,
+        "network": op.network,
+        "security": op.security,
+        "mounts": list(mounts),
+        "scripts": [[p, hashlib.sha256(c.encode()).hexdigest()] for p, c in op.script_files],
+        "platform": platform,
+    }
+
+
+def copy_components(
+    op: CopyOp,
+    sources_digest: str,
+    source_id: str | None,
+    chown: tuple[int, int] | None,
+    platform: str,
+) -> dict[str, Any]:
+    """What a COPY/ADD key is made of: the operation and the content digest of its sources."""
+    return {
+        "add": op.is_add,
+        "sources": list(op.sources),
+        "heredocs": [[h.name, hashlib.sha256(h.content.encode()).hexdigest()]
+                     for h in op.heredocs],
+        "content": sources_digest,
+        "from": source_id,
+        "dest": op.dest,
+        "workdir": op.workdir,
+        "chown": list(chown) if chown else None,
+        "chmod": op.chmod,
+        "link": op.link,
+        "parents": op.parents,
+        "excludes": list(op.excludes),
+        "checksum": op.checksum,
+        "keep_git_dir": op.keep_git_dir,
+        "platform": platform,
+    }
+
+
+def mkdir_components(op: MkdirOp, platform: str) -> dict[str, Any]:
+    return {"path": op.path, "user": op.user, "platform": platform}
+
+
+def step_key(kind: str, parent: str | None, components: dict[str, Any]) -> str:
+    """The key of a layer step. ``parent`` is None only for ``COPY --link``."""
+    return digest_of({"v": KEY_VERSION, "kind": kind, "parent": parent, "op": components})

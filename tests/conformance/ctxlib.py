@@ -1,0 +1,83 @@
+"""Helpers for scenario setup.py scripts: make context files with exact modes and links.
+
+A scenario's setup.py runs with the context directory as its working directory (and as
+``sys.argv[1]``). Git keeps neither modes (beyond +x), empty directories, nor hardlinks,
+so contexts are made here instead of being checked in.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+
+def write(path: str, content: str | bytes = "", mode: int = 0o644) -> Path:
+    """Write a file (parents 0755), then chmod it exactly."""
+    p = Path(path)
+    for parent in reversed(p.parents[:-1] if p.parents else []):
+        if not parent.exists():
+            parent.mkdir()
+            os.chmod(parent, 0o755)
+    p.write_bytes(content.encode() if isinstance(content, str) else content)
+    os.chmod(p, mode)
+    return p
+
+
+def files(spec: Mapping[str, str | bytes]) -> None:
+    """Write several 0644 files."""
+    for path, content in spec.items():
+        write(path, content)
+
+
+def mkdir(path: str, mode: int = 0o755) -> Path:
+    """Make a directory (and 0755 parents), chmod it exactly."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    for parent in p.parents[:-1]:
+        os.chmod(parent, 0o755)
+    os.chmod(p, mode)
+    return p
+
+
+def symlink(target: str, path: str) -> None:
+    """Create a symlink at ``path`` pointing to ``target`` (not resolved)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, path)
+
+
+def hardlink(existing: str, path: str) -> None:
+    """Create a hardlink ``path`` to the existing file."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    os.link(existing, path)
+
+
+def make_tar(path: str, entries: Iterable[tuple[str, str, object]], mode: str = "w") -> None:
+    """Write a tar archive (``mode`` "w", "w:gz", "w:bz2" or "w:xz") from entries.
+
+    Each entry is (kind, name, data): ("file", name, (content, mode, uid, gid)),
+    ("dir", name, (mode, uid, gid)), ("symlink", name, target), ("hardlink", name, target).
+    mtimes are fixed so the archive is reproducible.
+    """
+    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as tar:
+        for kind, name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1700000000
+            if kind == "file":
+                content, fmode, uid, gid = data  # type: ignore[misc]
+                raw = content.encode() if isinstance(content, str) else content
+                info.size, info.mode, info.uid, info.gid = len(raw), fmode, uid, gid
+                tar.addfile(info, io.BytesIO(raw))
+                continue
+            if kind == "dir":
+                info.type = tarfile.DIRTYPE
+                info.mode, info.uid, info.gid = data  # type: ignore[misc]
+            elif kind == "symlink":
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, str(data), 0o777
+            elif kind == "hardlink":
+                info.type, info.linkname, info.mode = tarfile.LNKTYPE, str(data), 0o644
+            else:
+                raise ValueError(kind)
+            tar.addfile(info)

@@ -1,0 +1,6 @@
+"""Context for this scenario (see tests/conformance/ctxlib.py)."""
+
+from ctxlib import files, hardlink, make_tar, mkdir, symlink, write  # noqa: F401
+
+write("token.txt", "s3cr3t")
+write(".dockerignore", "token.txt\n")

@@ -1,0 +1,174 @@
+"""Selection digests and the persistent stat cache."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from dockyard.context.dockerignore import PatternMatcher
+from dockyard.context.hashing import (
+    FileMeta,
+    StatCache,
+    digest_selection,
+    explain_diff,
+    hash_file,
+)
+from dockyard.errors import ContextError
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    root = tmp_path / "ctx"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "main.c").write_text("int main(){}\n")
+    (root / "src" / "util.c").write_text("void u(){}\n")
+    (root / "README").write_text("readme\n")
+    return root
+
+
+def _settle() -> None:
+    # Past the racy window: entries hashed now are trusted on the next lookup.
+    time.sleep(0.03)
+
+
+def test_noop_rebuild_never_rereads(ctx: Path, tmp_path: Path) -> None:
+    db = tmp_path / "statcache.db"
+    reads: list[Path] = []
+    _settle()  # files written in the same clock tick as the hash are "racy" (rehashed once)
+    with StatCache(db, on_read=reads.append) as cache:
+        first = digest_selection(ctx, ["src"], [], cache)
+    assert sorted(p.name for p in reads) == ["main.c", "util.c"]
+    _settle()
+    reads.clear()
+    with StatCache(db, on_read=reads.append) as cache:  # a new process, same store
+        second = digest_selection(ctx, ["src"], [], cache)
+    assert reads == []
+    assert second == first
+
+
+def test_content_change_with_mtime_put_back_misses(ctx: Path, tmp_path: Path) -> None:
+    db = tmp_path / "statcache.db"
+    target = ctx / "src" / "main.c"
+    _settle()
+    with StatCache(db) as cache:
+        before = digest_selection(ctx, ["src"], [], cache)
+    _settle()
+    st = os.stat(target)
+    target.write_text("int main(){return 1;}\n"[: len("int main(){}\n")])  # same size
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # touch -r
+    assert os.stat(target).st_mtime_ns == st.st_mtime_ns
+    reads: list[Path] = []
+    with StatCache(db, on_read=reads.append) as cache:
+        after = digest_selection(ctx, ["src"], [], cache)
+    assert [p.name for p in reads] == ["main.c"]
+    assert after.digest != before.digest
+    assert explain_diff(before.files, after.files) == ["src/main.c (content)"]
+
+
+def test_touch_only_keeps_the_digest(ctx: Path) -> None:
+    with StatCache(None) as cache:
+        before = digest_selection(ctx, ["."], [], cache)
+        os.utime(ctx / "README", (1, 1))
+        os.utime(ctx / "src", (2, 2))
+        after = digest_selection(ctx, ["."], [], cache)
+    assert after.digest == before.digest
+
+
+def test_racy_entries_are_rehashed_once(ctx: Path) -> None:
+    reads: list[Path] = []
+    with StatCache(None, racy_window_ns=10**12, on_read=reads.append) as cache:
+        digest_selection(ctx, ["README"], [], cache)
+        digest_selection(ctx, ["README"], [], cache)
+    assert len(reads) == 2  # within the window, a cached entry is not trusted
+
+
+def test_digest_covers_mode_owner_links_and_names(ctx: Path) -> None:
+    with StatCache(None) as cache:
+        base = digest_selection(ctx, ["."], [], cache)
+        os.chmod(ctx / "README", 0o600)
+        chmodded = digest_selection(ctx, ["."], [], cache)
+        assert chmodded.digest != base.digest
+        assert explain_diff(base.files, chmodded.files) == ["README (mode 644 -> 600)"]
+        (ctx / "link").symlink_to("README")
+        linked = digest_selection(ctx, ["."], [], cache)
+        (ctx / "link").unlink()
+        (ctx / "link").symlink_to("src")
+        relinked = digest_selection(ctx, ["."], [], cache)
+        assert explain_diff(linked.files, relinked.files) == ["link (link target)"]
+        (ctx / "src" / "util.c").rename(ctx / "src" / "util2.c")
+        renamed = digest_selection(ctx, ["."], [], cache)
+        assert explain_diff(relinked.files, renamed.files) == [
+            "src/util.c (removed)",
+            "src/util2.c (added)",
+        ]
+
+
+def test_owner_zeroed_for_context_but_kept_for_stages(ctx: Path) -> None:
+    uid = os.stat(ctx / "README").st_uid
+    with StatCache(None) as cache:
+        local = digest_selection(ctx, ["README"], [], cache)
+        stage = digest_selection(ctx, ["README"], [], cache, zero_owner=False)
+    assert local.files["README"].uid == 0
+    assert stage.files["README"].uid == uid
+
+
+def test_excludes_ignore_and_wildcards(ctx: Path) -> None:
+    with StatCache(None) as cache:
+        full = digest_selection(ctx, ["src"], [], cache)
+        excl = digest_selection(ctx, ["src"], ["util.c"], cache)
+        ign = digest_selection(ctx, ["src"], [], cache, ignore=PatternMatcher(["src/util.c"]))
+        wild = digest_selection(ctx, ["src/*.c"], [], cache)
+        empty = digest_selection(ctx, ["nothing*"], [], cache)
+        with pytest.raises(ContextError) as info:
+            digest_selection(ctx, ["src/util.c"], [], cache, ignore=PatternMatcher(["**/util.c"]))
+    assert "src/util.c" in full.files
+    assert "src/util.c" not in excl.files and "src/main.c" in excl.files
+    assert excl.digest == ign.digest
+    assert set(wild.files) == {"src/main.c", "src/util.c"}
+    assert empty.files == {}
+    assert info.value.hint is not None and "dockerignore" in info.value.hint
+
+
+def test_content_sha_is_the_file_sha(ctx: Path) -> None:
+    with StatCache(None) as cache:
+        sel = digest_selection(ctx, ["README"], [], cache)
+    assert sel.files["README"].sha256 == hash_file(ctx / "README")
+
+
+def test_many_files_noop_is_fast(tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    for d in range(20):
+        (root / f"d{d}").mkdir(parents=True)
+        for f in range(100):
+            (root / f"d{d}" / f"f{f}").write_text(f"{d}-{f}")
+    _settle()
+    db = tmp_path / "s.db"
+    with StatCache(db) as cache:
+        first = digest_selection(root, ["."], [], cache)
+        assert cache.reads == 2000
+    _settle()
+    with StatCache(db) as cache:
+        start = time.perf_counter()
+        again = digest_selection(root, ["."], [], cache)
+        elapsed = time.perf_counter() - start
+        assert cache.reads == 0
+    assert again.digest == first.digest
+    assert elapsed < 2.0
+
+
+def test_filemeta_json_round_trip() -> None:
+    meta = FileMeta("file", 0o4755, 1, 2, 3, "sha256:ab", "", (("user.x", "00ff"),), (0, 0))
+    assert FileMeta.from_json(meta.to_json()) == meta
+
+
+def test_large_file_streams(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        for _ in range(12):
+            f.write(os.urandom(1 << 20))
+    import hashlib
+
+    assert hash_file(big) == "sha256:" + hashlib.sha256(big.read_bytes()).hexdigest()
