@@ -197,7 +197,7 @@ def build(
                 emit(BuildFinished(time.time(), None, time.time() - started, error=str(error)))
 
         target_plan = plan.stages[plan.target]
-        image_id, manifest_digest, config = _assemble(
+        _config_digest, manifest_digest, config = _assemble(
             store, final, target_plan.config, host, options.source_date_epoch, labels or {},
             target_plan.base.kind,
         )
@@ -233,7 +233,11 @@ def _assemble(
     base_kind: str,
 ) -> tuple[str, str, dict[str, Any]]:
     """Write the config and manifest blobs for the target stage; returns their digests."""
-    from dockyard.image.oci import MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_MANIFEST
+    from dockyard.image.oci import (
+        MEDIA_TYPE_OCI_CONFIG,
+        MEDIA_TYPE_OCI_LAYER,
+        MEDIA_TYPE_OCI_MANIFEST,
+    )
 
     cfg = dict(run_config)
     author = cfg.pop("_author", None)
@@ -317,7 +321,10 @@ def _locate(err: DockyardError, source: str) -> None:
 def _load_secrets(items: Sequence[str]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for item in items:
-        fields = dict(part.split("=", 1) if "=" in part else (part, "") for part in item.split(","))
+        fields: dict[str, str] = {}
+        for part in item.split(","):
+            key, _, value = part.partition("=")
+            fields[key.strip()] = value
         sid = fields.get("id")
         if not sid:
             raise UsageError(f"--secret {item!r}: missing id=")
@@ -328,15 +335,15 @@ def _load_secrets(items: Sequence[str]) -> dict[str, bytes]:
             except OSError as err:
                 raise UsageError(f"--secret id={sid}: cannot read {path}: {err.strerror}") from None
         elif "env" in fields:
-            value = os.environ.get(fields["env"])
-            if value is None:
+            env_value = os.environ.get(fields["env"])
+            if env_value is None:
                 raise UsageError(f"--secret id={sid}: environment variable {fields['env']} "
                                  "is not set")
-            out[sid] = value.encode()
+            out[sid] = env_value.encode()
         else:
-            value = os.environ.get(sid)
-            if value is not None:
-                out[sid] = value.encode()
+            own = os.environ.get(sid)
+            if own is not None:
+                out[sid] = own.encode()
             elif Path(sid).exists():
                 out[sid] = Path(sid).read_bytes()
             else:

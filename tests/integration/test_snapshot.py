@@ -8,6 +8,7 @@ import shutil
 import stat
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ Snap = OverlaySnapshotter | NativeSnapshotter
 
 
 @pytest.fixture(params=["overlay", "native"])
-def snap(request: pytest.FixtureRequest, tmp_path: Path) -> Snap:
+def snap(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Snap]:
     kind = request.param
     if kind == "overlay" and not overlay_supported(tmp_path)[0]:
         pytest.skip("overlayfs does not mount here")

@@ -98,7 +98,12 @@ PATH_RULES: list[tuple[list[str], str, str, dict[str, str]]] = [
     (["a.txt"], "/deep/er/file", "/", {"deep": "d", "deep/er": "d", "deep/er/file": "f:A"}),
     (["dir"], "/dest", "/", {"dest": "d", "dest/x": "f:X", "dest/sub": "d", "dest/sub/y": "f:Y"}),
     (["dir/"], "/dest/", "/", {"dest": "d", "dest/x": "f:X", "dest/sub": "d", "dest/sub/y": "f:Y"}),
-    (["dir"], "/existing", "/", {"existing/x": "f:X", "existing/sub": "d", "existing/sub/y": "f:Y"}),
+    (
+        ["dir"],
+        "/existing",
+        "/",
+        {"existing/x": "f:X", "existing/sub": "d", "existing/sub/y": "f:Y"},
+    ),
     (["a.txt", "b.txt"], "/d/", "/", {"d": "d", "d/a.txt": "f:A", "d/b.txt": "f:B"}),
     (["*.txt"], "/d/", "/", {"d": "d", "d/a.txt": "f:A", "d/b.txt": "f:B"}),
     (["*.md"], "/single", "/", {"single": "f:C"}),
@@ -109,10 +114,21 @@ PATH_RULES: list[tuple[list[str], str, str, dict[str, str]]] = [
     (["d?r/s*"], "/d/", "/", {"d": "d", "d/y": "f:Y"}),  # a matched dir copies its contents
     (["./dir/../a.txt"], "/d", "/", {"d": "f:A"}),
     (["nothing*"], "/d/", "/", {}),  # an empty wildcard copies nothing (BuildKit)
-    (["."], "/all/", "/", {
-        "all": "d", "all/a.txt": "f:A", "all/b.txt": "f:B", "all/c.md": "f:C", "all/dir": "d",
-        "all/dir/x": "f:X", "all/dir/sub": "d", "all/dir/sub/y": "f:Y",
-    }),
+    (
+        ["."],
+        "/all/",
+        "/",
+        {
+            "all": "d",
+            "all/a.txt": "f:A",
+            "all/b.txt": "f:B",
+            "all/c.md": "f:C",
+            "all/dir": "d",
+            "all/dir/x": "f:X",
+            "all/dir/sub": "d",
+            "all/dir/sub/y": "f:Y",
+        },
+    ),
 ]
 
 
@@ -132,7 +148,7 @@ def test_several_sources_need_a_directory(ctx: Path, dst: Path) -> None:
 
 
 def test_missing_source_names_it(ctx: Path, dst: Path) -> None:
-    with pytest.raises(ContextError, match="missing.txt") as info:
+    with pytest.raises(ContextError, match=r"missing\.txt") as info:
         run(ctx, dst, ["a.txt", "missing.txt"], "/d/")
     assert info.value.hint is None
     assert not (dst / "d").exists()  # nothing written before the check
@@ -140,20 +156,27 @@ def test_missing_source_names_it(ctx: Path, dst: Path) -> None:
 
 def test_missing_because_dockerignore(ctx: Path, dst: Path) -> None:
     ignore = PatternMatcher(["*.txt", "dir/sub"])
-    with pytest.raises(ContextError, match="a.txt") as info:
+    with pytest.raises(ContextError, match=r"a\.txt") as info:
         run(ctx, dst, ["a.txt"], "/d", ignore=ignore)
     assert info.value.hint is not None and ".dockerignore" in info.value.hint
     # wildcards and directory walks do not see ignored files
     assert run(ctx, dst, ["*"], "/w/", ignore=ignore) == {
-        "w": "d", "w/c.md": "f:C", "w/x": "f:X",
+        "w": "d",
+        "w/c.md": "f:C",
+        "w/x": "f:X",
     }
 
 
 def test_dockerignore_exception_inside_excluded_dir(ctx: Path, dst: Path) -> None:
     ignore = PatternMatcher(["dir", "!dir/sub/y"])
     assert run(ctx, dst, ["."], "/o/", ignore=ignore) == {
-        "o": "d", "o/a.txt": "f:A", "o/b.txt": "f:B", "o/c.md": "f:C",
-        "o/dir": "d", "o/dir/sub": "d", "o/dir/sub/y": "f:Y",
+        "o": "d",
+        "o/a.txt": "f:A",
+        "o/b.txt": "f:B",
+        "o/c.md": "f:C",
+        "o/dir": "d",
+        "o/dir/sub": "d",
+        "o/dir/sub/y": "f:Y",
     }
 
 
@@ -244,7 +267,11 @@ def test_excludes(ctx: Path, dst: Path) -> None:
     got = run(ctx, dst, ["dir"], "/e2", excludes=["**/*.txt"])
     assert "e2/skip.txt" not in got and "e2/sub/deep.txt" not in got and got["e2/x"] == "f:X"
     got = run(ctx, dst, ["*"], "/e3/", excludes=["*.txt", "sub"])
-    assert {k for k in got if k.startswith("e3")} == {"e3", "e3/c.md", "e3/x"}  # wildcard matches filtered, dir contents too
+    assert {k for k in got if k.startswith("e3")} == {
+        "e3",
+        "e3/c.md",
+        "e3/x",
+    }  # wildcard matches filtered, dir contents too
 
 
 def test_parents(ctx: Path, dst: Path) -> None:
@@ -256,7 +283,10 @@ def test_parents(ctx: Path, dst: Path) -> None:
     assert got["p/dir/sub/y"] == "f:Y"
     got = run(ctx, dst, ["x/./y/*.txt"], "/q/", parents=True)
     assert {k: v for k, v in got.items() if k.startswith("q")} == {
-        "q": "d", "q/y": "d", "q/y/f.txt": "f:F", "q/y/g.txt": "f:G",
+        "q": "d",
+        "q/y": "d",
+        "q/y/f.txt": "f:F",
+        "q/y/g.txt": "f:G",
     }
 
 

@@ -3,6 +3,7 @@ property test against a brute-force component-wise reference."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -144,7 +145,14 @@ def test_dockerfile_specific_ignore_wins(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("path", "clean"),
-    [("", "."), ("a//b/", "a/b"), ("/../x", "/x"), ("../x/..", ".."), ("./a/./b", "a/b"), ("/", "/")],
+    [
+        ("", "."),
+        ("a//b/", "a/b"),
+        ("/../x", "/x"),
+        ("../x/..", ".."),
+        ("./a/./b", "a/b"),
+        ("/", "/"),
+    ],
 )
 def test_go_clean(path: str, clean: str) -> None:
     assert go_clean(path) == clean
@@ -190,9 +198,7 @@ def _reference(patterns: list[tuple[bool, list[str]]], path: list[str]) -> bool:
             hit = True
         elif comps[-1] == "**" and len(comps) > 1:
             # "x/**": a prefix match on "x/", so x itself only through parents (never).
-            hit = any(
-                _component_match(comps[:-1], path[:i]) for i in range(1, len(path))
-            )
+            hit = any(_component_match(comps[:-1], path[:i]) for i in range(1, len(path)))
         else:
             hit = any(_component_match(comps, path[:i]) for i in range(1, len(path) + 1))
         if hit:
@@ -204,7 +210,7 @@ _pattern = st.tuples(
     st.booleans(),
     st.lists(st.sampled_from(_PATTERN_COMPONENTS), min_size=1, max_size=3).filter(
         # adjacent "**" and a leading "**" followed by a non-** are fine; "***" is not made
-        lambda comps: all(not (x == "**" and y == "**") for x, y in zip(comps, comps[1:], strict=False))
+        lambda comps: all(not (x == "**" and y == "**") for x, y in itertools.pairwise(comps))
     ),
 )
 

@@ -349,3 +349,15 @@ def test_store_usable_from_threads_and_after_fork(store: Store) -> None:
         t.join()
     assert len(seen) == 4
     assert len(store.list_images()) == 5
+
+
+def test_damaged_stat_cache_is_replaced(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    Store.open(root).close()
+    (root / "statcache.db").write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (root / f"statcache.db{suffix}").unlink(missing_ok=True)
+    with Store.open(root) as store:
+        key = StatKey(1, 2, 3, 4, 5)
+        store.stat_put_many([(key, "sha256:x")])
+        assert store.stat_get(key) == "sha256:x"

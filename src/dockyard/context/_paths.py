@@ -248,7 +248,9 @@ def select_sources(
                 below_head = match if head == "." else match[len(head) + 1 :]
                 if exclude_matcher.matches(below_head):
                     continue
-            out.extend(select_match(root, match, src, exclude_matcher, ignore, follow_root_symlinks))
+            out.extend(
+                select_match(root, match, src, exclude_matcher, ignore, follow_root_symlinks)
+            )
     return out
 
 

@@ -114,7 +114,9 @@ def extract_archive(archive: Path, dest: Path) -> None:
             else:
                 _extract(cast(BinaryIO, stream), dest)
     except LayerError as err:
-        raise ContextError(f"failed to extract {archive.name}: corrupt or unsafe archive: {err}") from None
+        raise ContextError(
+            f"failed to extract {archive.name}: corrupt or unsafe archive: {err}"
+        ) from None
     except ContextError:
         raise
     except _READ_ERRORS as err:
@@ -123,7 +125,9 @@ def extract_archive(archive: Path, dest: Path) -> None:
         ) from None
     except Exception as err:
         if type(err).__name__ == "ZstdError":
-            raise ContextError(f"failed to extract {archive.name}: corrupt archive ({err})") from None
+            raise ContextError(
+                f"failed to extract {archive.name}: corrupt archive ({err})"
+            ) from None
         raise
 
 
@@ -144,7 +148,7 @@ def _ensure_dirs(root: Path, rel: str) -> Path:
     for comp in [c for c in rel.split("/") if c]:
         nxt = root_path(root, os.path.relpath(current / comp, root))
         if not nxt.exists():
-            nxt.mkdir(mode=0o755)
+            nxt.mkdir(mode=0o755, parents=True)
         elif not nxt.is_dir():
             raise ContextError(f"cannot extract below {rel!r}: not a directory")
         current = nxt

@@ -41,8 +41,8 @@ def is_url(source: str) -> bool:
 
 
 def is_git_url(source: str) -> bool:
-    """True for a source BuildKit fetches with git."""
-    if source.startswith(("git://", "git@", "ssh://")):
+    """True for a source BuildKit fetches with git (``file://`` too: a local repository)."""
+    if source.startswith(("git://", "git@", "ssh://", "file://")):
         return True
     if is_url(source):
         path = urlsplit(source.partition("#")[0]).path

@@ -187,9 +187,7 @@ class StatCache:
             raise ContextError(f"cannot read {path}: {err.strerror}") from None
         return digest, hashed_ns
 
-    def _hash_many(
-        self, paths: list[Path], stats: list[os.stat_result]
-    ) -> list[tuple[str, int]]:
+    def _hash_many(self, paths: list[Path], stats: list[os.stat_result]) -> list[tuple[str, int]]:
         self.reads += len(paths)
         total = sum(st.st_size for st in stats)
         if self.workers > 1 and (len(paths) >= _PARALLEL_MIN_FILES or total >= _PARALLEL_MIN_BYTES):
@@ -313,7 +311,9 @@ def _manifest(
             sha256=shas.get(entry.rel, ""),
             linkname=os.readlink(entry.path) if kind == "symlink" else "",
             xattrs=_xattrs(entry.path),
-            rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)) if kind in ("char", "block") else (0, 0),
+            rdev=(os.major(st.st_rdev), os.minor(st.st_rdev))
+            if kind in ("char", "block")
+            else (0, 0),
         )
     return files
 

@@ -186,6 +186,8 @@ def _go_escape(ch: str) -> str:
 
 
 def _trim_space(s: str) -> str:
+    if s and s[0] not in _GO_SPACE_SET and s[-1] not in _GO_SPACE_SET:
+        return s
     return s.strip(GO_SPACE)
 
 
@@ -205,11 +207,39 @@ def chomp_heredoc_content(content: str) -> str:
 
 # --------------------------------------------------------------------------- flags
 
+# A flag word without quotes, backslashes or control characters (the common case).
+_RE_SIMPLE_FLAG = re.compile(r"--[!#-&(-\[\]-~]*")
+_ASCII_SPACE = " \t\n\v\f\r"
+
+
+def _simple_flags(line: str) -> tuple[str, list[str]] | None:
+    """Fast path of :func:`_extract_flags` for ASCII lines; None when the slow path is needed."""
+    flags: list[str] = []
+    pos, n = 0, len(line)
+    while line.startswith("--", pos):
+        match = _RE_SIMPLE_FLAG.match(line, pos)
+        assert match is not None
+        end = match.end()
+        if end < n and line[end] not in _ASCII_SPACE:
+            return None
+        word = match.group()
+        if word == "--":
+            return line[end:], flags
+        flags.append(word)
+        pos = end
+        while pos < n and line[pos] in _ASCII_SPACE:
+            pos += 1
+    return line[pos:], flags
+
 
 def _extract_flags(line: str) -> tuple[str, list[str]]:
     """BuildKit's ``extractBuilderFlags``: leading ``--x`` words; returns (rest, flags)."""
     if not line.startswith("--"):
         return line, []
+    if line.isascii():
+        simple = _simple_flags(line)
+        if simple is not None:
+            return simple
     b = _to_bytes_str(line)  # Go scans bytes here, not runes
     words: list[str] = []
     in_spaces, in_word, in_quote = 0, 1, 2
@@ -283,11 +313,17 @@ def _extract_flags(line: str) -> tuple[str, list[str]]:
 
 # --------------------------------------------------------------------------- line parsers
 
+# Characters that make parseWords differ from a plain split (quotes, escapes, \x1c-\x1f which
+# Python's str.split treats as spaces and Go does not).
+_RE_WORD_SPECIAL = re.compile("[\x1c-\x1f'\"\\\\`]")
+
 _Parsed = tuple[list[str], bool, "Node | None"]  # args, json, inner
 
 
 def _parse_words(rest: str, escape: str) -> list[str]:
     """BuildKit's ``parseWords``: split on spaces, keeping quotes and escapes in the words."""
+    if rest.isascii() and _RE_WORD_SPECIAL.search(rest) is None:
+        return rest.split()
     words: list[str] = []
     in_spaces, in_word, in_quote = 0, 1, 2
     phase = in_spaces

@@ -18,8 +18,9 @@ from dockyard.layers._tarfmt import HashingWriter
 __all__ = ["GZIP_LEVEL", "ZSTD_LEVEL", "ZSTD_THREADS", "compress", "open_decompressed",
            "sniff"]
 
-# Measured on a 2-core machine (see docs/internals/layers.md): isal level 1 compresses
-# about as well as zlib level 6 on layer-like data while running ~15x faster.
+# Measured on a 2-core machine (bench/bench_layers.py): on text-like data isal level 1 runs
+# at ~290-340 MiB/s for a 0.456 ratio, level 2 at ~260 MiB/s for 0.418, zlib level 6 at
+# ~15 MiB/s for 0.402. Export and push pay for compression, so speed wins.
 GZIP_LEVEL: Final = 1
 ZSTD_LEVEL: Final = 3
 ZSTD_THREADS: Final = 2

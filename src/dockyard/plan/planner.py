@@ -260,18 +260,19 @@ class _Planner:
             case ins.ArgInstruction(args=args):
                 parts = []
                 for key, default in args:
+                    arg_value: str | None
                     if key in self.build_args:
-                        value: str | None = self.build_args[key]
+                        arg_value = self.build_args[key]
                     elif default is not None:
-                        value = self.expand(default, state.expansion_env(), loc)
+                        arg_value = self.expand(default, state.expansion_env(), loc)
                     else:
-                        value = self.globals.get(key)
-                    if value is None:
+                        arg_value = self.globals.get(key)
+                    if arg_value is None:
                         state.args.pop(key, None)
                         parts.append(key)
                     else:
-                        state.args[key] = value
-                        parts.append(f"{key}={value}" if default is not None else key)
+                        state.args[key] = arg_value
+                        parts.append(f"{key}={arg_value}" if default is not None else key)
                 return None, "ARG " + " ".join(parts), used
             case ins.LabelInstruction(pairs=pairs):
                 labels = dict(cfg.get("Labels") or {})
@@ -338,13 +339,13 @@ class _Planner:
                 cfg["OnBuild"] = triggers
                 return None, f"ONBUILD {expression}", used
             case ins.RunInstruction() as run:
-                op, used = self._run(run, state)
-                return op, f"RUN {op.command_text} # buildkit", used
+                run_op, used = self._run(run, state)
+                return run_op, f"RUN {run_op.command_text} # buildkit", used
             case ins.CopyInstruction() | ins.AddInstruction():
-                op = self._copy(inst, state, stage_index)
-                what = "ADD" if op.is_add else "COPY"
-                srcs = " ".join(op.sources + tuple(h.name for h in op.heredocs))
-                return op, f"{what} {srcs} {op.dest} # buildkit", used
+                copy_op = self._copy(inst, state, stage_index)
+                what = "ADD" if copy_op.is_add else "COPY"
+                srcs = " ".join(copy_op.sources + tuple(h.name for h in copy_op.heredocs))
+                return copy_op, f"{what} {srcs} {copy_op.dest} # buildkit", used
             case ins.FromInstruction():
                 raise self.fail("unexpected FROM inside a stage", loc)
         raise self.fail(f"unsupported instruction {type(inst).__name__}", loc)

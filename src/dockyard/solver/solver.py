@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from dockyard.context.context import BuildContext
 from dockyard.errors import (
@@ -49,6 +49,7 @@ from dockyard.progress.events import (
     VertexStarted,
 )
 from dockyard.solver import keys
+from dockyard.solver.snapshots import LayerSnapshots
 from dockyard.store.db import CacheRecord, Store
 
 EMPTY_TAR_SIZE = 1024  # a tar stream with no entries: two zero blocks
@@ -135,11 +136,10 @@ class Solver:
         self.results: dict[int, StepResult] = {}
         self.records: dict[str, dict[str, Any]] = {}  # vertex id -> explain info for history
         self.states: dict[int, StageState] = {}
-        self._snap: Any = None
+        self.layers = LayerSnapshots(store, snapshotter_kind)
         self._executor: Any = None
         self._stat_cache: Any = None
         self._lock = threading.Lock()
-        self._chain_locks: dict[str, threading.Lock] = {}
         self._selection_memo: dict[tuple[Any, ...], Any] = {}
         self._stage_view_lock = threading.Lock()
         self.first_miss_line: dict[int, int] = {}
@@ -147,12 +147,7 @@ class Solver:
     # ------------------------------------------------------------------ lazy services
     @property
     def snapshotter(self) -> Any:
-        with self._lock:
-            if self._snap is None:
-                from dockyard.snapshot import open_snapshotter
-
-                self._snap = open_snapshotter(self.store.snapshots_dir, self.snapshotter_kind)  # type: ignore[arg-type]
-            return self._snap
+        return self.layers.snapshotter
 
     @property
     def executor(self) -> Any:
@@ -212,7 +207,7 @@ class Solver:
                     index = running.pop(fut)
                     try:
                         self.states[index] = fut.result()
-                    except BaseException as err:  # noqa: BLE001 - re-raised below
+                    except BaseException as err:
                         if failure is None:
                             failure = err
                             self.cancel()
@@ -369,12 +364,6 @@ class Solver:
         else:
             state.history.append(_history(step.created_by, empty=True))
 
-    def _layer_available(self, diff_id: str) -> bool:
-        if self.store.blobs.has(diff_id):
-            return True
-        rec = self.store.get_layer(diff_id)
-        return rec is not None and any(self.store.blobs.has(b.digest) for b in rec.blobs.values())
-
     # ------------------------------------------------------------------ keys
     def _key_inputs(
         self, stage: StagePlan, step: Step, state: StageState
@@ -383,8 +372,8 @@ class Solver:
         platform = stage.platform
         if isinstance(op, RunOp):
             mounts = self._mount_key_parts(op, stage, step)
-            extra = {"used_args": dict(step.used_args)}
-            return "run", keys.run_components(op, mounts, platform), extra, None
+            run_extra = {"used_args": dict(step.used_args)}
+            return "run", keys.run_components(op, mounts, platform), run_extra, None
         if isinstance(op, MkdirOp):
             return "mkdir", keys.mkdir_components(op, platform), {}, None
         assert isinstance(op, CopyOp)
@@ -513,9 +502,8 @@ class Solver:
         spec = op.chown
         user, _, group = spec.partition(":")
         if user.isdigit() and (not group or group.isdigit()):
-            return int(user), int(group) if group else int(user) if False else (
-                int(group) if group else 0
-            )
+            # numeric ids need no lookup; a uid alone is also the gid (Docker's rule)
+            return int(user), int(group) if group else int(user)
         try:
             with self.view_of(state.diff_ids) as root:
                 return resolve_chown(spec, root)
@@ -524,78 +512,16 @@ class Solver:
 
     # ------------------------------------------------------------------ snapshots
     def ensure_snapshot(self, diff_ids: list[str]) -> str | None:
-        """The committed snapshot holding ``diff_ids`` applied in order (made if missing)."""
-        if not diff_ids:
-            return None
-        snap = self.snapshotter
-        chain = chain_ids(diff_ids)[-1]
-        with self._lock:
-            lock = self._chain_locks.setdefault(chain, threading.Lock())
-        with lock:
-            if snap.exists(chain):
-                return chain
-            parent = self.ensure_snapshot(diff_ids[:-1])
-            key = f"extract-{uuid.uuid4().hex}"
-            snap.prepare(key, parent)
-            try:
-                with self._layer_stream(diff_ids[-1]) as stream:
-                    snap.apply(key, stream)
-                self._commit(key, chain)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    snap.remove(key)
-                raise
-            return chain
+        return self.layers.ensure(diff_ids)
 
     def _commit(self, key: str, name: str) -> None:
-        snap = self.snapshotter
-        if snap.exists(name):
-            snap.remove(key)
-            return
-        try:
-            snap.commit(name, key)
-        except Exception:
-            if snap.exists(name):  # another build committed the same chain first
-                snap.remove(key)
-            else:
-                raise
+        self.layers.commit(key, name)
 
-    @contextlib.contextmanager
-    def _layer_stream(self, diff_id: str) -> Iterator[BinaryIO]:
-        if self.store.blobs.has(diff_id):
-            with self.store.blobs.open(diff_id) as f:
-                yield f
-            return
-        rec = self.store.get_layer(diff_id)
-        if rec is not None:
-            for blob in rec.blobs.values():
-                if self.store.blobs.has(blob.digest):
-                    with self.store.blobs.open(blob.digest) as f:
-                        yield f
-                    return
-        raise BuildError(f"layer {diff_id} is missing from the store")
+    def _layer_available(self, diff_id: str) -> bool:
+        return self.layers.layer_available(diff_id)
 
-    @contextlib.contextmanager
-    def view_of(self, diff_ids: list[str]) -> Iterator[Path]:
-        """A read-only mounted view of the filesystem made of ``diff_ids``."""
-        from dockyard.snapshot.base import mounted
-
-        if not diff_ids:
-            empty = self.store.root / "tmp" / f"empty-{uuid.uuid4().hex}"
-            empty.mkdir(parents=True)
-            try:
-                yield empty
-            finally:
-                empty.rmdir()
-            return
-        parent = self.ensure_snapshot(diff_ids)
-        key = f"view-{uuid.uuid4().hex}"
-        mounts = self.snapshotter.view(key, parent)
-        try:
-            with mounted(mounts, under=self.store.root / "mnt") as root:
-                yield root
-        finally:
-            self.snapshotter.remove(key)
+    def view_of(self, diff_ids: list[str]) -> contextlib.AbstractContextManager[Path]:
+        return self.layers.view(diff_ids)
 
     # ------------------------------------------------------------------ execution
     def _execute(

@@ -349,16 +349,17 @@ class Store:
     # --- connections and transactions ---
 
     def _connect(self, path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
         try:
-            conn = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-            )
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode never corrupts; a power cut may lose the last commits,
             # which leaves blobs unreferenced (pruned later), never references to nothing.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as err:
+            conn.close()
             raise StoreError(f"cannot open the store database {path}: {err}") from None
         with self._conns_lock:
             self._conns.append(conn)
@@ -432,16 +433,24 @@ class Store:
                 f"the store at {self.root} has schema version {version}; this dockyard "
                 f"understands up to {SCHEMA_VERSION} (upgrade dockyard)"
             )
-        # Every statement is idempotent, so concurrent first opens are harmless.
-        db.executescript(_SCHEMA)
-        with self._write() as tx:
-            tx.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+        if version != SCHEMA_VERSION:
+            # Every statement is idempotent, so concurrent first opens are harmless. An
+            # up-to-date store skips this: opening then costs no write (start-up is user time).
+            db.executescript(_SCHEMA)
+            with self._write() as tx:
+                tx.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
         try:
-            self._stat_db.executescript(_STAT_SCHEMA)
-        except sqlite3.DatabaseError:
+            stat = self._stat_db
+            if (
+                stat.execute("SELECT 1 FROM sqlite_master WHERE name='stat_cache'").fetchone()
+                is None
+            ):
+                stat.executescript(_STAT_SCHEMA)
+        except (sqlite3.DatabaseError, StoreError):
+            # The stat cache is disposable: a damaged one is replaced, never fatal.
             self._reset_stat_cache()
 
     def _reset_stat_cache(self) -> None:

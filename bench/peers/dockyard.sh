@@ -1,0 +1,40 @@
+# dockyard as a peer of /work/shared/peers (setup.sh / bench.sh), sourced by their lib.sh:
+#   PEERS_EXTRA=$PWD/bench/peers/dockyard.sh /work/shared/peers/setup.sh
+#   PEERS_EXTRA=$PWD/bench/peers/dockyard.sh PEERS="dockyard docker_buildkit" /work/shared/peers/bench.sh
+# Uses the repo's virtualenv (scripts/setup.sh makes it) and a private store at $W/dockyard.
+# DOCKYARD_BIN overrides the executable.
+
+_DY_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+_DY_BIN=${DOCKYARD_BIN:-$_DY_REPO/.venv/bin/dockyard}
+_dy() { "$_DY_BIN" --root "$W/dockyard" "$@"; }
+
+peer_dockyard_available() {     # the CLI runs and its build command exists
+  [ -x "$_DY_BIN" ] && _dy build --help >/dev/null 2>&1
+}
+
+peer_dockyard_cmd() {           # CTX TAG -> CMD / CMD_ENV, timed as one process
+  CMD_ENV=()
+  CMD=("$_DY_BIN" --root "$W/dockyard" build --progress plain -f "$1/Dockerfile" -t "$2" "$1")
+}
+
+peer_dockyard_reset() {         # TAG -> drop the image and all build cache; bases stay tagged
+  _dy rmi "$1" >/dev/null 2>&1 || true
+  _dy cache prune --all >/dev/null 2>&1 || true
+  _dy prune >/dev/null 2>&1 || true
+}
+
+peer_dockyard_inspect() {       # TAG -> "SIZE_BYTES LAYER_COUNT"
+  _dy inspect "$1" 2>/dev/null | python3 -c '
+import json, sys
+info = json.load(sys.stdin)
+info = info[0] if isinstance(info, list) else info
+layers = (info.get("RootFS") or info.get("rootfs") or {}).get("Layers") or (info.get("rootfs") or {}).get("diff_ids") or []
+print(info.get("Size", 0), len(layers))'
+}
+
+peer_dockyard_import() {        # NAME:TAG -> usable in FROM, from the OCI archive setup.sh made
+  local archive="$W/bases/${1%%:*}.oci.tar"
+  _dy load -i "$archive" >/dev/null && return 0
+  # Fallback: the rootfs tarball, as `dockyard import`.
+  _dy import "$W/bases/${1%%:*}-rootfs.tar" "$1" >/dev/null
+}

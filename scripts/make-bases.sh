@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Make the base images the examples build FROM, without Docker Hub:
+#   busybox:latest   Debian's busybox-static in an otherwise empty root filesystem
+#   debian:bookworm  debootstrap --variant=minbase plus gcc, libc6-dev and ca-certificates,
+#                    from the Debian mirror in this machine's apt sources
+# Root filesystem tarballs are cached under $DOCKYARD_BASES (default /var/tmp/dockyard-bases)
+# and imported with `dockyard import` into the store at ROOT unless it has them already.
+#
+# usage: scripts/make-bases.sh [ROOT]      (ROOT default: $DOCKYARD_ROOT, else /var/lib/dockyard)
+#   ONLY=busybox|debian   make just one of them
+#   MIRROR=URL            the Debian mirror (default: the first one in /etc/apt/sources*)
+#   SUITE=bookworm        the Debian suite; the image is still tagged debian:$SUITE
+#   INCLUDE=...           debootstrap --include list (default: gcc,libc6-dev,ca-certificates)
+#   DOCKYARD=...          the dockyard command (default: .venv/bin/dockyard of this checkout)
+# Needs root (debootstrap, and the image store's ownership).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=${1:-${DOCKYARD_ROOT:-/var/lib/dockyard}}
+CACHE=${DOCKYARD_BASES:-/var/tmp/dockyard-bases}
+DOCKYARD=${DOCKYARD:-$here/.venv/bin/dockyard}
+SUITE=${SUITE:-bookworm}
+INCLUDE=${INCLUDE:-gcc,libc6-dev,ca-certificates}
+ONLY=${ONLY:-}
+# Bump when a recipe changes: old cached tarballs are then simply not used.
+RECIPE=1
+
+log() { echo "make-bases: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+[ -x "$DOCKYARD" ] || command -v "$DOCKYARD" >/dev/null 2>&1 \
+  || die "no dockyard command at $DOCKYARD (run scripts/setup.sh first)"
+mkdir -p "$CACHE"
+
+has_image() { "$DOCKYARD" --root "$ROOT" inspect "$1" >/dev/null 2>&1; }
+
+# Deterministic tar of a directory: sorted names, numeric owners, one clamped mtime.
+pack() {  # pack DIR OUT.tar
+  tar --sort=name --numeric-owner --xattrs --mtime='2024-01-01 00:00:00Z' --clamp-mtime \
+      --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+      -C "$1" -cf "$2.part" .
+  mv "$2.part" "$2"
+}
+
+busybox_tar() {
+  local bb digest out tmp r p
+  bb=$(command -v busybox || true)
+  [ -n "$bb" ] || die "busybox is not installed (apt-get install busybox-static)"
+  # The image has no libc: only the static build works (ldd fails on a static binary).
+  if ldd "$bb" >/dev/null 2>&1; then die "$bb is not static (apt-get install busybox-static)"; fi
+  digest=$(sha256sum "$bb" | cut -c1-16)
+  out=$CACHE/busybox-$digest-r$RECIPE.tar
+  if [ ! -s "$out" ]; then
+    tmp=$(mktemp -d "$CACHE/busybox.XXXXXX")
+    r=$tmp/rootfs
+    mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,root,proc,sys,dev,var/tmp,home}
+    install -d -m 1777 "$r/tmp"
+    install -m 0755 "$bb" "$r/bin/busybox"
+    for p in $("$r/bin/busybox" --list-full); do
+      [ "$p" = bin/busybox ] && continue
+      mkdir -p "$r/$(dirname "$p")"
+      ln -sf /bin/busybox "$r/$p"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
+      > "$r/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' > "$r/etc/group"
+    pack "$r" "$out"
+    rm -rf "$tmp"
+    log "wrote $out ($(du -h "$out" | cut -f1))"
+  fi
+  echo "$out"
+}
+
+apt_mirror() {
+  local m=""
+  m=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' \
+      | grep -i debian | grep -v security | head -1 || true)
+  [ -n "$m" ] || m=$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+      | awk '$2 ~ /^http/ {print $2}' | grep -i debian | grep -v security | head -1 || true)
+  echo "$m"
+}
+
+debian_tar() {
+  local mirror key out tmp r
+  command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
+  mirror=${MIRROR:-$(apt_mirror)}
+  [ -n "$mirror" ] || die "no Debian mirror in the apt sources; set MIRROR=URL"
+  key=$(printf '%s %s %s' "$SUITE" "$INCLUDE" "$(dpkg --print-architecture)" | sha256sum | cut -c1-12)
+  out=$CACHE/debian-$SUITE-$key-r$RECIPE.tar
+  if [ ! -s "$out" ]; then
+    tmp=$(mktemp -d "$CACHE/debian.XXXXXX")
+    r=$tmp/rootfs
+    log "debootstrap $SUITE from $mirror (about two minutes; cached afterwards)"
+    if ! debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$r" "$mirror" \
+        > "$tmp/debootstrap.log" 2>&1; then
+      tail -n 20 "$tmp/debootstrap.log" >&2
+      rm -rf "$tmp"
+      die "debootstrap failed"
+    fi
+    # Slim: package lists and caches, documentation, logs. Keep dpkg's status so apt works.
+    rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/*.bin "$r"/var/cache/apt/archives/*.deb \
+           "$r"/usr/share/doc/* "$r"/usr/share/man/* "$r"/usr/share/info/* \
+           "$r"/usr/share/locale/* "$r"/var/log/*.log "$r"/var/log/apt/* \
+           "$r"/var/cache/debconf/*-old "$r"/var/lib/dpkg/*-old "$r"/var/cache/ldconfig/*
+    # Device nodes, the host's resolver and name belong to the runtime, not to an image layer.
+    rm -rf "$r"/dev/* "$r"/proc/* "$r"/sys/* "$r"/run/*
+    : > "$r/etc/resolv.conf"
+    echo dockyard > "$r/etc/hostname"
+    # Point apt at the same mirror the base was made from, so builds here can apt-get update.
+    printf 'deb %s %s main\n' "$mirror" "$SUITE" > "$r/etc/apt/sources.list"
+    pack "$r" "$out"
+    rm -rf "$tmp"
+    log "wrote $out ($(du -h "$out" | cut -f1))"
+  fi
+  echo "$out"
+}
+
+import() {  # import NAME TAR CMD-JSON
+  if has_image "$1"; then
+    log "$1 is already in $ROOT"
+    return
+  fi
+  log "importing $1 into $ROOT"
+  "$DOCKYARD" --root "$ROOT" import -c "CMD $3" -m "made by scripts/make-bases.sh" "$2" "$1" >/dev/null
+}
+
+# Several builds (or parallel tests) may ask at once: one maker at a time per cache.
+exec 9>"$CACHE/.lock"
+flock 9
+
+if [ -z "$ONLY" ] || [ "$ONLY" = busybox ]; then
+  if ! has_image busybox:latest; then t=$(busybox_tar); import busybox:latest "$t" '["sh"]'; fi
+fi
+if [ -z "$ONLY" ] || [ "$ONLY" = debian ]; then
+  if ! has_image "debian:$SUITE"; then t=$(debian_tar); import "debian:$SUITE" "$t" '["bash"]'; fi
+fi

@@ -1,0 +1,138 @@
+"""Layer chains as snapshots: make (lazily) and mount the filesystem of a list of diff ids.
+
+Committed snapshots are named by the OCI chain id of their layers, so every build and every
+image shares them; one is made by unpacking the layer blob on its parent the first time it is
+needed. Used by the solver, ``dockyard run`` and anything else that needs an image's rootfs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from dockyard.errors import BuildError
+from dockyard.image.oci import chain_ids
+from dockyard.store.db import Store
+
+
+class LayerSnapshots:
+    """Snapshots of layer chains in one store, safe to use from several threads."""
+
+    def __init__(self, store: Store, snapshotter_kind: str = "auto") -> None:
+        self.store = store
+        self.snapshotter_kind = snapshotter_kind
+        self._snap: Any = None
+        self._lock = threading.Lock()
+        self._chain_locks: dict[str, threading.Lock] = {}
+
+    @property
+    def snapshotter(self) -> Any:
+        with self._lock:
+            if self._snap is None:
+                from dockyard.snapshot import open_snapshotter
+
+                self._snap = open_snapshotter(
+                    self.store.snapshots_dir, self.snapshotter_kind  # type: ignore[arg-type]
+                )
+            return self._snap
+
+    def ensure(self, diff_ids: list[str]) -> str | None:
+        """The committed snapshot holding ``diff_ids`` applied in order (made if missing)."""
+        if not diff_ids:
+            return None
+        snap = self.snapshotter
+        chain = chain_ids(diff_ids)[-1]
+        with self._lock:
+            lock = self._chain_locks.setdefault(chain, threading.Lock())
+        with lock:
+            if snap.exists(chain):
+                return chain
+            parent = self.ensure(diff_ids[:-1])
+            key = f"extract-{uuid.uuid4().hex}"
+            snap.prepare(key, parent)
+            try:
+                with self.layer_stream(diff_ids[-1]) as stream:
+                    snap.apply(key, stream)
+                self.commit(key, chain)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    snap.remove(key)
+                raise
+            return chain
+
+    def commit(self, key: str, name: str) -> None:
+        """Commit active snapshot ``key`` as ``name``; if another build did first, drop ours."""
+        snap = self.snapshotter
+        if snap.exists(name):
+            snap.remove(key)
+            return
+        try:
+            snap.commit(name, key)
+        except Exception:
+            if snap.exists(name):
+                snap.remove(key)
+            else:
+                raise
+
+    @contextlib.contextmanager
+    def layer_stream(self, diff_id: str) -> Iterator[BinaryIO]:
+        """The layer's tar stream (uncompressed if stored so, else a compressed form)."""
+        blobs = self.store.blobs
+        if blobs.has(diff_id):
+            with blobs.open(diff_id) as f:
+                yield f
+            return
+        rec = self.store.get_layer(diff_id)
+        if rec is not None:
+            for blob in rec.blobs.values():
+                if blobs.has(blob.digest):
+                    with blobs.open(blob.digest) as f:
+                        yield f
+                    return
+        raise BuildError(f"layer {diff_id} is missing from the store")
+
+    def layer_available(self, diff_id: str) -> bool:
+        if self.store.blobs.has(diff_id):
+            return True
+        rec = self.store.get_layer(diff_id)
+        return rec is not None and any(self.store.blobs.has(b.digest) for b in rec.blobs.values())
+
+    @contextlib.contextmanager
+    def view(self, diff_ids: list[str]) -> Iterator[Path]:
+        """A read-only mounted view of the filesystem made of ``diff_ids``."""
+        from dockyard.snapshot.base import mounted
+
+        if not diff_ids:
+            empty = self.store.root / "tmp" / f"empty-{uuid.uuid4().hex}"
+            empty.mkdir(parents=True)
+            try:
+                yield empty
+            finally:
+                empty.rmdir()
+            return
+        parent = self.ensure(diff_ids)
+        key = f"view-{uuid.uuid4().hex}"
+        mounts = self.snapshotter.view(key, parent)
+        try:
+            with mounted(mounts, under=self.store.root / "mnt") as root:
+                yield root
+        finally:
+            self.snapshotter.remove(key)
+
+    @contextlib.contextmanager
+    def writable(self, diff_ids: list[str]) -> Iterator[Path]:
+        """A throw-away writable mount over ``diff_ids`` (``dockyard run``); removed afterwards."""
+        from dockyard.snapshot.base import mounted
+
+        parent = self.ensure(diff_ids)
+        key = f"run-{uuid.uuid4().hex}"
+        mounts = self.snapshotter.prepare(key, parent)
+        try:
+            with mounted(mounts, under=self.store.root / "mnt") as root:
+                yield root
+        finally:
+            self.snapshotter.remove(key)
