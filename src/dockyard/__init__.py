@@ -12,17 +12,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dockyard._version import __version__
-from dockyard.errors import (
-    BuildError,
-    ContextError,
-    DockerfileError,
-    DockyardError,
-    Location,
-    RunError,
-)
 
 if TYPE_CHECKING:
     from dockyard.api import BuildResult, StepResult, build
+    from dockyard.errors import (
+        BuildError,
+        ContextError,
+        DockerfileError,
+        DockyardError,
+        Location,
+        RunError,
+    )
 
 __all__ = [
     "BuildError",
@@ -37,7 +37,18 @@ __all__ = [
     "build",
 ]
 
-_LAZY = {"build": "dockyard.api", "BuildResult": "dockyard.api", "StepResult": "dockyard.api"}
+# Imported on first use: `dockyard --version` must not pay for dataclasses and friends.
+_LAZY = {
+    "build": "dockyard.api",
+    "BuildResult": "dockyard.api",
+    "StepResult": "dockyard.api",
+    "BuildError": "dockyard.errors",
+    "ContextError": "dockyard.errors",
+    "DockerfileError": "dockyard.errors",
+    "DockyardError": "dockyard.errors",
+    "Location": "dockyard.errors",
+    "RunError": "dockyard.errors",
+}
 
 
 def __getattr__(name: str) -> Any:

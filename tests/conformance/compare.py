@@ -408,6 +408,28 @@ def _load_layout(reader: _Reader, ref: str | None) -> ImageSnapshot:
 # ----------------------------------------------------------------------------- comparison
 
 
+def drop_mount_stubs(snap: ImageSnapshot, stubs: Iterable[str]) -> ImageSnapshot:
+    """``snap`` without the empty directories an old BuildKit leaves at RUN --mount targets.
+
+    dockerd 20.10's BuildKit keeps the directories it made for mount targets (and their new
+    parents); BuildKit since v0.11 removes them (moby/buildkit#3307, #3314). Each stub must be
+    an empty directory apart from other stubs, or ValueError is raised: a stub that holds
+    anything is not a stub, and hiding it would hide a real difference.
+    """
+    stub_set = {normalize_member_path(s) for s in stubs}
+    files = dict(snap.files)
+    for stub in sorted(stub_set):
+        entry = files.get(stub)
+        if entry is None or entry.kind != "dir":
+            raise ValueError(f"mount stub {stub} is not a directory in the reference")
+        inner = [p for p in files if p.startswith(stub + "/") and p not in stub_set]
+        if inner:
+            raise ValueError(f"mount stub {stub} is not empty: {inner[:3]}")
+    for stub in stub_set:
+        del files[stub]
+    return ImageSnapshot(snap.config, files, snap.hardlinks, snap.layer_entries, snap.raw_config)
+
+
 def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The compared config fields, with "unset" spelled one way.
 

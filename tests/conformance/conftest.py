@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
+import harness
 
 _RESULTS: dict[str, tuple[str, str]] = {}  # scenario -> (outcome, one-line summary)
 

@@ -82,3 +82,16 @@ def mkdir_components(op: MkdirOp, platform: str) -> dict[str, Any]:
 def step_key(kind: str, parent: str | None, components: dict[str, Any]) -> str:
     """The key of a layer step. ``parent`` is None only for ``COPY --link``."""
     return digest_of({"v": KEY_VERSION, "kind": kind, "parent": parent, "op": components})
+
+
+def chain_key(parent: str, step: str, diff_id: str | None) -> str:
+    """What the steps after a layer step chain to: the stage so far, the step's key, and the
+    layer the step actually has (``None`` when it changed nothing).
+
+    Chaining on the layer, not only on the step key, is what keeps a forced rebuild honest:
+    when ``--no-cache-filter`` or ``--cache-ttl`` reruns a step and it gives a different layer,
+    every later step (and every stage built on this one) misses instead of reusing results
+    made on the old layer. ``parent`` is there for ``COPY --link``, whose own key leaves it out.
+    """
+    return digest_of({"v": KEY_VERSION, "kind": "chain", "parent": parent, "step": step,
+                      "diff_id": diff_id})

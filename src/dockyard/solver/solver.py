@@ -357,7 +357,7 @@ class Solver:
             )
 
     def _apply_result(self, state: StageState, key: str, diff_id: str | None, step: Step) -> None:
-        state.key = key
+        state.key = keys.chain_key(state.key, key, diff_id)
         if diff_id:
             state.diff_ids.append(diff_id)
             state.history.append(_history(step.created_by, empty=False))
