@@ -41,14 +41,24 @@ pack() {  # pack DIR OUT.tar
   mv "$2.part" "$2"
 }
 
-busybox_tar() {
-  local bb digest out tmp r p
+static_busybox() {
+  local bb
   bb=$(command -v busybox || true)
   [ -n "$bb" ] || die "busybox is not installed (apt-get install busybox-static)"
   # The image has no libc: only the static build works (ldd fails on a static binary).
   if ldd "$bb" >/dev/null 2>&1; then die "$bb is not static (apt-get install busybox-static)"; fi
-  digest=$(sha256sum "$bb" | cut -c1-16)
-  out=$CACHE/busybox-$digest-r$RECIPE.tar
+  echo "$bb"
+}
+
+busybox_path() {
+  local bb
+  bb=$(static_busybox)
+  echo "$CACHE/busybox-$(sha256sum "$bb" | cut -c1-16)-r$RECIPE.tar"
+}
+
+busybox_make() {  # busybox_make OUT.tar
+  local bb out=$1 tmp r p
+  bb=$(static_busybox)
   if [ ! -s "$out" ]; then
     tmp=$(mktemp -d "$CACHE/busybox.XXXXXX")
     r=$tmp/rootfs
@@ -67,7 +77,6 @@ busybox_tar() {
     rm -rf "$tmp"
     log "wrote $out ($(du -h "$out" | cut -f1))"
   fi
-  echo "$out"
 }
 
 apt_mirror() {
@@ -79,13 +88,17 @@ apt_mirror() {
   echo "$m"
 }
 
-debian_tar() {
-  local mirror key out tmp r
+debian_path() {
+  local key
+  key=$(printf '%s %s %s' "$SUITE" "$INCLUDE" "$(dpkg --print-architecture)" | sha256sum | cut -c1-12)
+  echo "$CACHE/debian-$SUITE-$key-r$RECIPE.tar"
+}
+
+debian_make() {  # debian_make OUT.tar
+  local mirror out=$1 tmp r
   command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
   mirror=${MIRROR:-$(apt_mirror)}
   [ -n "$mirror" ] || die "no Debian mirror in the apt sources; set MIRROR=URL"
-  key=$(printf '%s %s %s' "$SUITE" "$INCLUDE" "$(dpkg --print-architecture)" | sha256sum | cut -c1-12)
-  out=$CACHE/debian-$SUITE-$key-r$RECIPE.tar
   if [ ! -s "$out" ]; then
     tmp=$(mktemp -d "$CACHE/debian.XXXXXX")
     r=$tmp/rootfs
@@ -111,16 +124,28 @@ debian_tar() {
     rm -rf "$tmp"
     log "wrote $out ($(du -h "$out" | cut -f1))"
   fi
-  echo "$out"
 }
 
-import() {  # import NAME TAR CMD-JSON
-  if has_image "$1"; then
-    log "$1 is already in $ROOT"
-    return
+# base NAME ROOTFS.tar MAKE-FUNCTION CMD-JSON
+# The first import is saved as an image archive next to the rootfs tarball, and later stores
+# load that archive: every store on this machine then has the very same base image (same id),
+# so their cache keys and build results agree.
+base() {
+  local name=$1 rootfs=$2 make=$3 cmd=$4 archive
+  archive=${rootfs%.tar}.image.tar
+  if has_image "$name"; then
+    log "$name is already in $ROOT"
+  elif [ -s "$archive" ]; then
+    log "loading $name into $ROOT"
+    "$DOCKYARD" --root "$ROOT" load -q -i "$archive"
+  else
+    "$make" "$rootfs"
+    log "importing $name into $ROOT"
+    SOURCE_DATE_EPOCH=1704067200 "$DOCKYARD" --root "$ROOT" import -c "CMD $cmd" \
+      -m "made by scripts/make-bases.sh" "$rootfs" "$name" >/dev/null
+    "$DOCKYARD" --root "$ROOT" save -o "$archive.part" "$name"
+    mv "$archive.part" "$archive"
   fi
-  log "importing $1 into $ROOT"
-  "$DOCKYARD" --root "$ROOT" import -c "CMD $3" -m "made by scripts/make-bases.sh" "$2" "$1" >/dev/null
 }
 
 # Several builds (or parallel tests) may ask at once: one maker at a time per cache.
@@ -128,8 +153,10 @@ exec 9>"$CACHE/.lock"
 flock 9
 
 if [ -z "$ONLY" ] || [ "$ONLY" = busybox ]; then
-  if ! has_image busybox:latest; then t=$(busybox_tar); import busybox:latest "$t" '["sh"]'; fi
+  p=$(busybox_path)
+  base busybox:latest "$p" busybox_make '["sh"]'
 fi
 if [ -z "$ONLY" ] || [ "$ONLY" = debian ]; then
-  if ! has_image "debian:$SUITE"; then t=$(debian_tar); import "debian:$SUITE" "$t" '["bash"]'; fi
+  p=$(debian_path)
+  base "debian:$SUITE" "$p" debian_make '["bash"]'
 fi

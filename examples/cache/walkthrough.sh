@@ -17,11 +17,13 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -a "$here/." "$work/"
 ctx=$work/app
+# A line unique to this run, so a second walkthrough in the same store starts from misses too.
+printf 'walkthrough run %s\n' "$(date +%s.%N)" >> "$ctx/hello.txt"
 
 # Build, showing only the steps and their cache results ("CACHED" or "CACHE MISS: why").
 build() {  # build DOCKERFILE [ARGS...]
   local df=$1; shift
-  echo "\$ dockyard build -f $df $* app"
+  echo "\$ dockyard build -f $df ${*:+$* }app"
   if ! "$DOCKYARD" build --progress plain -t cache-walkthrough -f "$work/$df" "$@" "$ctx" \
       > "$work/build.log" 2>&1; then
     cat "$work/build.log" >&2
@@ -55,7 +57,7 @@ build "$fetch" --no-cache
 say "Rule 3: order. Install dependencies before COPY . ., first build of both orders:"
 build Dockerfile.order-late
 build Dockerfile.order-early
-echo "print('hi')" > "$ctx/main.py"
+printf "print('hi from %s')\n" "$(date +%s.%N)" > "$ctx/main.py"
 say "add main.py: the late order re-runs the slow install ..."
 build Dockerfile.order-late
 say "... the early order keeps it cached and only copies again"

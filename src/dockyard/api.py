@@ -120,7 +120,8 @@ def build(
                 f"--platform {platform}: only the host platform ({host}) can be built here "
                 "(no emulation)"
             )
-    store_root = Path(root) if root is not None else Path(default_root())
+    # absolute: the runtime resolves a relative rootfs against its bundle directory
+    store_root = (Path(root) if root is not None else Path(default_root())).absolute()
     store = Store.open(store_root)
     with ExitStack() as stack:
         stack.callback(store.close)

@@ -7,7 +7,7 @@ directories applied), and lists every difference between two images in
 * the final filesystem: per path the type, mode including special bits, uid, gid, size,
   content sha256, link target (symlink target or device numbers), and hardlink groups;
 * the image config fields a user can observe (``CONFIG_FIELDS``);
-* the number of non-empty layers.
+* the number of non-empty layers (layers that change the filesystem, timestamps aside).
 
 Timestamps are never compared. ``IGNORED_PATHS`` lists the few paths skipped on purpose;
 tests/conformance/README.md explains each entry.
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 CONFIG_FIELDS: tuple[str, ...] = (
     "Env",
@@ -80,13 +80,16 @@ class ImageSnapshot:
     config: Mapping[str, Any]  # the image config's "config" object
     files: Mapping[str, FileEntry]  # absolute path -> entry
     hardlinks: tuple[tuple[str, ...], ...]  # groups (sorted) of paths sharing one inode
-    layer_entries: tuple[int, ...]  # tar entries per layer, in order
+    # Per layer, in order: entries that change the tree. A directory restated with the same
+    # type/mode/owner (only its mtime moved) is no change: dockerd 20.10's BuildKit puts an
+    # unchanged /etc into every RUN layer (its /etc/hosts and resolv.conf mounts touch it).
+    layer_changes: tuple[int, ...]
     raw_config: Mapping[str, Any] = field(default_factory=dict)  # the whole config JSON
 
     @property
     def nonempty_layers(self) -> int:
-        """Layers whose tar stream holds at least one entry."""
-        return sum(1 for n in self.layer_entries if n > 0)
+        """Layers that change the filesystem (timestamps aside)."""
+        return sum(1 for n in self.layer_changes if n > 0)
 
 
 @dataclass(frozen=True)
@@ -149,16 +152,15 @@ class FlatTree:
         return self._next_inode
 
     def apply_layer(self, fileobj: IO[bytes]) -> int:
-        """Apply one (possibly compressed) layer tar stream; returns its number of entries.
+        """Apply one (possibly compressed) layer tar stream; returns how many of its entries
+        changed the tree (see ``ImageSnapshot.layer_changes``).
 
         Whiteouts and opaque markers act on what lower layers left, so they are collected
         first and applied before this layer's own entries, as containerd's applier does.
         """
         members: list[tuple[tarfile.TarInfo, str | None]] = []
-        count = 0
         with _open_tar_stream(fileobj) as tar:
             for info in tar:
-                count += 1
                 digest = None
                 if info.isreg():
                     f = tar.extractfile(info)
@@ -181,11 +183,12 @@ class FlatTree:
             self._clear_children(d)
         for d in deletions:
             self._remove(d)
+        changes = len(opaques) + len(deletions)
         for info, digest in additions:
-            self._add(info, digest)
-        return count
+            changes += self._add(info, digest)
+        return changes
 
-    def _add(self, info: tarfile.TarInfo, digest: str | None) -> None:
+    def _add(self, info: tarfile.TarInfo, digest: str | None) -> int:
         path = normalize_member_path(info.name)
         if info.islnk():
             target = normalize_member_path(info.linkname)
@@ -196,17 +199,18 @@ class FlatTree:
                 self._remove(path)
                 self._ensure_parents(path)
                 self._nodes[path] = _Node(src.entry, src.inode)
-            return
+            return 1
         entry = _entry_from_info(info, digest)
         old = self._nodes.get(path)
         if old is not None and old.entry.kind == "dir" and entry.kind == "dir":
             # A directory over a directory merges: only its metadata changes.
             self._nodes[path] = _Node(entry, old.inode)
-            return
+            return 0 if old.entry == entry else 1
         if path != "/":
             self._remove(path)
             self._ensure_parents(path)
         self._nodes[path] = _Node(entry, self._new_inode())
+        return 1
 
     def files(self) -> dict[str, FileEntry]:
         """Path -> entry for every path in the tree."""
@@ -252,8 +256,8 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 @contextmanager
 def _open_tar_stream(fileobj: IO[bytes]) -> Iterator[tarfile.TarFile]:
     """A tar reader over a plain, gzip, bzip2, xz or zstd stream (sniffed)."""
-    buffered = io.BufferedReader(fileobj) if not hasattr(fileobj, "peek") else fileobj
-    head = buffered.peek(4)[:4]  # type: ignore[attr-defined]
+    buffered: Any = fileobj if hasattr(fileobj, "peek") else io.BufferedReader(cast(Any, fileobj))
+    head = buffered.peek(4)[:4]
     if head == _ZSTD_MAGIC:
         import zstandard
 
@@ -347,7 +351,7 @@ def _snapshot(config_json: Mapping[str, Any], layers: Iterable[Callable[[], IO[b
         config=dict(config_json.get("config") or {}),
         files=tree.files(),
         hardlinks=tree.hardlink_groups(),
-        layer_entries=tuple(counts),
+        layer_changes=tuple(counts),
         raw_config=dict(config_json),
     )
 
@@ -359,13 +363,19 @@ def _load_docker(reader: _Reader, ref: str | None) -> ImageSnapshot:
     chosen = manifest[0]
     if ref is not None:
         for m in manifest:
-            if ref in (m.get("RepoTags") or []):
+            if any(_same_ref(ref, t) for t in m.get("RepoTags") or []):
                 chosen = m
                 break
         else:
             raise ArchiveError(f"no image tagged {ref} in the archive")
     config = reader.json(chosen["Config"])
     return _snapshot(config, [_opener(reader, name) for name in chosen["Layers"]])
+
+
+def _same_ref(wanted: str, name: str) -> bool:
+    """``conformance/x:latest`` matches itself, ``docker.io/conformance/x:latest`` and
+    ``localhost/conformance/x:latest`` (buildah's spelling)."""
+    return name == wanted or name.endswith("/" + wanted)
 
 
 def _opener(reader: _Reader, name: str) -> Callable[[], IO[bytes]]:
@@ -393,7 +403,7 @@ def _load_layout(reader: _Reader, ref: str | None) -> ImageSnapshot:
     if ref is not None:
         for m in manifests:
             names = {(m.get("annotations") or {}).get(a) for a in _REF_ANNOTATIONS}
-            if ref in names or any(n and n.endswith("/" + ref) for n in names):
+            if any(n and _same_ref(ref, n) for n in names):
                 desc = m
                 break
         else:
@@ -427,7 +437,7 @@ def drop_mount_stubs(snap: ImageSnapshot, stubs: Iterable[str]) -> ImageSnapshot
             raise ValueError(f"mount stub {stub} is not empty: {inner[:3]}")
     for stub in stub_set:
         del files[stub]
-    return ImageSnapshot(snap.config, files, snap.hardlinks, snap.layer_entries, snap.raw_config)
+    return ImageSnapshot(snap.config, files, snap.hardlinks, snap.layer_changes, snap.raw_config)
 
 
 def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -443,7 +453,7 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
             value = None
         if key == "Healthcheck" and isinstance(value, Mapping):
             value = {k: v for k, v in value.items() if v not in (0, None, "")}
-        if key == "WorkingDir" and value == "":
+        if key in ("WorkingDir", "User") and value == "":
             value = None
         if key == "StopSignal" and value == "":
             value = None
@@ -477,7 +487,7 @@ def compare_snapshots(
         diffs.append(
             Difference(
                 "layers",
-                "non-empty layer count",
+                "layers that change the filesystem",
                 str(reference.nonempty_layers),
                 str(candidate.nonempty_layers),
             )
@@ -544,7 +554,7 @@ def snapshot_summary(snap: ImageSnapshot) -> dict[str, Any]:
     """A JSON-able summary (files, hardlinks, config, layer counts) for debugging reports."""
     return {
         "config": normalize_config(snap.config),
-        "layers": list(snap.layer_entries),
+        "layer_changes": list(snap.layer_changes),
         "hardlinks": [list(g) for g in snap.hardlinks],
         "files": {p: e.describe() for p, e in snap.files.items()},
     }

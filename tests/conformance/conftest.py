@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +24,19 @@ def conformance_env() -> Iterator[harness.Environment]:
         pytest.skip(f"conformance: reference builder unavailable: {why}")
     harness.WORK.mkdir(parents=True, exist_ok=True)
     env = harness.Environment()
+    # SIGTERM (CI timeouts, `kill`) must still stop dockerd: turn it into an interrupt,
+    # which pytest answers by running fixture teardown.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         env.start()
         yield env
     finally:
         env.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

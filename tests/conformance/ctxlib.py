@@ -12,6 +12,7 @@ import os
 import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 
 def write(path: str, content: str | bytes = "", mode: int = 0o644) -> Path:
@@ -54,30 +55,39 @@ def hardlink(existing: str, path: str) -> None:
     os.link(existing, path)
 
 
-def make_tar(path: str, entries: Iterable[tuple[str, str, object]], mode: str = "w") -> None:
+def make_tar(path: str, entries: Iterable[tuple[str, str, Any]], mode: str = "w") -> None:
     """Write a tar archive (``mode`` "w", "w:gz", "w:bz2" or "w:xz") from entries.
 
     Each entry is (kind, name, data): ("file", name, (content, mode, uid, gid)),
-    ("dir", name, (mode, uid, gid)), ("symlink", name, target), ("hardlink", name, target).
+    ("dir", name, (mode, uid, gid)), ("symlink", name, target), ("hardlink", name, target or (target, mode, uid, gid)).
     mtimes are fixed so the archive is reproducible.
     """
-    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for kind, name, data in entries:
             info = tarfile.TarInfo(name)
             info.mtime = 1700000000
             if kind == "file":
-                content, fmode, uid, gid = data  # type: ignore[misc]
+                content, fmode, uid, gid = data
                 raw = content.encode() if isinstance(content, str) else content
                 info.size, info.mode, info.uid, info.gid = len(raw), fmode, uid, gid
                 tar.addfile(info, io.BytesIO(raw))
                 continue
             if kind == "dir":
                 info.type = tarfile.DIRTYPE
-                info.mode, info.uid, info.gid = data  # type: ignore[misc]
+                info.mode, info.uid, info.gid = data
             elif kind == "symlink":
                 info.type, info.linkname, info.mode = tarfile.SYMTYPE, str(data), 0o777
             elif kind == "hardlink":
-                info.type, info.linkname, info.mode = tarfile.LNKTYPE, str(data), 0o644
+                # As tar(1) writes them: the link header repeats the target's metadata
+                # (appliers chmod/chown the shared inode from it). (target, mode, uid, gid)
+                # sets the header explicitly.
+                target, *meta = data if isinstance(data, tuple) else (data,)
+                info.type, info.linkname = tarfile.LNKTYPE, str(target)
+                first = next((m for m in tar.getmembers() if m.name == target), None)
+                if meta:
+                    info.mode, info.uid, info.gid = meta
+                elif first is not None:
+                    info.mode, info.uid, info.gid = first.mode, first.uid, first.gid
             else:
                 raise ValueError(kind)
             tar.addfile(info)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -106,7 +106,7 @@ def unmount_below(*roots: Path) -> list[str]:
 # ----------------------------------------------------------------------------- base images
 
 
-def _cached(out: Path, make: callable) -> Path:  # type: ignore[valid-type]
+def _cached(out: Path, make: Callable[[Path], None]) -> Path:
     """Make ``out`` once (atomically: a temp name, then rename), under a lock."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".lock"), "w") as lock:
@@ -261,12 +261,18 @@ class Dockerd:
         with contextlib.suppress(ValueError, OSError):
             pid = int(pidfile.read_text())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            if "dockerd" in cmdline and str(root) in cmdline:
+            args = cmdline.split("\0")
+            if "dockerd" in args[0] and str(root) in args:
                 os.kill(pid, signal.SIGTERM)
                 for _ in range(60):
                     if not Path(f"/proc/{pid}").exists():
                         break
                     time.sleep(0.5)
+                if "--exec-root" in args:
+                    exec_root = Path(args[args.index("--exec-root") + 1]).parent
+                    unmount_below(exec_root)
+                    if exec_root.name.startswith("dyc-"):
+                        shutil.rmtree(exec_root, ignore_errors=True)
         unmount_below(root)
 
     @property

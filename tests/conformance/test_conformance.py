@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ SCENARIOS = harness.discover_scenarios()
 def test_scenario(
     scenario: harness.Scenario,
     conformance_env: harness.Environment,
-    record_property: pytest.RecordProperty,
+    record_property: Callable[[str, object], None],
 ) -> None:
     record_property("scenario", scenario.name)
     result = harness.run_scenario(conformance_env, scenario)

@@ -152,15 +152,19 @@ def test_special_files_symlinks_and_devices() -> None:
 
 def test_layer_entry_counts_and_nonempty_layers() -> None:
     tree = compare.FlatTree()
-    counts = [tree.apply_layer(io.BytesIO(data)) for data in (BASE, layer(), layer(("file", "a", {})))]
-    assert counts == [8, 0, 1]
-    snap = compare.ImageSnapshot(config={}, files={}, hardlinks=(), layer_entries=tuple(counts))
-    assert snap.nonempty_layers == 2
+    restated = layer(("dir", "etc/", {}), ("dir", "var/", {}), mtime=5)  # same dirs, new mtime
+    chmodded = layer(("dir", "etc/", {"mode": 0o700}))
+    layers = (BASE, layer(), layer(("file", "a", {})), restated, chmodded)
+    counts = [tree.apply_layer(io.BytesIO(data)) for data in layers]
+    # BASE's "./" restates the root as it already is: 7 of its 8 entries change the tree.
+    assert counts == [7, 0, 1, 0, 1]
+    snap = compare.ImageSnapshot(config={}, files={}, hardlinks=(), layer_changes=tuple(counts))
+    assert snap.nonempty_layers == 3
 
 
 # ----------------------------------------------------------------------------- archives
 
-CONFIG = {
+CONFIG: dict[str, object] = {
     "architecture": "amd64",
     "os": "linux",
     "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "Labels": {"a": "b"}},
@@ -241,7 +245,7 @@ def snap(layers: list[bytes], config: dict[str, object] | None = None) -> compar
         config=config if config is not None else {},
         files=tree.files(),
         hardlinks=tree.hardlink_groups(),
-        layer_entries=tuple(len(tarfile.open(fileobj=io.BytesIO(d)).getmembers()) for d in layers),
+        layer_changes=tuple(compare.FlatTree().apply_layer(io.BytesIO(d)) for d in layers),
     )
 
 
@@ -313,3 +317,16 @@ def test_report_is_truncated() -> None:
     text = compare.format_report(diffs, limit=3)
     assert text.splitlines()[-1] == "... and 2 more"
     assert text.splitlines()[0] == "fs /p0: reference=a candidate=b"
+
+
+def test_mount_stubs_are_dropped_only_when_empty() -> None:
+    ref = snap([layer(("dir", "run/", {}), ("dir", "run/secrets/", {}), ("file", "kept", {}))])
+    dropped = compare.drop_mount_stubs(ref, ["/run", "/run/secrets"])
+    assert "/run" not in dropped.files and "/kept" in dropped.files
+    # The candidate that left the stub behind now differs.
+    diffs = compare.compare_snapshots(dropped, ref)
+    assert {d.subject for d in diffs} == {"/run", "/run/secrets"}
+    with pytest.raises(ValueError, match="not empty"):
+        compare.drop_mount_stubs(ref, ["/run"])
+    with pytest.raises(ValueError, match="not a directory"):
+        compare.drop_mount_stubs(ref, ["/kept"])

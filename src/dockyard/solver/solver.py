@@ -317,7 +317,7 @@ class Solver:
                 chain_id=chain_ids([*state.diff_ids, diff_id])[-1] if diff_id else None,
                 result={"instruction": step.instruction},
                 explain={},
-                description=f"{step.instruction} {step.display}"[:200],
+                description=step.display[:200],
                 created=time.time(),
                 last_used=time.time(),
             )
@@ -409,7 +409,7 @@ class Solver:
     def _bind_source_identity(
         self, ref: str | None, source: str, step: Step, stage: StagePlan
     ) -> str:
-        if ref is None:
+        if not ref:
             sel = self._context_selection(self.context, [source.lstrip("/") or "."], ())
             return f"context:{sel.digest}"
         idx = self._stage_index(ref)
@@ -632,7 +632,7 @@ class Solver:
             for i, raw in enumerate(op.mounts):
                 rm = m.with_workdir(m.parse_run_mount(raw, index=i), op.workdir)
                 if rm.type == "bind":
-                    if rm.from_ is None:
+                    if not rm.from_:
                         src_root = self.context.root
                     else:
                         idx = self._stage_index(rm.from_)
@@ -655,7 +655,7 @@ class Solver:
                 elif rm.type == "secret":
                     value = self.options.secrets.get(rm.id or "")
                     spec_or_none, env_items = stack.enter_context(
-                        _secret(m, rm, value, self.store.root / "run" / "secrets", step,
+                        _secret(m, rm, value, _secrets_dir(self.store.root), step,
                                 self.plan.source)
                     )
                     if spec_or_none is not None:
@@ -804,9 +804,23 @@ def _secret(
                              hint=f"pass --secret id={rm.id},src=FILE", source=source)
         yield None, []
         return
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with m.secret_mount(rm, value, base) as result:
-        yield result
+    spec, env = m.secret_mount(rm, value, base)
+    try:
+        yield spec, list(env)
+    finally:
+        if spec is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(spec.source)
+        with contextlib.suppress(OSError):
+            base.rmdir()
+
+
+def _secrets_dir(store_root: Path) -> Path:
+    """Secrets live in memory (tmpfs) where the host has one, never in the store's disk."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm / f"dockyard-secrets-{os.getpid()}"
+    return store_root / "run" / "secrets"
 
 
 def _env_change(old: list[str], new: list[str]) -> str:
