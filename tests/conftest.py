@@ -9,6 +9,9 @@ import pytest
 
 HERE = Path(__file__).parent
 
+# One line per conformance scenario and a final "N passed, M failed" (also under xdist).
+pytest_plugins = ["conformance.summary"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:

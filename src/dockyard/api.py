@@ -246,8 +246,9 @@ def _assemble(
         merged = dict(cfg.get("Labels") or {})
         merged.update(labels)
         cfg["Labels"] = merged
-    cfg = {k: v for k, v in cfg.items() if v not in (None, [], {}) or k in ("Cmd", "Entrypoint")}
-    cfg = {k: v for k, v in cfg.items() if v is not None}
+    # empty values are left out (Go's omitempty); CMD [] and ENTRYPOINT [] are stored as null,
+    # as BuildKit does
+    cfg = {k: v for k, v in cfg.items() if v not in (None, [], {})}
     created = _rfc3339(source_date_epoch if source_date_epoch is not None else time.time())
     history = []
     for entry in state.history:

@@ -83,13 +83,13 @@ class ImageSnapshot:
     # Per layer, in order: entries that change the tree. A directory restated with the same
     # type/mode/owner (only its mtime moved) is no change: dockerd 20.10's BuildKit puts an
     # unchanged /etc into every RUN layer (its /etc/hosts and resolv.conf mounts touch it).
-    layer_changes: tuple[int, ...]
+    layer_changes: tuple[frozenset[str], ...]
     raw_config: Mapping[str, Any] = field(default_factory=dict)  # the whole config JSON
 
     @property
     def nonempty_layers(self) -> int:
         """Layers that change the filesystem (timestamps aside)."""
-        return sum(1 for n in self.layer_changes if n > 0)
+        return sum(1 for paths in self.layer_changes if paths)
 
 
 @dataclass(frozen=True)
@@ -151,9 +151,9 @@ class FlatTree:
         self._next_inode += 1
         return self._next_inode
 
-    def apply_layer(self, fileobj: IO[bytes]) -> int:
-        """Apply one (possibly compressed) layer tar stream; returns how many of its entries
-        changed the tree (see ``ImageSnapshot.layer_changes``).
+    def apply_layer(self, fileobj: IO[bytes]) -> frozenset[str]:
+        """Apply one (possibly compressed) layer tar stream; returns the paths it changed
+        (see ``ImageSnapshot.layer_changes``).
 
         Whiteouts and opaque markers act on what lower layers left, so they are collected
         first and applied before this layer's own entries, as containerd's applier does.
@@ -183,12 +183,13 @@ class FlatTree:
             self._clear_children(d)
         for d in deletions:
             self._remove(d)
-        changes = len(opaques) + len(deletions)
+        changes = {*opaques, *deletions}
         for info, digest in additions:
-            changes += self._add(info, digest)
-        return changes
+            if self._add(info, digest):
+                changes.add(normalize_member_path(info.name))
+        return frozenset(changes)
 
-    def _add(self, info: tarfile.TarInfo, digest: str | None) -> int:
+    def _add(self, info: tarfile.TarInfo, digest: str | None) -> bool:
         path = normalize_member_path(info.name)
         if info.islnk():
             target = normalize_member_path(info.linkname)
@@ -199,18 +200,18 @@ class FlatTree:
                 self._remove(path)
                 self._ensure_parents(path)
                 self._nodes[path] = _Node(src.entry, src.inode)
-            return 1
+            return True
         entry = _entry_from_info(info, digest)
         old = self._nodes.get(path)
         if old is not None and old.entry.kind == "dir" and entry.kind == "dir":
             # A directory over a directory merges: only its metadata changes.
             self._nodes[path] = _Node(entry, old.inode)
-            return 0 if old.entry == entry else 1
+            return old.entry != entry
         if path != "/":
             self._remove(path)
             self._ensure_parents(path)
         self._nodes[path] = _Node(entry, self._new_inode())
-        return 1
+        return True
 
     def files(self) -> dict[str, FileEntry]:
         """Path -> entry for every path in the tree."""
@@ -437,7 +438,9 @@ def drop_mount_stubs(snap: ImageSnapshot, stubs: Iterable[str]) -> ImageSnapshot
             raise ValueError(f"mount stub {stub} is not empty: {inner[:3]}")
     for stub in stub_set:
         del files[stub]
-    return ImageSnapshot(snap.config, files, snap.hardlinks, snap.layer_changes, snap.raw_config)
+    # A layer whose only change was a stub no longer counts as changing anything.
+    changes = tuple(paths - stub_set for paths in snap.layer_changes)
+    return ImageSnapshot(snap.config, files, snap.hardlinks, changes, snap.raw_config)
 
 
 def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -554,7 +557,7 @@ def snapshot_summary(snap: ImageSnapshot) -> dict[str, Any]:
     """A JSON-able summary (files, hardlinks, config, layer counts) for debugging reports."""
     return {
         "config": normalize_config(snap.config),
-        "layer_changes": list(snap.layer_changes),
+        "layer_changes": [len(paths) for paths in snap.layer_changes],
         "hardlinks": [list(g) for g in snap.hardlinks],
         "files": {p: e.describe() for p, e in snap.files.items()},
     }

@@ -10,10 +10,19 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import harness
 
-_RESULTS: dict[str, tuple[str, str]] = {}  # scenario -> (outcome, one-line summary)
+SUMMARY_PLUGIN = "conformance.summary"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the summary plugin unless tests/conftest.py already did (by that name)."""
+    if not config.pluginmanager.has_plugin(SUMMARY_PLUGIN):
+        import importlib
+
+        config.pluginmanager.register(importlib.import_module(SUMMARY_PLUGIN), SUMMARY_PLUGIN)
 
 
 @pytest.fixture(scope="session")
@@ -37,27 +46,3 @@ def conformance_env() -> Iterator[harness.Environment]:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    props = dict(report.user_properties)
-    name = props.get("scenario")
-    if not name:
-        return
-    if report.when == "call" or (report.when == "setup" and not report.passed):
-        outcome = "passed" if report.passed else ("skipped" if report.skipped else "failed")
-        _RESULTS[str(name)] = (outcome, str(props.get("summary", report.longreprtext.splitlines()[-1:] or "")))
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _RESULTS:
-        return
-    tr = terminalreporter
-    tr.section("conformance: BuildKit (dockerd 20.10) vs candidate")
-    for name in sorted(_RESULTS):
-        outcome, summary = _RESULTS[name]
-        tr.write_line(f"{outcome.upper():7} {name:40} {summary}")
-    passed = sum(1 for o, _ in _RESULTS.values() if o == "passed")
-    failed = sum(1 for o, _ in _RESULTS.values() if o == "failed")
-    skipped = len(_RESULTS) - passed - failed
-    tr.write_line(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))

@@ -29,4 +29,8 @@ def test_scenario(
         f"{conformance_env.candidate.name} {result.candidate_seconds:.1f}s]",
     )
     if not result.passed:
+        known = scenario.path / "KNOWN_DIFFERENCE"
+        if known.is_file():
+            # an open, documented difference (see README.md): reported, not hidden
+            pytest.xfail(f"{scenario.name}: {known.read_text().strip()} -- {result.summary}")
         pytest.fail(f"{scenario.name}: {result.summary}\n{result.details}", pytrace=False)

@@ -88,7 +88,7 @@ def test_no_cache_rebuilds_every_step_and_records_results(root: Path, ctx: Path)
     forced = build(ctx, root, no_cache=True)
     assert not any(s.cached for s in forced.steps)
     assert all("--no-cache" in (s.reason or "") for s in forced.steps)
-    assert [s.key for s in forced.steps][0] == first.steps[0].key
+    assert forced.steps[0].key == first.steps[0].key
     again = build(ctx, root)
     assert again.result.cached_all
     assert [s.key for s in again.steps] == [s.key for s in forced.steps]

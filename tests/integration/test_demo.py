@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -102,6 +103,7 @@ def test_demo_script(tmp_path: Path) -> None:
     assert float(m.group(1)) > float(m.group(2))
     # the checkout was not touched
     assert _tree(REPO / "examples" / "multistage") == before
+    shutil.rmtree(root)
 
 
 def _tree(root: Path) -> dict[str, tuple[int, bytes]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -202,6 +203,8 @@ def test_reproducible_across_stores_and_checkouts(tmp_path: Path,
     assert first.image_id == second.image_id
     assert first.manifest_digest == second.manifest_digest
     assert [s.key for s in first.steps] == [s.key for s in second.steps]
+    for n in (1, 2):  # two stores with a Debian base each: do not keep them around
+        shutil.rmtree(tmp_path / f"store{n}")
 
 
 # ---------------------------------------------------------------------------------- helpers

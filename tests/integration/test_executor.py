@@ -51,9 +51,30 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("state")
 
 
-@pytest.fixture(params=["runc", "crun"])
+def _working_runtimes() -> list[str]:
+    """crun 1.8 cannot run on hybrid cgroup v1/v2 hosts (like CI's); there it is checked by
+    test_crun_refused_on_hybrid_hosts instead of running every executor test."""
+    from dockyard.executor.runtime import cgroup_mode
+
+    return ["runc"] if cgroup_mode() == "hybrid" else ["runc", "crun"]
+
+
+@pytest.fixture(params=_working_runtimes())
 def executor(request: pytest.FixtureRequest, state: Path) -> Executor:
     return _runtime_or_skip(request.param, state)
+
+
+def test_crun_refused_on_hybrid_hosts(state: Path) -> None:
+    """On a hybrid host crun is reported unusable with crun's own reason, and the automatic
+    choice falls back to runc; elsewhere crun is the preferred runtime."""
+    from dockyard.executor.runtime import cgroup_mode
+
+    if cgroup_mode() == "hybrid":
+        with pytest.raises(ExecutorError, match="hybrid"):
+            detect_runtime("crun", cache_dir=state)
+        assert detect_runtime(None, cache_dir=state).name == "runc"
+    else:
+        assert detect_runtime(None, cache_dir=state).name == "crun"
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_build_support import Built, build, flatten, fresh_store, needs_runtime, write_tree
 
 from dockyard.errors import RunError
 from dockyard.progress.events import VertexDone, VertexStarted
-from test_build_support import Built, build, flatten, fresh_store, needs_runtime, write_tree
 
 pytestmark = needs_runtime
 

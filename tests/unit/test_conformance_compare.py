@@ -155,10 +155,12 @@ def test_layer_entry_counts_and_nonempty_layers() -> None:
     restated = layer(("dir", "etc/", {}), ("dir", "var/", {}), mtime=5)  # same dirs, new mtime
     chmodded = layer(("dir", "etc/", {"mode": 0o700}))
     layers = (BASE, layer(), layer(("file", "a", {})), restated, chmodded)
-    counts = [tree.apply_layer(io.BytesIO(data)) for data in layers]
+    changes = [tree.apply_layer(io.BytesIO(data)) for data in layers]
+    counts = [len(c) for c in changes]
     # BASE's "./" restates the root as it already is: 7 of its 8 entries change the tree.
     assert counts == [7, 0, 1, 0, 1]
-    snap = compare.ImageSnapshot(config={}, files={}, hardlinks=(), layer_changes=tuple(counts))
+    assert changes[4] == {"/etc"}
+    snap = compare.ImageSnapshot(config={}, files={}, hardlinks=(), layer_changes=tuple(changes))
     assert snap.nonempty_layers == 3
 
 
@@ -323,6 +325,9 @@ def test_mount_stubs_are_dropped_only_when_empty() -> None:
     ref = snap([layer(("dir", "run/", {}), ("dir", "run/secrets/", {}), ("file", "kept", {}))])
     dropped = compare.drop_mount_stubs(ref, ["/run", "/run/secrets"])
     assert "/run" not in dropped.files and "/kept" in dropped.files
+    stub_only = snap([layer(("file", "kept", {})), layer(("dir", "stub/", {}))])
+    assert stub_only.nonempty_layers == 2
+    assert compare.drop_mount_stubs(stub_only, ["/stub"]).nonempty_layers == 1
     # The candidate that left the stub behind now differs.
     diffs = compare.compare_snapshots(dropped, ref)
     assert {d.subject for d in diffs} == {"/run", "/run/secrets"}

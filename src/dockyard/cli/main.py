@@ -128,7 +128,14 @@ def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
     from dockyard.errors import DockyardError
 
     try:
-        parser = build_parser(name)
+        try:
+            parser = build_parser(name)
+        except ModuleNotFoundError as err:
+            if err.name and err.name.startswith("dockyard."):
+                print(f"dockyard: command {name!r} is not available in this build ({err})",
+                      file=sys.stderr)
+                return 1
+            raise
         args = parser.parse_args(argv)
         args.root = root
         args.debug = debug

@@ -19,6 +19,7 @@ import signal
 import stat
 import subprocess
 import threading
+import time
 import types
 import uuid
 from collections.abc import Callable, Iterator
@@ -316,7 +317,18 @@ class Executor:
         return None
 
     def _kill(self, cid: str) -> None:
-        subprocess.run(self._cmd("kill", cid, "KILL"), capture_output=True, check=False)
+        # A kill sent before `runc run` has created the container fails: retry while the
+        # runtime process is alive (up to 5 s), so an early Ctrl-C/SIGTERM is never lost.
+        deadline = time.monotonic() + 5.0
+        while True:
+            done = subprocess.run(
+                self._cmd("kill", cid, "KILL"), capture_output=True, check=False
+            ).returncode == 0
+            with self._lock:
+                proc = self._running.get(cid)
+            if done or proc is None or proc.poll() is not None or time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
 
     def cancel(self) -> None:
         """Kill every running container of this executor; later runs raise at once."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import platform as _platform
 import posixpath
 import shlex
@@ -450,7 +451,10 @@ def import_rootfs(
             raise LayerError(f"{label}: cannot read the archive: {err}") from err
     _check_tar(store, diff_id, label)
     os_name, arch = platform or host_platform()
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # SOURCE_DATE_EPOCH makes imports reproducible: same tarball, same image id.
+    sde = os.environ.get("SOURCE_DATE_EPOCH", "")
+    when = int(sde) if sde.isdigit() else None
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
     config: dict[str, Any] = {
         "architecture": arch,
         "os": os_name,

@@ -69,7 +69,8 @@ def parse_output(spec: str) -> OutputSpec:
         values[key] = value
     kind = values.get("type", "")
     if kind == "registry":
-        raise UsageError("--output type=registry is not supported yet; use dockyard push")
+        raise UsageError("--output type=registry is not supported yet (no push); save the image with "
+            "--output type=oci,dest=X.tar and copy it with skopeo")
     if kind not in _TYPES:
         raise UsageError(f"--output: type must be one of {', '.join(_TYPES)}, not {kind!r}")
     dest = values.get("dest")

@@ -158,7 +158,7 @@ class _Planner:
         base_config: dict[str, Any]
         if rstage.base_kind == "scratch":
             base = BaseSpec(kind="scratch", name="scratch")
-            base_config = {"Env": [f"PATH={DEFAULT_PATH}"]}
+            base_config = {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"}
         elif rstage.base_kind == "stage":
             assert rstage.base_stage is not None
             parent = done[rstage.base_stage]
@@ -251,8 +251,9 @@ class _Planner:
         match inst:
             case ins.EnvInstruction(pairs=pairs):
                 parts = []
+                # every pair expands with the environment from before the instruction
                 for key, value in pairs:
-                    expanded = self.expand(value, state.expansion_env(), loc)
+                    expanded = self.expand(value, env, loc)
                     key = self.expand(key, env, loc)
                     state.set_env(key, expanded)
                     parts.append(f"{key}={expanded}")

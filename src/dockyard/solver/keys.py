@@ -84,6 +84,12 @@ def step_key(kind: str, parent: str | None, components: dict[str, Any]) -> str:
     return digest_of({"v": KEY_VERSION, "kind": kind, "parent": parent, "op": components})
 
 
+def layer_key(kind: str, parent: str, components: dict[str, Any], *, link: bool = False) -> str:
+    """The key of a layer step on top of the stage state ``parent``; a ``COPY --link`` layer
+    does not depend on what is below it, so its key leaves the parent out."""
+    return step_key(kind, None if link else parent, components)
+
+
 def chain_key(parent: str, step: str, diff_id: str | None) -> str:
     """What the steps after a layer step chain to: the stage so far, the step's key, and the
     layer the step actually has (``None`` when it changed nothing).

@@ -138,6 +138,7 @@ class Solver:
         self.states: dict[int, StageState] = {}
         self.layers = LayerSnapshots(store, snapshotter_kind)
         self._executor: Any = None
+        self._cancelled = False
         self._stat_cache: Any = None
         self._lock = threading.Lock()
         self._selection_memo: dict[tuple[Any, ...], Any] = {}
@@ -159,6 +160,9 @@ class Solver:
                 state = self.store.root / "run"
                 info = detect_runtime(self.runtime_name, cache_dir=state)
                 self._executor = Executor(info, state)
+                if self._cancelled:
+                    # cancel() came while the runtime was being detected: no run may start
+                    self._executor.cancel()
             return self._executor
 
     @property
@@ -175,8 +179,12 @@ class Solver:
             self._stat_cache.close()
 
     def cancel(self) -> None:
-        if self._executor is not None:
-            self._executor.cancel()
+        """Stop the build: kill running containers; no later step or container starts."""
+        with self._lock:
+            self._cancelled = True
+            executor = self._executor
+        if executor is not None:
+            executor.cancel()
 
     # ------------------------------------------------------------------ scheduling
     def solve(self) -> StageState:
@@ -265,14 +273,17 @@ class Solver:
 
     # ------------------------------------------------------------------ steps
     def _solve_step(self, stage: StagePlan, step: Step, state: StageState, no_cache: bool) -> None:
+        if self._cancelled:
+            raise BuildError("build cancelled", step.location, source=self.plan.source)
         t0 = time.time()
         name = f"[{stage.display_name} {step.position}/{step.count}] {step.display}"
         self.emit(VertexStarted(step.vertex, name, t0, stage=stage.display_name,
                                 instruction=step.instruction, line=step.location.start_line))
         try:
             kind, components, explain_extra, prepared = self._key_inputs(stage, step, state)
-            parent = None if isinstance(step.op, CopyOp) and step.op.link else state.key
-            key = keys.step_key(kind, parent, components)
+            link = isinstance(step.op, CopyOp) and step.op.link
+            parent = None if link else state.key
+            key = keys.layer_key(kind, state.key, components, link=link)
             record = None if no_cache else self.store.get_cache_record(key)
             reason: str | None = None
             if record is not None and self.options.cache_ttl is not None and isinstance(

@@ -1,0 +1,227 @@
+"""The planner's expansion and config rules (no root): ENV over ARG, ARG defaults and
+overrides, global ARGs, ENTRYPOINT/CMD, SHELL, EXPOSE, WORKDIR, ONBUILD."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from dockyard.dockerfile.stages import load_dockerfile, resolve
+from dockyard.errors import DockerfileError, Location
+from dockyard.plan.model import BuildPlan, CopyOp, MkdirOp, RunOp, Step
+from dockyard.plan.planner import DEFAULT_PATH, plan_build
+
+BASE_CONFIG: dict[str, Any] = {"Env": ["PATH=/bin"], "Cmd": ["sh"]}
+
+
+def make_plan(
+    text: str,
+    build_args: Mapping[str, str] | None = None,
+    target: str | None = None,
+    images: Mapping[str, dict[str, Any]] | None = None,
+    asked: list[str] | None = None,
+) -> BuildPlan:
+    """Plan ``text`` with base images answered from ``images`` (default: a busybox-like one)."""
+    args = dict(build_args or {})
+
+    def lookup(ref: str, location: Location) -> tuple[str, dict[str, Any]]:
+        if asked is not None:
+            asked.append(ref)
+        config = (images or {}).get(ref, BASE_CONFIG)
+        return f"sha256:{abs(hash(ref)):064d}"[:71], {"config": config}
+
+    graph = resolve(load_dockerfile(text), args, target, None)
+    return plan_build(graph, lookup, platform="linux/amd64", build_args=args)
+
+
+def ops(plan: BuildPlan, stage: int = -1) -> list[Step]:
+    return [s for s in plan.stages[stage].steps if s.op is not None]
+
+
+def copy_op(step: Step) -> CopyOp:
+    assert isinstance(step.op, CopyOp)
+    return step.op
+
+
+def run_op(step: Step) -> RunOp:
+    assert isinstance(step.op, RunOp)
+    return step.op
+
+
+def env_of(plan: BuildPlan, stage: int = -1) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in plan.stages[stage].config.get("Env") or [])
+
+
+def test_env_overrides_arg() -> None:
+    plan = make_plan("FROM busybox\n"
+                     "ARG V=arg\n"
+                     "COPY $V /before\n"
+                     "ENV V=env\n"
+                     "COPY $V /after\n"
+                     "RUN echo $V\n",
+                     build_args={"V": "cli"})
+    before, after, run = ops(plan)
+    assert copy_op(before).sources == ("cli",)
+    assert copy_op(after).sources == ("env",)
+    assert [e for e in run_op(run).env if e.startswith("V=")] == ["V=env"]
+    assert [e for e in run_op(run).key_env if e.startswith("V=")] == ["V=env"]
+
+
+def test_arg_default_and_build_arg_override() -> None:
+    text = "FROM busybox\nARG A=default\nARG B\nCOPY $A ${B:-unset} /d/\nRUN echo $A\n"
+    copy, run = ops(make_plan(text))
+    assert copy_op(copy).sources == ("default", "unset")
+    assert "A=default" in run_op(run).env
+    copy, run = ops(make_plan(text, {"A": "over", "B": "b"}))
+    assert copy_op(copy).sources == ("over", "b")
+    assert "A=over" in run_op(run).env and "B=b" in run_op(run).env
+    # ARGs reach RUN's environment but not the image config
+    assert "A" not in env_of(make_plan(text, {"A": "over"}))
+
+
+def test_arg_default_can_use_earlier_args_and_env() -> None:
+    (copy,) = ops(make_plan("FROM busybox\nENV E=e\nARG A=a\nARG B=${A}-${E}\nCOPY $B /x\n"))
+    assert copy_op(copy).sources == ("a-e",)
+
+
+def test_global_arg_needs_redeclaring_in_the_stage() -> None:
+    asked: list[str] = []
+    text = ("ARG BASE=busybox\n"
+            "ARG G=global\n"
+            "FROM $BASE\n"
+            "COPY ${G:-none} /x\n"
+            "ARG G\n"
+            "COPY $G /y\n")
+    out_of_scope, redeclared = ops(make_plan(text, asked=asked))
+    assert asked == ["busybox"]
+    assert copy_op(out_of_scope).sources == ("none",)
+    assert copy_op(redeclared).sources == ("global",)
+    _, redeclared = ops(make_plan(text, {"G": "cli", "BASE": "other"}, asked=asked))
+    assert copy_op(redeclared).sources == ("cli",)
+    assert asked[-1] == "other"
+
+
+def test_entrypoint_resets_inherited_cmd() -> None:
+    plan = make_plan("FROM busybox\nENTRYPOINT [\"/ep\"]\n")
+    assert plan.stages[0].config["Entrypoint"] == ["/ep"]
+    assert not plan.stages[0].config.get("Cmd")
+    # a CMD given in this stage before ENTRYPOINT is kept, and one after it too
+    kept = make_plan("FROM busybox\nCMD [\"a\"]\nENTRYPOINT [\"/ep\"]\n").stages[0].config
+    assert kept["Cmd"] == ["a"]
+    after = make_plan("FROM busybox\nENTRYPOINT [\"/ep\"]\nCMD [\"b\"]\n").stages[0].config
+    assert after["Cmd"] == ["b"]
+
+
+def test_entrypoint_resets_cmd_of_a_stage_base() -> None:
+    plan = make_plan("FROM busybox AS base\nCMD [\"x\"]\nFROM base\nENTRYPOINT [\"/ep\"]\n")
+    assert plan.stages[0].config["Cmd"] == ["x"]
+    assert not plan.stages[1].config.get("Cmd")
+
+
+def test_shell_form_uses_shell() -> None:
+    plan = make_plan("FROM busybox\n"
+                     "CMD echo default\n"
+                     "SHELL [\"/bin/bash\", \"-xc\"]\n"
+                     "CMD echo hi\n"
+                     "ENTRYPOINT exec app\n"
+                     "RUN echo run\n"
+                     "RUN [\"/bin/true\", \"x\"]\n")
+    config = plan.stages[0].config
+    assert config["Cmd"] == ["/bin/bash", "-xc", "echo hi"]
+    assert config["Entrypoint"] == ["/bin/bash", "-xc", "exec app"]
+    shell_run, exec_run = ops(plan)
+    assert run_op(shell_run).args == ("/bin/bash", "-xc", "echo run")
+    assert run_op(exec_run).args == ("/bin/true", "x")
+    default = make_plan("FROM busybox\nCMD echo default\n").stages[0].config
+    assert default["Cmd"] == ["/bin/sh", "-c", "echo default"]
+
+
+def test_expose_ranges_and_protocols() -> None:
+    config = make_plan("FROM busybox\nARG P=9000\nEXPOSE 8000-8002/udp 80 ${P}/TCP\n"
+                       ).stages[0].config
+    assert set(config["ExposedPorts"]) == {"8000/udp", "8001/udp", "8002/udp", "80/tcp",
+                                          "9000/tcp"}
+    with pytest.raises(DockerfileError):
+        make_plan("FROM busybox\nEXPOSE 90-80\n")
+
+
+def test_workdir_relative_join_and_mkdir_op() -> None:
+    plan = make_plan("FROM busybox\n"
+                     "ENV D=data\n"
+                     "WORKDIR /a\n"
+                     "WORKDIR b\n"
+                     "WORKDIR ../c/$D\n"
+                     "USER app\n"
+                     "WORKDIR sub\n"
+                     "COPY f .\n")
+    steps = ops(plan)
+    mkdirs = [s.op for s in steps if isinstance(s.op, MkdirOp)]
+    assert [(m.path, m.user) for m in mkdirs] == [
+        ("/a", ""), ("/a/b", ""), ("/a/c/data", ""), ("/a/c/data/sub", "app")]
+    assert plan.stages[0].config["WorkingDir"] == "/a/c/data/sub"
+    copy = copy_op(steps[-1])
+    assert (copy.dest, copy.workdir, copy.user) == (".", "/a/c/data/sub", "app")
+
+
+def test_onbuild_triggers_run_in_the_child_only() -> None:
+    images = {"parent": {"Env": ["PATH=/bin"],
+                         "OnBuild": ["ENV FROM_TRIGGER=1", "RUN echo trig > /trig"]}}
+    plan = make_plan("FROM parent\nRUN echo own\n", images=images)
+    steps = plan.stages[0].steps
+    assert [s.instruction for s in steps] == ["ENV", "RUN", "RUN"]
+    assert run_op(steps[1]).args[-1] == "echo trig > /trig"
+    assert "FROM_TRIGGER=1" in run_op(steps[2]).env
+    assert "OnBuild" not in plan.stages[0].config
+    # declared in a stage: stored in its config, run by the stage built on it
+    plan = make_plan("FROM busybox AS a\nONBUILD RUN echo later\nRUN echo now\n"
+                     "FROM a\nRUN echo child\n")
+    assert plan.stages[0].config["OnBuild"] == ["RUN echo later"]
+    assert [run_op(s).args[-1] for s in ops(plan, 0)] == ["echo now"]
+    assert [run_op(s).args[-1] for s in ops(plan, 1)] == ["echo later", "echo child"]
+    assert "OnBuild" not in plan.stages[1].config
+
+
+def test_scratch_gets_default_path_and_unused_stages_are_not_planned() -> None:
+    asked: list[str] = []
+    plan = make_plan("FROM missing:image AS unused\nRUN x\nFROM scratch\nCOPY a /a\n",
+                     asked=asked)
+    assert asked == []
+    assert not plan.stages[0].needed and plan.stages[0].steps == ()
+    assert env_of(plan) == {"PATH": DEFAULT_PATH}
+
+
+def test_run_env_and_key_env() -> None:
+    (run,) = ops(make_plan("FROM busybox\nARG USED=u\nARG UNUSED=x\nENV E=e\n"
+                           "RUN echo ${USED}\n"))
+    op = run_op(run)
+    assert "UNUSED=x" in op.env and "USED=u" in op.env  # the process sees every ARG in scope
+    assert "UNUSED=x" not in op.key_env and "USED=u" in op.key_env
+    assert "E=e" in op.key_env
+    assert run.used_args == (("USED", "u"),)
+
+
+def test_proxy_args_reach_run_but_not_the_key() -> None:
+    (run,) = ops(make_plan("FROM busybox\nRUN echo $HTTP_PROXY\n",
+                           {"HTTP_PROXY": "http://proxy:3128"}))
+    assert "HTTP_PROXY=http://proxy:3128" in run_op(run).env
+    assert not any(e.startswith("HTTP_PROXY=") for e in run_op(run).key_env)
+
+
+def test_copy_from_stage_and_image() -> None:
+    plan = make_plan("FROM busybox AS Build\nRUN make\nFROM busybox\n"
+                     "COPY --from=build /a /a\nCOPY --from=0 /b /b\n"
+                     "COPY --from=alpine:3 /c /c\n")
+    by_name, by_index, image = (copy_op(s) for s in ops(plan))
+    assert (by_name.source_kind, by_name.source_stage) == ("stage", 0)
+    assert (by_index.source_kind, by_index.source_stage) == ("stage", 0)
+    assert (image.source_kind, image.source_name) == ("image", "alpine:3")
+    assert plan.stages[1].depends_on == (0,)
+
+
+def test_step_numbering_follows_dockerfile_order() -> None:
+    plan = make_plan("FROM busybox AS a\nRUN 1\nENV X=1\nRUN 2\nFROM busybox\nCOPY --from=a / /\n")
+    vertices = [(s.stage_index, s.vertex, s.position, s.count) for st in plan.stages
+                for s in st.steps if s.op is not None]
+    assert vertices == [(0, 2, 2, 3), (0, 3, 3, 3), (1, 5, 2, 2)]
