@@ -19,7 +19,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not name:
         return
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        outcome = "passed" if report.passed else ("skipped" if report.skipped else "failed")
+        if hasattr(report, "wasxfail"):
+            outcome = "known"  # a documented KNOWN_DIFFERENCE, still compared every run
+        else:
+            outcome = "passed" if report.passed else ("skipped" if report.skipped else "failed")
         last = report.longreprtext.splitlines()[-1:] or [""]
         _RESULTS[str(name)] = (outcome, str(props.get("summary", last[0])))
 
@@ -34,5 +37,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         tr.write_line(f"{outcome.upper():7} {name:40} {summary}")
     passed = sum(1 for o, _ in _RESULTS.values() if o == "passed")
     failed = sum(1 for o, _ in _RESULTS.values() if o == "failed")
-    skipped = len(_RESULTS) - passed - failed
-    tr.write_line(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
+    known = sum(1 for o, _ in _RESULTS.values() if o == "known")
+    skipped = len(_RESULTS) - passed - failed - known
+    tr.write_line(
+        f"{passed} passed, {failed} failed"
+        + (f", {known} known differences (xfail)" if known else "")
+        + (f", {skipped} skipped" if skipped else "")
+    )
