@@ -22,6 +22,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from dockyard.dockerfile.parser import go_quote
 from dockyard.errors import ExpansionError
 
 __all__ = ["Expansion", "Lexer", "go_quote"]
@@ -466,41 +467,6 @@ def _go_replace_all(regex: re.Pattern[str], value: str, replacement: str) -> str
         last_end = stop
         pos = pos + 1 if pos + 1 > stop else stop
     out.append(value[last_end:])
-    return "".join(out)
-
-
-def go_quote(text: str) -> str:
-    """Go's ``strconv.Quote`` (as ``%q`` prints a string)."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "\a":
-            out.append("\\a")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\v":
-            out.append("\\v")
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append("\\ufffd")
-        elif ch.isprintable() or (ch == " "):
-            out.append(ch)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
     return "".join(out)
 
 
