@@ -96,9 +96,12 @@ def build(
     iidfile: str | None = None,
     metadata_file: str | None = None,
     stdin: Any = None,
+    pull: str = "missing",
 ) -> BuildResult:
     """Build ``context`` (a directory, a tarball or ``-``) into an image in the store at ``root``.
 
+    ``pull``: ``missing`` pulls a FROM image that is not in the store, ``always`` pulls every
+    FROM image, ``never`` only uses the store.
     Raises the same located errors as the CLI (``DockerfileError``, ``BuildError`` ...).
     """
     from dockyard.cli.main import default_root
@@ -110,6 +113,8 @@ def build(
 
     emit = on_event or (lambda event: None)
     started = time.time()
+    if pull not in ("always", "missing", "never"):
+        raise UsageError(f"--pull={pull}: expected always, missing or never")
     host = str(host_platform())
     if platform and platform.lower() not in (host, host.rsplit("/", 1)[0], "local"):
         from dockyard.dockerfile.stages import Platform
@@ -145,16 +150,32 @@ def build(
                 raise DockerfileError(
                     f"FROM a named context ({ref}) is not supported yet", location,
                     source=text)
-            try:
-                image = store.get_image(ref)
-            except DockyardError:
-                raise DockerfileError(
-                    f"base image {ref!r} is not in the local store",
-                    location,
-                    hint="dockyard does not pull yet: load it with 'dockyard load' or "
-                    "'dockyard import'",
-                    source=text,
-                ) from None
+            image = None
+            if pull != "always":
+                try:
+                    image = store.get_image(ref)
+                except DockyardError:
+                    if pull == "never":
+                        raise DockerfileError(
+                            f"base image {ref!r} is not in the local store",
+                            location,
+                            hint="--pull=never: pull it, or load it with 'dockyard load' or "
+                            "'dockyard import'",
+                            source=text,
+                        ) from None
+            if image is None:
+                from dockyard.registry.pull import pull as pull_image
+
+                try:
+                    pulled = pull_image(store, ref, platform=host)
+                except DockyardError as err:
+                    raise DockerfileError(
+                        f"base image {ref!r} is not in the local store and cannot be "
+                        f"pulled: {err}",
+                        location,
+                        source=text,
+                    ) from None
+                image = store.get_image(pulled.image_id)
             return image.id, store.read_config(image).to_dict()
 
         plan = plan_build(graph, image_config, platform=host, build_args=args)

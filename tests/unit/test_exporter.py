@@ -160,7 +160,7 @@ def test_parse_output_forms() -> None:
 
 @pytest.mark.parametrize("bad", [
     "type=oci", "type=nope,dest=x", "type=oci,dest=x,compression=lz4", "type=tar,dest=x,tar=false",
-    "type=local,dest=-", "type=oci,dest=x,colour=red", "type=registry,name=x", "type=oci,dest",
+    "type=local,dest=-", "type=oci,dest=x,colour=red", "type=oci,dest=x,push=true", "type=oci,dest",
     "type=oci,dest=-,tar=false", "type=oci,dest=x,tar=maybe",
 ])
 def test_parse_output_errors(bad: str) -> None:

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-ttl", metavar="DURATION",
                         help="rebuild RUN steps whose cached result is older than this (e.g. 24h)")
     parser.add_argument("-o", "--output", dest="outputs", action="append", default=[],
-                        metavar="SPEC", help="type=oci|docker|local|tar,dest=PATH[,...]")
+                        metavar="SPEC",
+                        help="type=oci|docker|local|tar,dest=PATH[,...] or type=registry")
     parser.add_argument("--label", dest="labels", action="append", default=[], metavar="K=V",
                         help="add a label to the image")
     parser.add_argument("--platform", help="target platform (only the host's is supported)")
@@ -48,8 +49,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write build metadata (digests, per-step cache results) as JSON")
     parser.add_argument("--snapshotter", choices=("auto", "overlay", "native"), default="auto",
                         help="how RUN/COPY snapshots are made (default: overlay when it works)")
+    parser.add_argument("--pull", type=_pull_policy, default="missing",
+                        metavar="always|missing|never",
+                        help="pull FROM images: missing (default: those not in the store), "
+                             "always, never (true and false mean always and missing)")
+    parser.add_argument("--push", action="store_true",
+                        help="push the image to its registry after the build (every -t name; "
+                             "same as --output type=registry)")
     parser.add_argument("--runtime", metavar="NAME|PATH",
                         help="OCI runtime: crun or runc (default: $DOCKYARD_RUNTIME, then probe)")
+
+
+def _pull_policy(text: str) -> str:
+    value = {"true": "always", "false": "missing"}.get(text.lower(), text.lower())
+    if value not in ("always", "missing", "never"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected always, missing or never")
+    return value
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -84,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             no_cache=args.no_cache,
             no_cache_filter=[s for item in args.no_cache_filter for s in item.split(",")],
             cache_ttl=args.cache_ttl,
-            outputs=args.outputs,
+            outputs=[*args.outputs, "type=image,push=true"] if args.push else args.outputs,
             labels=_pairs(args.labels, "--label"),
             platform=args.platform,
             network=args.network,
@@ -100,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             iidfile=args.iidfile,
             metadata_file=args.metadata_file,
             stdin=sys.stdin.buffer if args.context == "-" or args.dockerfile == "-" else None,
+            pull=args.pull,
         )
     finally:
         renderer.close()

@@ -354,11 +354,12 @@ def secret_mount(
 
 def ssh_mount(m: RunMount, socket: str | None) -> tuple[MountSpec | None, tuple[str, ...]]:
     """Bind the agent socket given by ``--ssh <id>=SOCKET`` at the mount's target and point
-    SSH_AUTH_SOCK at it. ``socket`` None: an error if ``required``, else nothing."""
+    SSH_AUTH_SOCK at it. ``socket`` None: an error if ``required``, else no mount but still
+    SSH_AUTH_SOCK (BuildKit sets it from the LLB exec whether or not an agent is there)."""
     if socket is None:
         if m.required:
             raise ExecutorError(f"ssh agent {m.id} not found", hint=f"pass --ssh {m.id}")
-        return None, ()
+        return None, (f"SSH_AUTH_SOCK={m.target}",)
     if not os.path.exists(socket):
         raise ExecutorError(f"ssh agent socket {socket} does not exist")
     return MountSpec(m.target, "bind", socket, ("rbind", "rw")), (f"SSH_AUTH_SOCK={m.target}",)

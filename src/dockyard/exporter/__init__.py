@@ -56,11 +56,14 @@ def export(
     """Write the image ``image_id`` from the store as ``spec`` says, carrying ``names``
     (image references, e.g. the ``-t`` values) where the format has names.
 
-    ``type=image`` writes nothing: the image is already in the store."""
-    if spec.type == "image":
+    ``type=image`` writes nothing: the image is already in the store. ``type=registry`` (or
+    ``push=true``) pushes it to every name's registry."""
+    all_names = tuple(names) + ((spec.name,) if spec.name else ())
+    if spec.push:  # as buildx: the output's name= wins over the -t names
+        _push(store, image_id, spec, (spec.name,) if spec.name else tuple(names))
+    if spec.type in ("image", "registry"):
         return
     image = read_image(store, image_id)
-    all_names = tuple(names) + ((spec.name,) if spec.name else ())
     if spec.type == "oci":
         write_oci_layout(store, [ArchiveImage(image, all_names)], _dest(spec.dest, stdout),
                          as_tar=spec.tar, compression=spec.compression)
@@ -76,6 +79,23 @@ def export(
         else:
             write_rootfs_tar(store, image, dest)
             dest.flush()
+
+
+def _push(store: Store, image_id: str, spec: OutputSpec, names: Sequence[str]) -> None:
+    from dockyard.errors import UsageError
+    from dockyard.image.reference import parse_reference
+    from dockyard.registry import RegistryOptions, push
+
+    targets = list(dict.fromkeys(n for name in names for n in name.split(",") if n.strip()))
+    if not targets:
+        raise UsageError("--output type=registry / push=true needs a name: -t NAME or name=NAME")
+    for target in targets:
+        domain = parse_reference(target.strip()).domain
+        options = RegistryOptions.from_env(
+            insecure_registries=(domain,) if spec.insecure else ())
+        push(store, image_id, target.strip(),
+             manifest_format="oci" if spec.oci_mediatypes else "docker",
+             compression=spec.compression, options=options)
 
 
 def _write_file_atomic(store: Store, image: StoredImage, path: Path) -> None:

@@ -14,13 +14,13 @@ from dockyard.errors import UsageError
 
 __all__ = ["Compression", "OutputSpec", "OutputType", "parse_output"]
 
-OutputType = Literal["oci", "docker", "local", "tar", "image"]
+OutputType = Literal["oci", "docker", "local", "tar", "image", "registry"]
 Compression = Literal["gzip", "zstd", "uncompressed"]
 
-_TYPES: tuple[str, ...] = ("oci", "docker", "local", "tar", "image")
+_TYPES: tuple[str, ...] = ("oci", "docker", "local", "tar", "image", "registry")
 _COMPRESSIONS: tuple[str, ...] = ("gzip", "zstd", "uncompressed")
 _KEYS = {"type", "dest", "tar", "compression", "compression-level", "force-compression",
-         "name", "oci-mediatypes"}
+         "name", "oci-mediatypes", "push", "registry.insecure"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,9 @@ class OutputSpec:
     compression: Compression = "gzip"
     compression_level: int | None = None
     name: str | None = None
+    push: bool = False  # type=registry, or type=image,push=true: push every name
+    insecure: bool = False  # registry.insecure=true: plain HTTP / unverified TLS allowed
+    oci_mediatypes: bool = True  # false: push Docker schema2 media types
 
 
 def _bool(key: str, value: str) -> bool:
@@ -68,13 +71,13 @@ def parse_output(spec: str) -> OutputSpec:
                 f"--output: unknown key {key!r} (known: {', '.join(sorted(_KEYS))})")
         values[key] = value
     kind = values.get("type", "")
-    if kind == "registry":
-        raise UsageError("--output type=registry is not supported yet (no push); save the image with "
-            "--output type=oci,dest=X.tar and copy it with skopeo")
     if kind not in _TYPES:
         raise UsageError(f"--output: type must be one of {', '.join(_TYPES)}, not {kind!r}")
     dest = values.get("dest")
-    if kind != "image" and not dest:
+    push = kind == "registry" or ("push" in values and _bool("push", values["push"]))
+    if push and kind not in ("image", "registry"):
+        raise UsageError("--output: push=true only applies to type=image or type=registry")
+    if kind not in ("image", "registry") and not dest:
         raise UsageError(f"--output type={kind} needs dest=PATH")
     if kind == "local" and dest == "-":
         raise UsageError("--output type=local cannot write to stdout; use type=tar,dest=-")
@@ -99,4 +102,9 @@ def parse_output(spec: str) -> OutputSpec:
         compression=cast(Compression, compression),
         compression_level=level,
         name=values.get("name"),
+        push=push,
+        insecure=_bool("registry.insecure", values["registry.insecure"])
+        if "registry.insecure" in values else False,
+        oci_mediatypes=_bool("oci-mediatypes", values["oci-mediatypes"])
+        if "oci-mediatypes" in values else True,
     )

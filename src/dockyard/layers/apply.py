@@ -350,7 +350,14 @@ class _Applier:
             self.dirs.append(_DirMeta(path, member.mode & 0o7777, mtime_ns, mtime_ns))
             return
         if kind == "hardlink":
-            self.hardlink(member, path)
+            if self.hardlink(member, path):
+                # As containerd's and BuildKit's appliers: the link header's owner, mode and
+                # times land on the shared inode, so the later header wins for every name.
+                self.set_owner(path, member)
+                if not stat.S_ISLNK(os.lstat(path).st_mode):
+                    os.chmod(path, member.mode & 0o7777)
+                self.set_xattrs(path, member)
+                os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
             return
         if kind == "file":
             self.write_file(tf, member, path)
@@ -388,7 +395,8 @@ class _Applier:
         finally:
             os.close(fd)
 
-    def hardlink(self, member: tarfile.TarInfo, path: str) -> None:
+    def hardlink(self, member: tarfile.TarInfo, path: str) -> bool:
+        """Link ``path`` to the member's target; False when it names itself (no-op)."""
         what = f"hardlink {member.name!r} ->"
         target_parts = _normalize(member.linkname, what)
         if not target_parts:
@@ -401,8 +409,9 @@ class _Applier:
         if stat.S_ISDIR(st.st_mode):
             raise LayerError(f"{what} {member.linkname!r}: target is a directory")
         if source == path:
-            return
+            return False
         os.link(source, path, follow_symlinks=False)
+        return True
 
     def mknod(self, path: str, mode: int, device: int, name: str) -> None:
         try:

@@ -73,6 +73,11 @@ class _State:
     config: dict[str, Any]
     args: dict[str, str] = field(default_factory=dict)  # ARGs in scope, in declaration order
     cmd_set: bool = False
+    # BuildKit's LLB state env: the image env, then every ENV and every ARG that has a value,
+    # in Dockerfile order, the latest assignment of a key winning and moving it to the end.
+    # RUN gets exactly this list and words expand against it, so an ARG re-declared after an
+    # ENV of the same name overrides it for RUN (but never in the image config).
+    env: dict[str, str] = field(default_factory=dict)
 
     def env_map(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -81,12 +86,15 @@ class _State:
             out[key] = value
         return out
 
+    def assign(self, key: str, value: str) -> None:
+        self.env.pop(key, None)
+        self.env[key] = value
+
     def expansion_env(self) -> dict[str, str]:
-        env = dict(self.args)
-        env.update(self.env_map())
-        return env
+        return dict(self.env)
 
     def set_env(self, key: str, value: str) -> None:
+        self.assign(key, value)
         items: list[str] = list(self.config.get("Env") or [])
         for i, item in enumerate(items):
             if item.partition("=")[0] == key:
@@ -117,6 +125,7 @@ class _Planner:
         self.filename = dockerfile.parse.filename
         self.vertex = 0
         self.by_name = {s.name: s.index for s in graph.stages if s.name}
+        self.stage_envs: dict[int, dict[str, str]] = {}  # each planned stage's final LLB env
 
     # ------------------------------------------------------------------ helpers
     def fail(self, message: str, location: Location, hint: str | None = None) -> DockerfileError:
@@ -171,6 +180,14 @@ class _Planner:
             if not base_config.get("Env"):
                 base_config["Env"] = [f"PATH={DEFAULT_PATH}"]
         state = _State(config=base_config)
+        if rstage.base_kind == "stage":
+            # BuildKit starts a child stage from its parent's LLB state, ARG values included,
+            # then re-applies the image env on top.
+            assert rstage.base_stage is not None
+            state.env = dict(self.stage_envs.get(rstage.base_stage, {}))
+        for item in base_config.get("Env") or []:
+            key, _, value = item.partition("=")
+            state.assign(key, value)
         self.vertex += 1
         from_vertex = self.vertex
 
@@ -215,6 +232,7 @@ class _Planner:
                     arg_values=tuple(state.args.items()),
                 )
             )
+        self.stage_envs[rstage.index] = dict(state.env)
         return StagePlan(
             index=rstage.index,
             name=rstage.name,
@@ -273,6 +291,7 @@ class _Planner:
                         parts.append(key)
                     else:
                         state.args[key] = arg_value
+                        state.assign(key, arg_value)
                         parts.append(f"{key}={arg_value}" if default is not None else key)
                 return None, "ARG " + " ".join(parts), used
             case ins.LabelInstruction(pairs=pairs):
@@ -392,18 +411,20 @@ class _Planner:
         # ARGs in scope reach the process; the key sees only those the command uses,
         # and never the proxy ARGs unless the Dockerfile declares them.
         referenced = {m.group(1) or m.group(2) for m in _VAR_REF.finditer(command_text)}
-        process_env = list(cfg.get("Env") or [])
-        key_env = list(process_env)
+        process_env = [f"{key}={value}" for key, value in state.env.items()]
+        key_env: list[str] = []
         used: dict[str, str] = {}
-        for key, value in state.args.items():
+        for key, value in state.env.items():
             if key in env_map:
-                continue
-            process_env.append(f"{key}={value}")
-            if key in referenced:
+                # an ENV (or base image) variable, possibly overridden by a later ARG
+                key_env.append(f"{key}={value}")
+                if env_map[key] != value and key in referenced:
+                    used[key] = value
+            elif key in referenced:
                 key_env.append(f"{key}={value}")
                 used[key] = value
         for key in PROXY_ARGS:
-            if key in self.build_args and key not in state.args and key not in env_map:
+            if key in self.build_args and key not in state.env:
                 process_env.append(f"{key}={self.build_args[key]}")
         exp_env = state.expansion_env()
         mounts = tuple(self.expand(m, exp_env, loc) for m in run.mounts)

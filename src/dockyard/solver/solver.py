@@ -639,9 +639,12 @@ class Solver:
 
         specs: list[Any] = []
         env: list[str] = []
+        ssh_index = 0  # BuildKit numbers default ssh targets among the ssh mounts only
         with contextlib.ExitStack() as stack:
-            for i, raw in enumerate(op.mounts):
-                rm = m.with_workdir(m.parse_run_mount(raw, index=i), op.workdir)
+            for raw in op.mounts:
+                rm = m.with_workdir(m.parse_run_mount(raw, index=ssh_index), op.workdir)
+                if rm.type == "ssh":
+                    ssh_index += 1
                 if rm.type == "bind":
                     if not rm.from_:
                         src_root = self.context.root
@@ -681,7 +684,9 @@ class Solver:
                     spec_ssh, env_ssh = m.ssh_mount(rm, sock)
                     if spec_ssh is not None:
                         specs.append(spec_ssh)
-                    env.extend(env_ssh)
+                    # only the first ssh mount sets SSH_AUTH_SOCK, and never over an ENV
+                    taken = {e.partition("=")[0] for e in (*op.env, *env)}
+                    env.extend(e for e in env_ssh if e.partition("=")[0] not in taken)
             yield specs, env
 
     def _copy(

@@ -1,0 +1,379 @@
+"""Pull an image from a registry into the local store.
+
+The reference resolves to a manifest (an index or manifest list picks the wanted platform,
+the host's by default); the config and every layer are downloaded streaming and verified
+against their descriptor's digest and size, and each layer, decompressed on the fly, against
+its ``rootfs.diff_ids`` entry. The store keeps the uncompressed tar under its diff id and the
+compressed blob as a form of that layer, plus the registry's manifest bytes unchanged, so the
+image's manifest digest is the registry's and pushing it back uploads the same blobs.
+
+Nothing is half-written: downloads go to the store's private temp files and become visible
+only after every blob of the image has arrived and matched; then the image record and its
+names (``repo:tag`` and the RepoDigest ``repo@sha256:...``) are written. A failure (a bad
+digest, a truncated body, an HTTP error) raises RegistryError naming the registry, the
+repository and the blob, and leaves no blob and no image behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from dockyard.errors import RegistryError, StoreError
+from dockyard.image.oci import (
+    Descriptor,
+    ImageConfig,
+    Index,
+    InvalidDocument,
+    Manifest,
+    Platform,
+    digest_bytes,
+    is_foreign_layer,
+    is_index,
+    is_manifest,
+)
+from dockyard.image.reference import Reference, parse_reference
+from dockyard.registry.client import RegistryClient, RegistryOptions
+from dockyard.registry.sources import BlobSources
+from dockyard.store.blobs import BlobWriter
+from dockyard.store.db import Store
+
+__all__ = ["PullResult", "pull"]
+
+_MAX_DOCUMENT = 8 << 20  # manifests and configs are small; refuse a runaway one
+_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.v1+prettyjws")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull stored.
+
+    ``digest`` is what the reference resolved to (the index's digest for a multi-platform
+    image, as Docker's RepoDigests show), ``manifest_digest`` the image manifest's.
+    """
+
+    image_id: str
+    reference: str
+    digest: str
+    manifest_digest: str
+    layers_downloaded: int
+    layers_present: int
+
+
+class _Inflater:
+    """Push-style decompression of gzip (every member) or zstd (every frame), or none,
+    chosen by the stream's magic bytes (the first four, however the stream is cut)."""
+
+    def __init__(self) -> None:
+        self.kind: str | None = None
+        self._head = b""
+        self._obj: Any = None
+
+    def _choose(self, head: bytes) -> None:
+        if head.startswith(b"\x1f\x8b"):
+            self.kind = "gzip"
+        elif head.startswith(b"\x28\xb5\x2f\xfd"):
+            self.kind = "zstd"
+        else:
+            self.kind = "none"
+        self._obj = self._new()
+
+    def _new(self) -> Any:
+        if self.kind == "gzip":
+            from isal import isal_zlib
+
+            return isal_zlib.decompressobj(wbits=31)
+        if self.kind == "zstd":
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj()
+        return None
+
+    def feed(self, data: bytes) -> bytes:
+        """Decompress the next piece of the stream."""
+        if self.kind is None:
+            self._head += data
+            if len(self._head) < 4:
+                return b""
+            data, self._head = self._head, b""
+            self._choose(data)
+        return self._inflate(data)
+
+    def finish(self) -> bytes:
+        """What a stream shorter than its magic still holds."""
+        if self.kind is not None:
+            return b""
+        data, self._head = self._head, b""
+        self._choose(data)
+        return self._inflate(data)
+
+    def _inflate(self, data: bytes) -> bytes:
+        if self._obj is None:
+            return data
+        out: list[bytes] = []
+        while data:
+            if self._obj.eof:
+                # bytes after a complete member or frame: the next one, or zero padding
+                if not data.strip(b"\0"):
+                    break
+                self._obj = self._new()
+            out.append(self._obj.decompress(data))
+            data = self._obj.unused_data if self._obj.eof else b""
+        return b"".join(out)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the last member or frame ended (always true for an uncompressed stream)."""
+        return self._obj is None or bool(self._obj.eof)
+
+
+@dataclass
+class _Pending:
+    writer: BlobWriter
+    digest: str
+    size: int
+
+
+class _Puller:
+    def __init__(self, store: Store, client: RegistryClient, ref: Reference,
+                 progress: Progress) -> None:
+        self.store = store
+        self.client = client
+        self.ref = ref
+        self.repo = ref.path
+        self.progress = progress
+
+    def fail(self, what: str, detail: str = "") -> RegistryError:
+        return RegistryError(f"{self.ref.domain}/{self.repo}: {what}"
+                             + (f": {detail}" if detail else ""))
+
+    def document(self, reference: str, expected: Descriptor | None) -> tuple[bytes, str, str]:
+        body, media_type, header_digest = self.client.get_manifest(self.repo, reference)
+        digest = digest_bytes(body)
+        if expected is not None:
+            if digest != expected.digest or len(body) != expected.size:
+                raise self.fail(f"manifest {expected.digest} does not match its descriptor",
+                                f"got {digest} ({len(body)} bytes, expected {expected.size})")
+        elif reference.startswith("sha256:") and digest != reference:
+            raise self.fail(f"manifest {reference} does not match its digest", f"got {digest}")
+        if header_digest and header_digest.startswith("sha256:") and header_digest != digest:
+            raise self.fail(f"manifest {reference} does not match the Docker-Content-Digest "
+                            f"header {header_digest}", f"got {digest}")
+        if not media_type or media_type in ("application/json", "text/plain",
+                                            "application/octet-stream"):
+            media_type = _media_type_in(body) or media_type
+        if media_type in _SCHEMA1:
+            raise self.fail(f"{reference} is a Docker schema 1 manifest, which dockyard does "
+                            "not support (push it again with a current client)")
+        return body, media_type, digest
+
+    def small_blob(self, desc: Descriptor, what: str) -> bytes:
+        if desc.size > _MAX_DOCUMENT:
+            raise self.fail(f"{what} {desc.digest} is too large ({desc.size} bytes)")
+        chunks: list[bytes] = []
+        with self.client.open_blob(self.repo, desc.digest) as response:
+            chunks.extend(self._iter(response, desc, what))
+        data = b"".join(chunks)
+        self._check(desc, what, digest_bytes(data), len(data))
+        return data
+
+    def _iter(self, response: Any, desc: Descriptor, what: str) -> Any:
+        import httpx
+
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) != desc.size:
+            raise self.fail(f"{what} {desc.digest}: the registry sends {length} bytes, the "
+                            f"manifest says {desc.size}")
+        total = 0
+        try:
+            for chunk in response.iter_raw(1 << 20):
+                total += len(chunk)
+                if total > desc.size:
+                    raise self.fail(f"{what} {desc.digest} is larger than the {desc.size} "
+                                    "bytes its descriptor says")
+                yield chunk
+        except httpx.HTTPError as err:
+            raise self.fail(f"download of {what} {desc.digest} failed after {total} of "
+                            f"{desc.size} bytes", f"{type(err).__name__}: {err}") from None
+
+    def _check(self, desc: Descriptor, what: str, digest: str, size: int) -> None:
+        if size != desc.size:
+            raise self.fail(f"{what} {desc.digest} is truncated or too long",
+                            f"got {size} bytes, expected {desc.size}")
+        if digest != desc.digest:
+            raise self.fail(f"{what} {desc.digest} failed verification", f"got {digest}")
+
+    def layer(self, desc: Descriptor, diff_id: str, stack: ExitStack) -> list[_Pending]:
+        """Download one layer into uncommitted writers; verified, not yet visible."""
+        blobs = self.store.blobs
+        have_diff = blobs.has(diff_id)
+        same = desc.digest == diff_id
+        have_blob = have_diff if same else blobs.has(desc.digest)
+        blob_writer = None if have_blob else stack.enter_context(blobs.writer())
+        diff_writer = None if have_diff or same else stack.enter_context(blobs.writer())
+        blob_hash = hashlib.sha256()
+        diff_hash = hashlib.sha256()
+        inflater = _Inflater()
+        size = 0
+        diff_size = 0
+
+        def plain_part(data: bytes) -> None:
+            nonlocal diff_size
+            diff_hash.update(data)
+            diff_size += len(data)
+            if diff_writer is not None:
+                diff_writer.write(data)
+
+        with self.client.open_blob(self.repo, desc.digest) as response:
+            try:
+                for chunk in self._iter(response, desc, "layer"):
+                    size += len(chunk)
+                    blob_hash.update(chunk)
+                    if blob_writer is not None:
+                        blob_writer.write(chunk)
+                    plain_part(inflater.feed(chunk))
+                plain_part(inflater.finish())
+            except RegistryError:
+                raise
+            except Exception as err:  # zlib.error, ZstdError ...
+                raise self.fail(f"layer {desc.digest} cannot be decompressed",
+                                str(err)) from None
+        self._check(desc, "layer", "sha256:" + blob_hash.hexdigest(), size)
+        if not inflater.complete:
+            raise self.fail(f"layer {desc.digest} is a truncated {inflater.kind} stream")
+        got_diff = "sha256:" + diff_hash.hexdigest()
+        if got_diff != diff_id:
+            raise self.fail(f"layer {desc.digest} does not match its diff_id {diff_id} in "
+                            "the image config", f"it decompresses to {got_diff}")
+        pending: list[_Pending] = []
+        if blob_writer is not None:
+            pending.append(_Pending(blob_writer, desc.digest, desc.size))
+        if diff_writer is not None:
+            pending.append(_Pending(diff_writer, diff_id, diff_size))
+        return pending
+
+    def run(self, platform: Platform) -> PullResult:
+        ref = self.ref
+        target = ref.digest or ref.tag or "latest"
+        self.progress(f"{ref.familiar_name}: pulling {target} from {ref.domain}")
+        body, media_type, resolved = self.document(target, None)
+        manifest_body, manifest_digest = body, resolved
+        if is_index(media_type):
+            try:
+                index = Index.from_json(body)
+            except InvalidDocument as err:
+                raise self.fail(f"index {resolved} is invalid", str(err)) from None
+            desc = index.find(platform)
+            if desc is None:
+                found = sorted({str(d.platform) for d in index.manifests if d.platform})
+                raise self.fail(f"{target} has no image for {platform}",
+                                f"it has {', '.join(found) or 'no platforms'}")
+            manifest_body, child_type, manifest_digest = self.document(desc.digest, desc)
+            if not is_manifest(child_type):
+                raise self.fail(f"{desc.digest} is not an image manifest ({child_type})")
+        elif not is_manifest(media_type):
+            raise self.fail(f"{target} is not an image (media type {media_type or 'unknown'})")
+        try:
+            manifest = Manifest.from_json(manifest_body)
+        except InvalidDocument as err:
+            raise self.fail(f"manifest {manifest_digest} is invalid", str(err)) from None
+        config_bytes = self.small_blob(manifest.config, "config")
+        try:
+            config = ImageConfig.from_json(config_bytes)
+        except InvalidDocument as err:
+            raise self.fail(f"config {manifest.config.digest} is invalid", str(err)) from None
+        diff_ids = config.diff_ids
+        if len(diff_ids) != len(manifest.layers):
+            raise self.fail(f"manifest {manifest_digest} has {len(manifest.layers)} layers but "
+                            f"its config lists {len(diff_ids)} diff_ids")
+        downloaded = present = 0
+        uncompressed: list[tuple[str, Descriptor]] = []
+        with ExitStack() as stack:
+            pending: list[_Pending] = []
+            for diff_id, desc in zip(diff_ids, manifest.layers, strict=True):
+                if is_foreign_layer(desc.media_type):
+                    raise self.fail(f"layer {desc.digest} is a foreign layer ({desc.media_type}),"
+                                    " which dockyard does not support")
+                blobs = self.store.blobs
+                if blobs.has(diff_id) and blobs.has(desc.digest):
+                    present += 1
+                    self.progress(f"{desc.digest[7:19]}: already exists")
+                else:
+                    pending += self.layer(desc, diff_id, stack)
+                    downloaded += 1
+                    self.progress(f"{desc.digest[7:19]}: pull complete ({desc.size} bytes)")
+                if desc.digest != diff_id:
+                    uncompressed.append((diff_id, desc))
+            try:
+                for item in pending:
+                    item.writer.commit(item.digest, item.size)
+            except StoreError as err:
+                raise self.fail("storing the layers failed", str(err)) from None
+        names = []
+        if ref.tag is not None:
+            names.append(str(ref.with_tag(ref.tag)))
+        names.append(f"{ref.name}@{resolved}")
+        try:
+            record = self.store.put_image(manifest_body, config_bytes, names)
+            for diff_id, _desc in uncompressed:
+                self.store.put_layer(diff_id, self.store.blobs.size(diff_id))
+        except StoreError as err:
+            raise self.fail("storing the image failed", str(err)) from None
+        BlobSources(self.store.root).record(
+            ref.domain, self.repo,
+            [manifest.config.digest, *(d.digest for d in manifest.layers)])
+        self.progress(f"Digest: {resolved}")
+        return PullResult(record.id, str(ref), resolved, manifest_digest, downloaded, present)
+
+
+def _media_type_in(body: bytes) -> str | None:
+    import json
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    media_type = data.get("mediaType")
+    if isinstance(media_type, str):
+        return media_type
+    if "manifests" in data:
+        return "application/vnd.oci.image.index.v1+json"
+    if "config" in data:
+        return "application/vnd.oci.image.manifest.v1+json"
+    if data.get("schemaVersion") == 1:
+        return _SCHEMA1[0]
+    return None
+
+
+def pull(
+    store: Store,
+    reference: str,
+    *,
+    platform: str | Platform | None = None,
+    options: RegistryOptions | None = None,
+    on_progress: Progress | None = None,
+) -> PullResult:
+    """Pull ``reference`` (``busybox``, ``localhost:5000/app:1``, ``repo@sha256:...``) into
+    ``store``; returns what was stored. Raises RegistryError (see the module docstring)."""
+    ref = parse_reference(reference)
+    if ref.digest is not None and not ref.digest.startswith("sha256:"):
+        raise RegistryError(f"{ref}: only sha256 digests can be verified")
+    if isinstance(platform, Platform):
+        wanted = platform
+    elif platform:
+        try:
+            wanted = Platform.parse(platform)
+        except InvalidDocument as err:
+            raise RegistryError(str(err)) from None
+    else:
+        wanted = Platform.host()
+    with RegistryClient(ref.domain, options) as client, store.build_lock():
+        return _Puller(store, client, ref, on_progress or (lambda _m: None)).run(wanted)

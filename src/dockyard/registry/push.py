@@ -1,0 +1,188 @@
+"""Push an image from the local store to a registry.
+
+Layers are compressed through the exporter (``compressed_layer``), which records the
+compressed blob as a form of its layer, so a second push or export does no compression work;
+a pulled image keeps the registry's compressed blobs, and pushing it elsewhere gives the same
+manifest digest. Each blob is first checked with ``HEAD`` (skipped when the repository has
+it), then mounted from another repository of the same registry when this store saw it there
+(``sources.py``), else uploaded: one ``PUT`` up to ``chunk_size`` bytes, ``PATCH`` chunks
+above. The config follows the layers and the manifest comes last, under the tag (OCI media
+types by default, Docker schema2 with ``format="docker"``). The pushed digest is recorded as
+the image's RepoDigest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dockyard.errors import RegistryError, UsageError
+from dockyard.image.oci import (
+    MEDIA_TYPE_DOCKER_CONFIG,
+    MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_OCI_CONFIG,
+    MEDIA_TYPE_OCI_MANIFEST,
+    Descriptor,
+    ImageConfig,
+    InvalidDocument,
+    canonical_json,
+    digest_bytes,
+    layer_compression,
+    layer_media_type,
+)
+from dockyard.image.reference import Reference, parse_reference
+from dockyard.registry.client import RegistryClient, RegistryOptions
+from dockyard.registry.sources import BlobSources
+from dockyard.store.db import ImageRecord, Store
+
+__all__ = ["PushResult", "push"]
+
+ManifestFormat = Literal["oci", "docker"]
+PushCompression = Literal["gzip", "zstd", "uncompressed"]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did: the manifest's digest, size and media type, and per-blob counts."""
+
+    reference: str
+    digest: str
+    size: int
+    media_type: str
+    uploaded: int
+    mounted: int
+    present: int
+
+
+def _layer_descriptors(
+    store: Store, record: ImageRecord, config: ImageConfig, compression: PushCompression,
+    docker: bool,
+) -> list[Descriptor]:
+    from dockyard.exporter.layout import compressed_layer
+
+    stored = store.read_manifest(record).layers
+    kind = "none" if compression == "uncompressed" else compression
+    out: list[Descriptor] = []
+    for index, diff_id in enumerate(config.diff_ids):
+        desc = stored[index] if index < len(stored) else None
+        if desc is not None and desc.digest != diff_id and store.blobs.has(desc.digest):
+            try:
+                have = layer_compression(desc.media_type)
+            except InvalidDocument:
+                have = None
+            if have == kind:  # a pulled image: push the registry's own blob back
+                out.append(Descriptor(layer_media_type(have, docker=docker), desc.digest,
+                                      desc.size))
+                continue
+        made = compressed_layer(store, diff_id, compression)
+        out.append(Descriptor(layer_media_type(kind, docker=docker), made.digest, made.size))
+    return out
+
+
+class _Pusher:
+    def __init__(self, store: Store, client: RegistryClient, ref: Reference,
+                 progress: Progress) -> None:
+        self.store = store
+        self.client = client
+        self.ref = ref
+        self.repo = ref.path
+        self.progress = progress
+        self.sources = BlobSources(store.root)
+        self.counts = {"uploaded": 0, "mounted": 0, "present": 0}
+
+    def blob(self, desc: Descriptor) -> None:
+        short = desc.digest[7:19]
+        size = self.client.blob_size(self.repo, desc.digest, push=True)
+        if size is not None:
+            self.counts["present"] += 1
+            self.progress(f"{short}: layer already exists")
+            return
+        location: str | None = None
+        for source in self.sources.repositories(self.ref.domain, desc.digest)[:3]:
+            if source == self.repo:
+                continue
+            try:
+                location = self.client.start_upload(self.repo, mount=(desc.digest, source))
+            except RegistryError:
+                continue  # no pull access to the source: upload instead
+            if location is None:
+                self.counts["mounted"] += 1
+                self.progress(f"{short}: mounted from {source}")
+                return
+            break  # the registry opened a normal upload instead of mounting: use it
+        blobs = self.store.blobs
+
+        def open_data() -> Any:
+            return blobs.open(desc.digest)
+
+        self.client.upload_blob(self.repo, desc.digest, desc.size, open_data,
+                                location=location)
+        self.counts["uploaded"] += 1
+        self.progress(f"{short}: pushed ({desc.size} bytes)")
+
+    def run(self, record: ImageRecord, compression: PushCompression,
+            manifest_format: ManifestFormat) -> PushResult:
+        docker = manifest_format == "docker"
+        config_bytes = self.store.config_bytes(record)
+        config = self.store.read_config(record)
+        layers = _layer_descriptors(self.store, record, config, compression, docker)
+        config_desc = Descriptor(MEDIA_TYPE_DOCKER_CONFIG if docker else MEDIA_TYPE_OCI_CONFIG,
+                                 digest_bytes(config_bytes), len(config_bytes))
+        media_type = MEDIA_TYPE_DOCKER_MANIFEST if docker else MEDIA_TYPE_OCI_MANIFEST
+        manifest = canonical_json({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": config_desc.to_dict(),
+            "layers": [d.to_dict() for d in layers],
+        })
+        digest = digest_bytes(manifest)
+        self.progress(f"pushing {self.ref} ({len(layers)} layers)")
+        for desc in [*layers, config_desc]:
+            self.blob(desc)
+        target = self.ref.tag or self.ref.digest or "latest"
+        if self.ref.digest is not None and self.ref.tag is None and self.ref.digest != digest:
+            raise RegistryError(f"{self.ref.domain}/{self.repo}: cannot push to "
+                                f"{self.ref.digest}: the manifest's digest is {digest}")
+        reported = self.client.put_manifest(self.repo, target, manifest, media_type)
+        if reported is not None and reported.startswith("sha256:") and reported != digest:
+            raise RegistryError(f"{self.ref.domain}/{self.repo}: the registry stored the "
+                                f"manifest as {reported}, expected {digest}")
+        self.sources.record(self.ref.domain, self.repo,
+                            [config_desc.digest, *(d.digest for d in layers)])
+        self.store.tag(record.id, f"{self.ref.name}@{digest}")
+        self.progress(f"{target}: digest: {digest} size: {len(manifest)}")
+        return PushResult(str(self.ref), digest, len(manifest), media_type,
+                          self.counts["uploaded"], self.counts["mounted"],
+                          self.counts["present"])
+
+
+def push(
+    store: Store,
+    source: str,
+    destination: str | None = None,
+    *,
+    manifest_format: ManifestFormat = "oci",
+    compression: PushCompression = "gzip",
+    options: RegistryOptions | None = None,
+    on_progress: Progress | None = None,
+) -> PushResult:
+    """Push the image ``source`` (a name or id in ``store``) to ``destination`` (default: its
+    name, ``registry/repo:tag``). Returns the pushed manifest's digest; raises RegistryError
+    for registry failures and NotFoundError when the image is not in the store."""
+    record = store.get_image(source)
+    if destination is None:
+        try:
+            own = str(parse_reference(source))
+        except UsageError:
+            own = ""
+        if own not in record.names:
+            raise UsageError(f"push {source}: give a destination name (registry/repo:tag) "
+                             "for an image id")
+    ref = parse_reference(destination or source)
+    if manifest_format not in ("oci", "docker"):
+        raise UsageError(f"unknown manifest format {manifest_format!r} (oci or docker)")
+    with RegistryClient(ref.domain, options) as client, store.build_lock():
+        return _Pusher(store, client, ref, on_progress or (lambda _m: None)).run(
+            record, compression, manifest_format)
