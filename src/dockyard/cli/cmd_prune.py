@@ -6,6 +6,7 @@ Waits for running builds (they hold the store's shared lock); tagged images alwa
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from dockyard.store import Store
 
 from dockyard.cli.cmd_images import human_size
+from dockyard.errors import DockyardError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +55,20 @@ def _sweep_snapshots(store: Store, timeout: float) -> tuple[int, int]:
 
     if not any(store.snapshots_dir.iterdir()) if store.snapshots_dir.is_dir() else True:
         return 0, 0
+    from dockyard.snapshot.base import cleanup_stale_mounts
+
     snapshotter = open_snapshotter(store.snapshots_dir, "auto")
     with store.exclusive_lock(timeout):
-        return sweep_snapshots(store, snapshotter)
+        # No build runs while we hold the exclusive lock: whatever is still mounted, and every
+        # active snapshot or view, was left by a killed process.
+        from dockyard.executor.run import cleanup_stale_containers
+
+        cleanup_stale_containers(store.root / "run")
+        cleanup_stale_mounts(store.root)
+        leftovers = 0
+        for key in reversed(snapshotter.uncommitted()):
+            with contextlib.suppress(DockyardError):
+                snapshotter.remove(key)
+                leftovers += 1
+        removed, freed = sweep_snapshots(store, snapshotter)
+        return removed + leftovers, freed

@@ -337,3 +337,26 @@ class Executor:
             running = list(self._running)
         for cid in running:
             self._kill(cid)
+
+
+def cleanup_stale_containers(state_dir: Path) -> int:
+    """Kill and delete every container left in dockyard's runtime state under ``state_dir``
+    (a killed process's). Returns how many were removed. Call only while no other dockyard
+    process uses the store (under its exclusive lock)."""
+    removed = 0
+    runtimes = state_dir / "runtime"
+    if not runtimes.is_dir():
+        return 0
+    for runtime_root in sorted(runtimes.iterdir()):
+        binary = shutil.which(runtime_root.name)
+        if binary is None or not runtime_root.is_dir():
+            continue
+        base = [binary, "--root", str(runtime_root)]
+        listed = subprocess.run([*base, "list", "-q"], capture_output=True, text=True,
+                                check=False)
+        for cid in listed.stdout.split():
+            subprocess.run([*base, "kill", cid, "KILL"], capture_output=True, check=False)
+            subprocess.run([*base, "delete", "--force", cid], capture_output=True, check=False)
+            removed += 1
+    return removed
+

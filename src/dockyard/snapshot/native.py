@@ -171,6 +171,10 @@ class NativeSnapshotter:
         """Names of all committed snapshots."""
         return sorted(k for k, r in self._meta.all().items() if r.kind == "committed")
 
+    def uncommitted(self) -> list[str]:
+        """Keys of active snapshots and views (after a crash: leftovers of killed builds)."""
+        return sorted(k for k, r in self._meta.all().items() if r.kind != "committed")
+
     def prepare(self, key: str, parent: str | None) -> list[Mount]:
         """Copy committed ``parent`` (or start empty) and remember its stat tree."""
         rec = self._meta.create(key, "active", parent)

@@ -114,6 +114,10 @@ class OverlaySnapshotter:
         """Names of all committed snapshots."""
         return sorted(k for k, r in self._meta.all().items() if r.kind == "committed")
 
+    def uncommitted(self) -> list[str]:
+        """Keys of active snapshots and views (after a crash: leftovers of killed builds)."""
+        return sorted(k for k, r in self._meta.all().items() if r.kind != "committed")
+
     def _lowers(self, parent: str | None) -> list[Path]:
         return [self._dir(r) / "fs" for r in self._meta.chain(parent)]
 
