@@ -22,6 +22,8 @@ the very snapshot the build made. Overlay (``touch`` of a new file, and of an ex
 
 Everything lives under ``--workdir`` (default /var/tmp/dockyard-bench-run); generated base
 tarballs are kept there between runs, the stores are deleted at the end unless ``--keep``.
+dockyard runs with bytecode caching on (``PYTHONPYCACHEPREFIX``, default
+/var/tmp/dockyard-pycache, or ``$DOCKYARD_PYCACHE``), as ``bench/peers/dockyard.sh`` does.
 """
 
 from __future__ import annotations
@@ -237,7 +239,7 @@ def probe_failure(builder: Builder, ctx: Path) -> str | None:
     if proc.returncode == 0:
         return None
     lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-    for event in rawjson_events(proc.stdout):
+    for event in rawjson_events(proc.stdout + "\n" + proc.stderr):
         if event.get("kind") == "vertex_error":
             return str(event["error"])
     for ln in lines:
@@ -641,6 +643,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench_run.py needs root (mounts, runc, buildah)", file=sys.stderr)
         return 2
+    # As bench/peers/dockyard.sh: this machine sets PYTHONDONTWRITEBYTECODE=1, which would
+    # make every timed CLI run compile all of dockyard (an installed one never does).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = os.environ.get("DOCKYARD_PYCACHE",
+                                                       "/var/tmp/dockyard-pycache")
     work: Path = args.workdir.absolute()
     work.mkdir(parents=True, exist_ok=True)
     stores = [work / "dockyard-p1", work / "dockyard-p2-overlay", work / "dockyard-p2-native",
