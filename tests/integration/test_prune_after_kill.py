@@ -28,7 +28,7 @@ def root(tmp_path: Path) -> Path:
 
 def test_prune_cleans_up_after_sigkill(root: Path, tmp_path: Path) -> None:
     ctx = write_tree(tmp_path / "ctx", {
-        "Dockerfile": "FROM busybox:latest\nRUN echo started && sleep 30\n",
+        "Dockerfile": "FROM busybox:latest\nRUN echo started && sleep 31\n",
     })
     proc = subprocess.Popen(
         [*dockyard_cli(), "--root", str(root), "build", "--progress", "plain", str(ctx)],
@@ -57,6 +57,9 @@ def test_prune_cleans_up_after_sigkill(root: Path, tmp_path: Path) -> None:
         listed = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"],
                                 capture_output=True, text=True, check=False)
         assert listed.stdout.split() == [], "a container of the killed build is still there"
+    time.sleep(0.2)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "sleep 31" not in ps, "the killed build's RUN process is still running"
 
     done = subprocess.run(
         [*dockyard_cli(), "--root", str(root), "build", "--progress", "plain", "-t", "ok",

@@ -28,7 +28,8 @@ def collect(root: Path, runtime: str | None, snapshotter: str) -> dict[str, Any]
     try:
         rt = detect_runtime(runtime, cache_dir=root / "run")
         info["runtime"] = {"name": rt.name, "path": rt.path, "version": rt.version,
-                           "args": list(rt.global_args)}
+                           "args": list(rt.global_args),
+                           "cgroup2_hidden": bool(rt.wrapper)}
     except DockyardError as err:
         info["runtime"] = {"error": str(err)}
     try:
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         extra = f" {' '.join(rt['args'])}" if rt["args"] else ""
         rt_line = f"{rt['name']} {rt['version']} ({rt['path']}{extra})"
+        if rt.get("cgroup2_hidden"):
+            rt_line += ", run with the host's cgroup2 mount hidden (hybrid host)"
     sn = info["snapshotter"]
     sn_line = sn.get("name") or f"none ({sn['error']})"
     if sn.get("overlay_error"):

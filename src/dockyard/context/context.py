@@ -169,7 +169,13 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="surrogateescape")
 
 
+_REMOTE_PREFIXES = ("http://", "https://", "git://", "git@", "ssh://", "file://")
+
+
 def _is_remote(spec: str) -> bool:
+    # every remote form starts with one of these; only then pay for importing the fetcher
+    if not spec.startswith(_REMOTE_PREFIXES):
+        return False
     from dockyard.context.fetch import is_git_url, is_url
 
     return is_url(spec) or is_git_url(spec)

@@ -16,9 +16,11 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 from dockyard.errors import ContextError
 
@@ -91,6 +93,8 @@ def fetch_url(
             raise ContextError(f"invalid checksum {checksum!r}: want sha256:<64 hex digits>")
         expected = checksum
     own = client is None
+    import httpx  # lazily: only ADD of a URL needs an HTTP client
+
     http = client or httpx.Client(follow_redirects=True, timeout=timeout)
     try:
         with http.stream("GET", url) as response:

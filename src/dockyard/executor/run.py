@@ -351,7 +351,11 @@ def cleanup_stale_containers(state_dir: Path) -> int:
         binary = shutil.which(runtime_root.name)
         if binary is None or not runtime_root.is_dir():
             continue
-        base = [binary, "--root", str(runtime_root)]
+        from dockyard.executor.runtime import cgroup_mode, hide_cgroup2_wrapper
+
+        wrapper = hide_cgroup2_wrapper() if (
+            runtime_root.name == "crun" and cgroup_mode() == "hybrid") else ()
+        base = [*wrapper, binary, "--root", str(runtime_root)]
         listed = subprocess.run([*base, "list", "-q"], capture_output=True, text=True,
                                 check=False)
         for cid in listed.stdout.split():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +28,7 @@ __all__ = ["CgroupMode", "RuntimeInfo", "cgroup_mode", "default_state_dir", "det
 
 CgroupMode = Literal["v1", "v2", "hybrid", "none"]
 
-_PROBE_VERSION = 1
+_PROBE_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +44,12 @@ class RuntimeInfo:
     version: str
     cgroup_mode: CgroupMode
     global_args: tuple[str, ...]
+    wrapper: tuple[str, ...] = ()  # e.g. hide_cgroup2_wrapper() for crun on hybrid hosts
 
     @property
     def argv_prefix(self) -> tuple[str, ...]:
-        """The binary and its global options."""
-        return (self.path, *self.global_args)
+        """The wrapper (if any), the binary and its global options."""
+        return (*self.wrapper, self.path, *self.global_args)
 
 
 def cgroup_mode() -> CgroupMode:
@@ -97,13 +99,52 @@ def _version(path: str) -> str:
     return first.split("version", 1)[-1].strip() or "unknown"
 
 
-def _candidate_args(name: str, mode: CgroupMode) -> list[tuple[str, ...]]:
+def cgroup2_mounts_outside_root() -> list[str]:
+    """Mount points of cgroup2 file systems other than /sys/fs/cgroup (hybrid hosts)."""
+    points: list[str] = []
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split(" ", 1)[0] == "cgroup2":
+                point = left.split(" ")[4]
+                if point != "/sys/fs/cgroup":
+                    points.append(point)
+    return points
+
+
+def hide_cgroup2_wrapper() -> tuple[str, ...]:
+    """A command prefix that runs the rest in a private mount namespace without the cgroup2
+    mounts of a hybrid host.
+
+    crun (1.8) refuses to start on a hybrid cgroup v1/v2 host whose cgroup2 tree has
+    controllers enabled ("cgroups in hybrid mode not supported"), even with its cgroup manager
+    disabled; with the cgroup2 mount out of sight it sees a plain v1 host and, with
+    ``--cgroup-manager=disabled``, leaves cgroups alone. The container gets its own mount
+    namespace from crun anyway; only crun's view changes.
+    """
+    unshare = shutil.which("unshare")
+    points = cgroup2_mounts_outside_root()
+    if unshare is None or not points:
+        return ()
+    umounts = " && ".join(f"umount -l {shlex.quote(p)}" for p in points)
+    script = f'mount --make-rprivate / && {umounts} && exec "$0" "$@"'
+    return (unshare, "-m", "--", "/bin/sh", "-c", script)
+
+
+def _candidate_args(name: str, mode: CgroupMode) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(wrapper, global args) to try, in order."""
     if name == "crun":
-        # crun's own cgroup manager cannot handle hybrid hosts; try without it there first.
+        # crun's own cgroup manager cannot handle hybrid hosts; try without it there first,
+        # then with the cgroup2 mount hidden from crun.
         if mode == "hybrid":
-            return [("--cgroup-manager=disabled",), ()]
-        return [(), ("--cgroup-manager=disabled",)]
-    return [()]
+            hidden = hide_cgroup2_wrapper()
+            tries: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+                ((), ("--cgroup-manager=disabled",)), ((), ())]
+            if hidden:
+                tries.append((hidden, ("--cgroup-manager=disabled",)))
+            return tries
+        return [((), ()), ((), ("--cgroup-manager=disabled",))]
+    return [((), ())]
 
 
 def _probe(argv: tuple[str, ...], work: Path) -> str | None:
@@ -112,6 +153,7 @@ def _probe(argv: tuple[str, ...], work: Path) -> str | None:
     bundle = work / f"probe-{uuid.uuid4().hex[:8]}"
     rootfs = bundle / "rootfs"
     (rootfs / "proc").mkdir(parents=True)
+    (rootfs / "dev").mkdir()  # crun (unlike runc) needs the mount point in a read-only root
     mounts: list[dict[str, object]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": []}
     ]
@@ -143,7 +185,7 @@ def _probe(argv: tuple[str, ...], work: Path) -> str | None:
     (bundle / "config.json").write_text(json.dumps(config))
     state = work / "probe-state"
     cid = f"dockyard-probe-{uuid.uuid4().hex[:12]}"
-    base = (argv[0], "--root", str(state), *argv[1:])
+    base = (*argv, "--root", str(state))
     try:
         proc = subprocess.run(
             [*base, "run", "--bundle", str(bundle), cid],
@@ -174,17 +216,18 @@ def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> Ru
             info = saved["info"]
             return RuntimeInfo(
                 info["name"], info["path"], info["version"], info["cgroup_mode"],
-                tuple(info["global_args"]),
+                tuple(info["global_args"]), tuple(info.get("wrapper") or ()),
             )
     errors = []
     found: RuntimeInfo | None = None
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for args in _candidate_args(name, mode):
-        err = _probe((path, *args), cache_dir)
+    for wrapper, args in _candidate_args(name, mode):
+        err = _probe((*wrapper, path, *args), cache_dir)
         if err is None:
-            found = RuntimeInfo(name, path, _version(path), mode, args)
+            found = RuntimeInfo(name, path, _version(path), mode, args, wrapper)
             break
-        errors.append(f"{' '.join((name, *args))}: {err}")
+        how = " (cgroup2 hidden)" if wrapper else ""
+        errors.append(f"{' '.join((name, *args))}{how}: {err}")
     message = "" if found else f"{name} does not work here: " + "; ".join(errors)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(

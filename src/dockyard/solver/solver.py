@@ -395,6 +395,8 @@ class Solver:
         return "copy", comps, extra, chown
 
     def _mount_key_parts(self, op: RunOp, stage: StagePlan, step: Step) -> list[dict[str, Any]]:
+        if not op.mounts:
+            return []  # and keep the executor's modules off a cached build's import path
         from dockyard.executor.mounts import parse_run_mount
 
         parts: list[dict[str, Any]] = []
