@@ -323,6 +323,9 @@ def _compressed_descriptor(store: Any, diff_id: str) -> dict[str, Any]:
             if store.blobs.has(blob.digest):
                 return {"mediaType": layer_media_type(kind), "digest": blob.digest,
                         "size": blob.size}
+        if rec.size is not None and store.layer_present(diff_id):
+            # snapshot-backed: the uncompressed tar, written when something reads it
+            return {"mediaType": layer_media_type("none"), "digest": diff_id, "size": rec.size}
     raise BuildError(f"layer {diff_id} is missing from the store")
 
 

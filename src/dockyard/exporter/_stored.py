@@ -87,7 +87,8 @@ def read_image(store: Store, ref_or_id: str) -> StoredImage:
     if len(descs) != len(diff_ids):
         raise StoreError(f"image {record.id}: manifest has {len(descs)} layers, "
                          f"config has {len(diff_ids)} diff_ids")
-    layers = tuple(LayerRef(d, store.blobs.size(d)) for d in diff_ids)
+    # Every reader of a StoredImage wants the layer tars: write snapshot-backed ones now.
+    layers = tuple(LayerRef(d, store.blobs.size(store.ensure_layer_blob(d))) for d in diff_ids)
     return StoredImage(record.id, config_bytes, config, layers, tuple(record.names))
 
 

@@ -166,6 +166,7 @@ def compressed_layer(store: Store, diff_id: str, compression: Compression) -> _D
     """The layer blob for ``compression``: a form the store already has, or compressed now
     and recorded with the layer (so the next export reuses it and prune knows it)."""
     if compression == "uncompressed":
+        store.ensure_layer_blob(diff_id)
         return _Desc(LAYER_TAR, diff_id, store.blobs.size(diff_id))
     media = _MEDIA[compression]
     kind: Literal["gzip", "zstd"] = "gzip" if compression == "gzip" else "zstd"
@@ -174,6 +175,7 @@ def compressed_layer(store: Store, diff_id: str, compression: Compression) -> _D
         form = layer.blobs.get(kind)
         if form is not None and store.blobs.has(form.digest):
             return _Desc(media, form.digest, form.size)
+    store.ensure_layer_blob(diff_id)  # a snapshot-backed layer gets its tar written now
     with open_blob(store, diff_id) as src, store.blobs.writer() as w:
         compress(src, w, kind)
         digest, size = w.commit()

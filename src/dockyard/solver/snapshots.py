@@ -64,6 +64,47 @@ class LayerSnapshots:
                 raise
             return chain
 
+    @property
+    def keeps_diffs(self) -> bool:
+        """Whether a committed snapshot holds its own diff (overlay: the upper dir), so a
+        layer made from it needs no blob until its bytes are wanted."""
+        return getattr(self.snapshotter, "name", "") == "overlay"
+
+    def commit_layer(
+        self, key: str, name: str, diff_id: str, size: int, source_date_epoch: int | None
+    ) -> None:
+        """Commit active ``key`` (whose diff is layer ``diff_id``, ``size`` bytes) as ``name``
+        and record the layer as backed by it, writing no blob.
+
+        If another build committed ``name`` first, ours is dropped; the layer is then written
+        as a blob from our diff unless the store can already produce it, since the other
+        snapshot may have been unpacked from a tar rather than diffed.
+        """
+        from dockyard.store.db import LayerSnapshot
+
+        snap = self.snapshotter
+        committed = False
+        if not snap.exists(name):
+            try:
+                snap.commit(name, key)
+                committed = True
+            except Exception:
+                if not snap.exists(name):
+                    raise
+        if committed:
+            self.store.put_snapshot_layer(
+                diff_id, size, LayerSnapshot(snap.name, name, source_date_epoch)
+            )
+            return
+        try:
+            if not self.store.layer_present(diff_id):
+                with self.store.blobs.writer() as w:
+                    snap.diff(key, w, source_date_epoch=source_date_epoch)
+                    digest, written = w.commit(diff_id)
+                self.store.put_layer(digest, written)
+        finally:
+            snap.remove(key)
+
     def commit(self, key: str, name: str) -> None:
         """Commit active snapshot ``key`` as ``name``; if another build did first, drop ours."""
         snap = self.snapshotter
@@ -80,7 +121,8 @@ class LayerSnapshots:
 
     @contextlib.contextmanager
     def layer_stream(self, diff_id: str) -> Iterator[BinaryIO]:
-        """The layer's tar stream (uncompressed if stored so, else a compressed form)."""
+        """The layer's tar stream: uncompressed if stored so, else a compressed form, else
+        written (verified) from the snapshot it is the diff of."""
         blobs = self.store.blobs
         if blobs.has(diff_id):
             with blobs.open(diff_id) as f:
@@ -93,13 +135,15 @@ class LayerSnapshots:
                     with blobs.open(blob.digest) as f:
                         yield f
                     return
+            if rec.snapshots:
+                with blobs.open(self.store.ensure_layer_blob(diff_id)) as f:
+                    yield f
+                return
         raise BuildError(f"layer {diff_id} is missing from the store")
 
     def layer_available(self, diff_id: str) -> bool:
-        if self.store.blobs.has(diff_id):
-            return True
-        rec = self.store.get_layer(diff_id)
-        return rec is not None and any(self.store.blobs.has(b.digest) for b in rec.blobs.values())
+        """Whether the layer's bytes can be had (a stored form or a snapshot)."""
+        return self.store.layer_present(diff_id)
 
     @contextlib.contextmanager
     def view(self, diff_ids: list[str]) -> Iterator[Path]:

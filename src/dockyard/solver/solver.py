@@ -557,8 +557,20 @@ class Solver:
                     self._copy(op, step, rootfs, prepared, state)
                 elif isinstance(op, MkdirOp):
                     self._mkdir(op, rootfs)
+            sde = self.options.source_date_epoch
+            if not link and self.layers.keeps_diffs:
+                # Copy once: only hash the diff now; the committed snapshot keeps the bytes
+                # and the store writes the tar when an export, push or save needs it.
+                stats = snap.diff(key, _Discard(), source_date_epoch=sde)
+                if stats.size <= EMPTY_TAR_SIZE:
+                    snap.remove(key)
+                    return None
+                digest = stats.diff_id
+                new_chain = chain_ids([*state.diff_ids, digest])[-1]
+                self.layers.commit_layer(key, new_chain, digest, stats.size, sde)
+                return str(digest)
             with self.store.blobs.writer() as w:
-                stats = snap.diff(key, w, source_date_epoch=self.options.source_date_epoch)
+                stats = snap.diff(key, w, source_date_epoch=sde)
                 if stats.size <= EMPTY_TAR_SIZE:
                     w.abort()
                     snap.remove(key)
@@ -810,6 +822,13 @@ class Solver:
 
     def warn(self, message: str, location: Location | None = None) -> None:
         self.emit(BuildWarning(message, time.time(), str(location) if location else None))
+
+
+class _Discard:
+    """A write-only sink: the tar writer hashes what passes through, nothing is kept."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
 
 
 @contextlib.contextmanager

@@ -172,6 +172,10 @@ def _layer_disk_size(store: Store, diff_id: str) -> tuple[int, bool]:
             present = True
             with contextlib.suppress(OSError):
                 size += store.blobs.size(digest)
+    if not present and layer is not None and layer.snapshots and store.layer_present(diff_id):
+        # Snapshot-backed (no blob yet): its bytes on disk are the snapshot's diff, about
+        # the size of its tar.
+        return layer.size or 0, True
     return size, present
 
 
@@ -380,9 +384,29 @@ def sweep_snapshots(store: Store, snapshotter: SnapshotSweeper) -> tuple[int, in
     removal repeats until nothing more goes, so dead chains go from the top down. Active
     snapshots and views (a crashed build's) are left alone: they may still be mounted.
     """
-    live: set[str] = set(_image_use(store).image_chains)
-    live.update(r.chain_id for r in store.list_cache_records() if r.chain_id)
-    dead = [name for name in snapshotter.committed() if name not in live]
+    use = _image_use(store)
+    records = store.list_cache_records()
+    live: set[str] = set(use.image_chains)
+    live.update(r.chain_id for r in records if r.chain_id)
+    committed = snapshotter.committed()
+    kind: str | None = getattr(snapshotter, "name", None)
+    # A layer in use that has no blob lives only in a snapshot: keep one it can be made from.
+    used_layers = set(use.image_layers) | {r.diff_id for r in records if r.diff_id}
+    present = set(committed)
+    for diff_id in sorted(used_layers):
+        layer = store.get_layer(diff_id)
+        if layer is None or not layer.snapshots:
+            continue
+        if store.blobs.has(diff_id) or any(store.blobs.has(b.digest) for b in layer.blobs.values()):
+            continue
+        sources = [
+            s.chain_id
+            for s in layer.snapshots
+            if s.chain_id in present and (kind is None or s.snapshotter == kind)
+        ]
+        if sources and not live.intersection(sources):
+            live.add(sources[0])
+    dead = [name for name in committed if name not in live]
     removed = 0
     freed = 0
     progress = True
@@ -394,6 +418,7 @@ def sweep_snapshots(store: Store, snapshotter: SnapshotSweeper) -> tuple[int, in
                 snapshotter.remove(name)
             except StoreError:
                 continue  # has children (still used) or already gone
+            store.forget_snapshot_layers(name, kind)
             dead.remove(name)
             removed += 1
             freed += size

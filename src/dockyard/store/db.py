@@ -62,12 +62,13 @@ __all__ = [
     "ImageRecord",
     "LayerBlob",
     "LayerRecord",
+    "LayerSnapshot",
     "SnapshotRecord",
     "StatKey",
     "Store",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT = 30.0
 
 _SCHEMA = """
@@ -98,6 +99,14 @@ CREATE TABLE IF NOT EXISTS layer_blobs (
     size INTEGER NOT NULL,
     PRIMARY KEY (diff_id, compression)
 );
+CREATE TABLE IF NOT EXISTS layer_snapshots (
+    diff_id TEXT NOT NULL REFERENCES layers(diff_id) ON DELETE CASCADE,
+    snapshotter TEXT NOT NULL,
+    chain_id TEXT NOT NULL,              -- committed snapshot whose own diff is this layer
+    source_date_epoch INTEGER,           -- the tar writer's mtime clamp when it was made
+    PRIMARY KEY (diff_id, snapshotter, chain_id)
+);
+CREATE INDEX IF NOT EXISTS layer_snapshots_by_chain ON layer_snapshots(chain_id);
 CREATE TABLE IF NOT EXISTS snapshots (
     chain_id TEXT NOT NULL,
     snapshotter TEXT NOT NULL,
@@ -209,12 +218,27 @@ class LayerBlob:
 
 
 @dataclass(frozen=True)
+class LayerSnapshot:
+    """A committed snapshot whose own diff *is* a layer: the tar can be made again from it.
+
+    Only the overlay snapshotter keeps a snapshot's diff on its own (its upper dir);
+    ``source_date_epoch`` is the clamp the tar writer used, needed to make the same bytes.
+    """
+
+    snapshotter: str
+    chain_id: str
+    source_date_epoch: int | None = None
+
+
+@dataclass(frozen=True)
 class LayerRecord:
-    """A layer by diff id, with every stored form of it (``"none"`` is the tar itself)."""
+    """A layer by diff id, with every stored form of it (``"none"`` is the tar itself) and
+    the snapshots it can be regenerated from when no uncompressed blob is stored."""
 
     diff_id: str
     size: int | None
     blobs: Mapping[str, LayerBlob]
+    snapshots: tuple[LayerSnapshot, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -438,8 +462,12 @@ class Store:
             # up-to-date store skips this: opening then costs no write (start-up is user time).
             db.executescript(_SCHEMA)
             with self._write() as tx:
+                # Upgrades only add tables (a v1 store is a valid v2 store), so the newest
+                # version wins; a concurrent first open writes the same value.
                 tx.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value"
+                    " WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)",
                     (str(SCHEMA_VERSION),),
                 )
         try:
@@ -507,7 +535,11 @@ class Store:
                 compression = layer_compression(desc.media_type)
             except InvalidDocument as err:
                 raise StoreError(f"cannot store image: {err}") from None
-            if not is_foreign_layer(desc.media_type) and not self.blobs.has(desc.digest):
+            if (
+                not is_foreign_layer(desc.media_type)
+                and not self.blobs.has(desc.digest)
+                and not (desc.digest == diff_id and self.layer_present(diff_id))
+            ):
                 raise NotFoundError(f"cannot store image: layer blob {desc.digest} is missing")
             layer_rows.append((diff_id, compression, desc))
         parsed_refs = [str(parse_reference(n)) for n in names]
@@ -521,7 +553,12 @@ class Store:
                     size += desc.size
                     continue
                 if compression == "none" and desc.digest == diff_id:
-                    self._put_layer(db, diff_id, desc.size)
+                    if self.blobs.has(diff_id):
+                        self._put_layer(db, diff_id, desc.size)
+                    else:  # snapshot-backed: its row exists, no blob until one is needed
+                        db.execute(
+                            "UPDATE layers SET size=? WHERE diff_id=?", (desc.size, diff_id)
+                        )
                 else:
                     self._put_layer_blob(db, diff_id, compression, desc.digest, desc.size)
                 row = db.execute("SELECT size FROM layers WHERE diff_id=?", (diff_id,)).fetchone()
@@ -828,7 +865,7 @@ class Store:
             self._put_layer_blob(db, diff_id, compression, blob, size)
 
     def get_layer(self, diff_id: str) -> LayerRecord | None:
-        """A layer and its stored forms, or None."""
+        """A layer, its stored forms and the snapshots it can be made from, or None."""
         db = self._db
         row = db.execute("SELECT size FROM layers WHERE diff_id=?", (diff_id,)).fetchone()
         if row is None:
@@ -839,7 +876,121 @@ class Store:
                 "SELECT compression, blob, size FROM layer_blobs WHERE diff_id=?", (diff_id,)
             )
         }
-        return LayerRecord(diff_id, row[0], blobs)
+        snapshots = tuple(
+            LayerSnapshot(r[0], r[1], r[2])
+            for r in db.execute(
+                "SELECT snapshotter, chain_id, source_date_epoch FROM layer_snapshots"
+                " WHERE diff_id=? ORDER BY snapshotter, chain_id",
+                (diff_id,),
+            )
+        )
+        return LayerRecord(diff_id, row[0], blobs, snapshots)
+
+    # --- snapshot-backed layers ---
+
+    def put_snapshot_layer(self, diff_id: str, size: int, source: LayerSnapshot) -> None:
+        """Record layer ``diff_id`` (``size`` bytes of tar) as the diff of committed snapshot
+        ``source``, with no blob: :meth:`ensure_layer_blob` writes it when something needs it."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO layers(diff_id, size) VALUES (?,?)"
+                " ON CONFLICT(diff_id) DO UPDATE SET size=excluded.size",
+                (diff_id, size),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO layer_snapshots(diff_id, snapshotter, chain_id,"
+                " source_date_epoch) VALUES (?,?,?,?)",
+                (diff_id, source.snapshotter, source.chain_id, source.source_date_epoch),
+            )
+
+    def forget_snapshot_layers(self, chain_id: str, snapshotter: str | None = None) -> None:
+        """The committed snapshot ``chain_id`` (of ``snapshotter``, or of any) is gone: no
+        layer can be made from it any more."""
+        with self._write() as db:
+            if snapshotter is None:
+                db.execute("DELETE FROM layer_snapshots WHERE chain_id=?", (chain_id,))
+            else:
+                db.execute(
+                    "DELETE FROM layer_snapshots WHERE chain_id=? AND snapshotter=?",
+                    (chain_id, snapshotter),
+                )
+
+    def _snapshot_source(self, kind: str) -> Any:
+        """The snapshotter named ``kind`` over this store's snapshots, if it keeps diffs."""
+        cache: dict[str, Any] = self.__dict__.setdefault("_snapshot_sources", {})
+        if kind not in cache:
+            if kind == "overlay":
+                # Imported here: the store sits below the snapshot room, which only this
+                # fallback needs (and opening it directly skips the overlay probe).
+                from dockyard.snapshot.overlay import OverlaySnapshotter
+
+                cache[kind] = OverlaySnapshotter(self.snapshots_dir)
+            else:
+                cache[kind] = None
+        return cache[kind]
+
+    def _live_sources(self, layer: LayerRecord) -> list[tuple[LayerSnapshot, Any]]:
+        out = []
+        for source in layer.snapshots:
+            snap = self._snapshot_source(source.snapshotter)
+            if snap is not None and source.chain_id in snap.committed():
+                out.append((source, snap))
+        return out
+
+    def layer_present(self, diff_id: str) -> bool:
+        """Whether the layer's bytes can be had: a stored form, or a snapshot it is the diff of."""
+        if self.blobs.has(diff_id):
+            return True
+        layer = self.get_layer(diff_id)
+        if layer is None:
+            return False
+        if any(self.blobs.has(b.digest) for b in layer.blobs.values()):
+            return True
+        return bool(self._live_sources(layer))
+
+    def ensure_layer_blob(self, diff_id: str) -> str:
+        """Make sure the uncompressed tar of layer ``diff_id`` is a blob; returns its digest.
+
+        The one way to the bytes of a snapshot-backed layer: the tar is written again from
+        the snapshot's diff and verified against ``diff_id`` while it is written, so changed
+        snapshot content raises StoreError naming the layer and never yields other bytes.
+        NotFoundError if the layer has neither a blob nor a snapshot to make it from.
+        """
+        if self.blobs.has(diff_id):
+            return diff_id
+        layer = self.get_layer(diff_id)
+        sources = self._live_sources(layer) if layer is not None else []
+        if not sources:
+            raise NotFoundError(f"layer {diff_id} is missing from the store")
+        errors: list[str] = []
+        # Shared with builds, so no prune removes the snapshot or the new blob meanwhile.
+        with self.build_lock():
+            return self._regenerate(diff_id, sources, errors)
+
+    def _regenerate(
+        self, diff_id: str, sources: list[tuple[LayerSnapshot, Any]], errors: list[str]
+    ) -> str:
+        for source, snap in sources:
+            with self.blobs.writer() as w:
+                try:
+                    snap.diff(source.chain_id, w, source_date_epoch=source.source_date_epoch)
+                except (OSError, StoreError) as err:
+                    w.abort()
+                    errors.append(f"snapshot {source.chain_id}: {err}")
+                    continue
+                if w.digest != diff_id:
+                    errors.append(
+                        f"snapshot {source.chain_id} now gives {w.digest}: its files changed"
+                    )
+                    w.abort()
+                    continue
+                digest, size = w.commit(diff_id)
+            with self._write() as db:
+                self._put_layer(db, diff_id, size)
+            return str(digest)
+        raise StoreError(
+            f"layer {diff_id} cannot be regenerated (no blob is stored): " + "; ".join(errors)
+        )
 
     def list_layer_ids(self) -> list[str]:
         """Every recorded diff id."""
