@@ -451,7 +451,7 @@ class Solver:
     def _copy_sources_digest(
         self, op: CopyOp, step: Step, stage: StagePlan
     ) -> tuple[str, dict[str, Any], str | None]:
-        from dockyard.context.hashing import digest_selection, iter_manifest_json
+        from dockyard.context.hashing import digest_selection
 
         if op.is_add and any(_is_url(s) for s in op.sources):
             # remote sources are keyed by what they are (URL + checksum); the content is
@@ -485,8 +485,8 @@ class Solver:
                     self._selection_memo[memo_key] = cached
             sel = cached
             source_id = None  # content-addressed: a rebuilt stage with equal files still hits
-        files = dict(iter_manifest_json(sel.files))
-        return str(sel.digest), files, source_id
+        # FileMeta objects; turned into JSON only when the history is written (history_record)
+        return str(sel.digest), dict(sel.files), source_id
 
     def _copy_source_layers(self, op: CopyOp, step: Step) -> tuple[list[str], str]:
         if op.source_kind == "stage":
@@ -789,7 +789,7 @@ class Solver:
 
             try:
                 old = {k: FileMeta.from_json(v) for k, v in (prev.get("files") or {}).items()}
-                new = {k: FileMeta.from_json(v) for k, v in info["files"].items()}
+                new = info["files"]
                 lines = explain_diff(old, new)
             except (TypeError, ValueError, KeyError):
                 lines = []
@@ -818,7 +818,25 @@ class Solver:
         return f"{prefix}: its inputs changed"
 
     def history_record(self) -> dict[str, Any]:
-        return {"steps": dict(self.records), "time": time.time()}
+        """This build's steps for the next build's explanations. A COPY's file manifest is
+        only serialised when its content changed; otherwise the previous JSON is kept as is
+        (a no-op rebuild of a big context must not re-encode thousands of entries)."""
+        from dockyard.context.hashing import iter_manifest_json
+
+        previous = self.previous.get("steps") or {}
+        steps: dict[str, dict[str, Any]] = {}
+        for vid, info in self.records.items():
+            info = dict(info)
+            if "files" in info:
+                prev = previous.get(vid) or {}
+                same = (prev.get("components") or {}).get("content") == info[
+                    "components"].get("content")
+                if same and "files" in prev:
+                    info["files"] = prev["files"]
+                else:
+                    info["files"] = dict(iter_manifest_json(info["files"]))
+            steps[vid] = info
+        return {"steps": steps, "time": time.time()}
 
     def warn(self, message: str, location: Location | None = None) -> None:
         self.emit(BuildWarning(message, time.time(), str(location) if location else None))
