@@ -213,8 +213,10 @@ def build(
             error = err
             raise
         finally:
-            store.put_build_history(history_key, target_name, _merge_history(
-                previous, solver.history_record()))
+            history = _merge_history(previous, solver.history_record())
+            # A no-op rebuild records exactly what is there: skip the rewrite.
+            if previous is None or history["steps"] != previous.get("steps"):
+                store.put_build_history(history_key, target_name, history)
             if error is not None:
                 emit(BuildFinished(time.time(), None, time.time() - started, error=str(error)))
 
@@ -334,6 +336,8 @@ def _rfc3339(ts: float) -> str:
 
 
 def _merge_history(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The previous build's steps updated with this build's (a step this build did not reach
+    keeps its last record)."""
     steps = dict((previous or {}).get("steps") or {})
     steps.update(new.get("steps") or {})
     return {"steps": steps, "time": new.get("time")}

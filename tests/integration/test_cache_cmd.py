@@ -99,7 +99,7 @@ def test_prune_default_all_and_images_survive(root: Path, tmp_path: Path) -> Non
     out = ok(root, "cache", "prune")
     assert "Deleted build cache records: 2" in out
     assert {r["Key"] for r in ls(root)}.isdisjoint(first)
-    assert not any(store.blobs.has(d) for d in stale_layers)
+    assert not any(store.layer_present(d) for d in stale_layers)
     assert stale_chains.isdisjoint(committed(root))
     image = store.get_image("app:1")
     image_chains = set(chain_ids(list(store.read_config(image).diff_ids)))
@@ -113,7 +113,7 @@ def test_prune_default_all_and_images_survive(root: Path, tmp_path: Path) -> Non
     assert "Deleted build cache records: 2" in out
     assert ls(root) == []
     assert ok(root, "run", "app:1") == "two\nran\n"  # tagged images always stay
-    assert all(store.blobs.has(d) for d in store.read_config(image).diff_ids)
+    assert all(store.layer_present(d) for d in store.read_config(image).diff_ids)
     rebuilt = build(root, ctx, "two\n")
     assert "CACHE MISS" in rebuilt  # the cache really is gone
     assert ok(root, "run", "app:1") == "two\nran\n"

@@ -27,6 +27,7 @@ from test_build_support import (
 )
 
 from dockyard.errors import RunError
+from dockyard.store.db import Store
 
 pytestmark = needs_runtime
 
@@ -41,6 +42,8 @@ def _ctx(tmp_path: Path, dockerfile: str, **files: str) -> Path:
 
 
 def _layer_names(root: Path, diff_id: str) -> list[str]:
+    with Store.open(root) as store:
+        store.ensure_layer_blob(diff_id)  # a built layer is only a snapshot until read
     blob = root / "blobs" / "sha256" / diff_id.removeprefix("sha256:")
     with tarfile.open(blob) as tf:
         return [m.name.removeprefix("./").rstrip("/") for m in tf.getmembers()]

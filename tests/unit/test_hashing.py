@@ -172,3 +172,94 @@ def test_large_file_streams(tmp_path: Path) -> None:
     import hashlib
 
     assert hash_file(big) == "sha256:" + hashlib.sha256(big.read_bytes()).hexdigest()
+
+
+def test_fast_file_record_matches_the_general_encoding(ctx: Path) -> None:
+    from dockyard.context.hashing import _record
+
+    (ctx / "src" / "main.c").chmod(0o4755)
+    from dockyard.context import hashing
+
+    with StatCache(None, racy_window_ns=0) as cache:
+        sel = digest_selection(ctx, ["src"], [], cache, zero_owner=False)
+        # the regular-file shortcut and _record must agree, or one tree could have 2 digests
+        files, records = hashing._manifest(
+            hashing.select_sources_raw(Path(os.path.abspath(ctx)), ["src"]), cache, False, ()
+        )
+    assert files == sel.files
+    for rel, meta in files.items():
+        assert records[rel] == _record(rel, meta)
+
+
+def test_digest_version_is_part_of_the_digest(ctx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dockyard.context import hashing
+
+    with StatCache(None, racy_window_ns=0) as cache:
+        before = digest_selection(ctx, ["."], [], cache).digest
+        monkeypatch.setattr(hashing, "DIGEST_VERSION", "dockyard.selection.test")
+        assert digest_selection(ctx, ["."], [], cache).digest != before
+
+
+def test_xattrs_are_cached_and_a_change_is_seen(ctx: Path, tmp_path: Path) -> None:
+    target = ctx / "src" / "main.c"
+    try:
+        os.setxattr(target, "user.dockyard", b"\x00\x01")
+    except OSError as err:
+        pytest.skip(f"user xattrs not supported here: {err}")
+    db = tmp_path / "stat.db"
+    _settle()
+    with StatCache(db) as cache:
+        first = digest_selection(ctx, ["src"], [], cache)
+    assert first.files["src/main.c"].xattrs == (("user.dockyard", "0001"),)
+    reads: list[Path] = []
+    with StatCache(db, on_read=reads.append) as cache:
+        again = digest_selection(ctx, ["src"], [], cache)
+    assert reads == []
+    assert again == first
+    os.setxattr(target, "user.dockyard", b"\x00\x02")  # changes the ctime, never the mtime
+    with StatCache(db, on_read=reads.append) as cache:
+        changed = digest_selection(ctx, ["src"], [], cache)
+    assert [p.name for p in reads] == ["main.c"]
+    assert changed.files["src/main.c"].xattrs == (("user.dockyard", "0002"),)
+    assert changed.digest != first.digest
+    assert explain_diff(first.files, changed.files) == ["src/main.c (xattrs)"]
+
+
+def test_files_and_dirs_in_one_selection_need_no_reread(ctx: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Directory sources are looked up by range, single files one by one: both must hit.
+    db = tmp_path / "stat.db"
+    monkeypatch.chdir(ctx.parent)
+    rel_ctx = Path(ctx.name)  # a relative root keys the cache by the same absolute paths
+    _settle()
+    with StatCache(db) as cache:
+        first = digest_selection(rel_ctx, ["README", "src/"], [], cache)
+    reads: list[Path] = []
+    with StatCache(db, on_read=reads.append) as cache:
+        again = digest_selection(ctx, ["src/", "README"], [], cache)
+        assert reads == []
+        assert again.files == first.files
+        (ctx / "src" / "new.c").write_text("n\n")
+        more = digest_selection(ctx, ["src/", "README"], [], cache)
+    assert [p.name for p in reads] == ["new.c"]
+    assert explain_diff(first.files, more.files) == ["src/new.c (added)"]
+
+
+def test_the_v1_table_is_dropped_and_v2_entries_kept(ctx: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "stat.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE statcache (path TEXT PRIMARY KEY, digest TEXT)")
+    conn.close()
+    _settle()
+    with StatCache(db) as cache:
+        first = digest_selection(ctx, ["src"], [], cache)
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert "statcache" not in tables
+    reads: list[Path] = []
+    with StatCache(db, on_read=reads.append) as cache:
+        assert digest_selection(ctx, ["src"], [], cache) == first
+    assert reads == []

@@ -22,6 +22,7 @@ from dockyard.context.dockerignore import (
 from dockyard.errors import ContextError
 
 _MAX_LINKS = 255
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def root_path(root: Path, rel: str) -> Path:
@@ -92,10 +93,24 @@ def _invisible(ignore: PatternMatcher, rel: str, is_dir: bool) -> bool:
     return ignore.matches(rel) and not (is_dir and ignore.must_descend(rel))
 
 
-def _sorted_scandir(path: Path) -> list[os.DirEntry[str]]:
+def _entry_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _entry_bytes(entry: os.DirEntry[str]) -> bytes:
+    return os.fsencode(entry.name)
+
+
+def _sorted_scandir(path: Path | str | int) -> list[os.DirEntry[str]]:
+    """The entries of a directory in byte order of their names (Go's walk order)."""
     with os.scandir(path) as it:
         entries = list(it)
-    entries.sort(key=lambda e: os.fsencode(e.name))
+    # Code point order is byte order for valid UTF-8; only undecodable names (surrogate
+    # escapes) need the slower byte key.
+    if "".join([e.name for e in entries]).isascii():
+        entries.sort(key=_entry_name)
+    else:
+        entries.sort(key=_entry_bytes)
     return entries
 
 
@@ -150,13 +165,18 @@ class SelectedEntry:
     inner: str
 
 
+#: ``(rel, path, lstat, source_rel, inner)``: a :class:`SelectedEntry` as a plain tuple, with
+#: the path as a string (no pathlib object per entry on the hashing path).
+RawEntry = tuple[str, str, os.stat_result, str, str]
+
+
 def _walk_contents(
-    top: Path,
+    top: str,
     match_rel: str,
     real_rel: str,
     excludes: PatternMatcher | None,
     ignore: PatternMatcher | None,
-    out: list[SelectedEntry],
+    out: list[RawEntry],
 ) -> None:
     """Append the entries below directory ``top`` (pre-order, sorted, symlinks not followed).
 
@@ -164,23 +184,42 @@ def _walk_contents(
     are relative to ``top`` (for --exclude). Excluded directories an exception reaches into
     are walked and emitted only if something below them is kept.
     """
+    rel_prefix = "" if match_rel == "." else match_rel + "/"
+    ctx_prefix = "" if real_rel == "." else real_rel + "/"
+    is_dir_mode = stat.S_ISDIR
 
     def visit(
-        directory: Path,
+        directory: str,
+        inner_dir: str,
+        ign_info: MatchInfo | None,
+        exc_info: MatchInfo | None,
+    ) -> bool:
+        # Listing through a descriptor makes each entry's lstat an fstatat relative to it,
+        # which spares the kernel a walk of the full path per entry.
+        fd = os.open(directory, _DIR_FLAGS)
+        try:
+            return visit_fd(fd, directory, inner_dir, ign_info, exc_info)
+        finally:
+            os.close(fd)
+
+    def visit_fd(
+        fd: int,
+        directory: str,
         inner_dir: str,
         ign_info: MatchInfo | None,
         exc_info: MatchInfo | None,
     ) -> bool:
         kept = False
-        for entry in _sorted_scandir(directory):
-            inner = f"{inner_dir}/{entry.name}" if inner_dir else entry.name
-            ctx_rel = inner if real_rel == "." else f"{real_rel}/{inner}"
+        prefix = directory if directory.endswith("/") else directory + "/"
+        for entry in _sorted_scandir(fd):
+            inner = inner_dir + entry.name
             st = entry.stat(follow_symlinks=False)
-            is_dir = stat.S_ISDIR(st.st_mode)
+            is_dir = is_dir_mode(st.st_mode)
             child_ign: MatchInfo | None = None
             child_exc: MatchInfo | None = None
             hidden = False
             if ignore:
+                ctx_rel = ctx_prefix + inner
                 excluded, child_ign = ignore.matches_with_parent(ctx_rel, ign_info)
                 if excluded:
                     if not (is_dir and ignore.must_descend(ctx_rel)):
@@ -192,15 +231,15 @@ def _walk_contents(
                     if not (is_dir and excludes.must_descend(inner)):
                         continue
                     hidden = True
-            rel = inner if match_rel == "." else f"{match_rel}/{inner}"
-            item = SelectedEntry(rel, Path(entry.path), st, match_rel, inner)
+            path = prefix + entry.name
+            item = (rel_prefix + inner, path, st, match_rel, inner)
             if not is_dir:
                 out.append(item)
                 kept = True
                 continue
             mark = len(out)
             out.append(item)
-            below = visit(Path(entry.path), inner, child_ign, child_exc)
+            below = visit(path, inner + "/", child_ign, child_exc)
             if hidden and not below:
                 del out[mark:]
                 continue
@@ -233,8 +272,31 @@ def select_sources(
     A top-level match that is a symlink is followed (within the root) when
     ``follow_root_symlinks``; everything below is listed as it is, symlinks included.
     """
+    return [
+        SelectedEntry(rel, Path(path), st, source_rel, inner)
+        for rel, path, st, source_rel, inner in select_sources_raw(
+            root,
+            sources,
+            excludes=excludes,
+            ignore=ignore,
+            follow_root_symlinks=follow_root_symlinks,
+            allow_empty_wildcard=allow_empty_wildcard,
+        )
+    ]
+
+
+def select_sources_raw(
+    root: Path,
+    sources: Sequence[str],
+    *,
+    excludes: Sequence[str] = (),
+    ignore: PatternMatcher | None = None,
+    follow_root_symlinks: bool = True,
+    allow_empty_wildcard: bool = True,
+) -> list[RawEntry]:
+    """:func:`select_sources` as plain tuples (paths are ``root``-joined strings)."""
     exclude_matcher = PatternMatcher(excludes) if excludes else None
-    out: list[SelectedEntry] = []
+    out: list[RawEntry] = []
     for src in sources:
         matches = resolve_wildcards(root, src, follow=follow_root_symlinks, ignore=ignore)
         wildcard = has_wildcards(src)
@@ -249,7 +311,7 @@ def select_sources(
                 if exclude_matcher.matches(below_head):
                     continue
             out.extend(
-                select_match(root, match, src, exclude_matcher, ignore, follow_root_symlinks)
+                _select_match_raw(root, match, src, exclude_matcher, ignore, follow_root_symlinks)
             )
     return out
 
@@ -263,6 +325,22 @@ def select_match(
     follow: bool,
 ) -> list[SelectedEntry]:
     """The entries of one resolved source path (the path itself, then its contents)."""
+    return [
+        SelectedEntry(rel, Path(path), st, source_rel, inner)
+        for rel, path, st, source_rel, inner in _select_match_raw(
+            root, match, src, excludes, ignore, follow
+        )
+    ]
+
+
+def _select_match_raw(
+    root: Path,
+    match: str,
+    src: str,
+    excludes: PatternMatcher | None,
+    ignore: PatternMatcher | None,
+    follow: bool,
+) -> list[RawEntry]:
     # An excluded dir an exception reaches into still exists in the sent context.
     if ignore and match != "." and ignore.matches(match) and not ignore.must_descend(match):
         raise missing_source_error(src, ignore)
@@ -278,7 +356,8 @@ def select_match(
         and _invisible(ignore, real_rel, stat.S_ISDIR(st.st_mode))
     ):
         raise missing_source_error(src, ignore)
-    out = [SelectedEntry(match, path, st, match, "")]
+    top = str(path)
+    out: list[RawEntry] = [(match, top, st, match, "")]
     if stat.S_ISDIR(st.st_mode):
-        _walk_contents(path, match, real_rel, excludes, ignore, out)
+        _walk_contents(top, match, real_rel, excludes, ignore, out)
     return out

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dockyard.context._paths import root_path
-from dockyard.context.archive import extract_archive, is_archive
 from dockyard.context.dockerignore import PatternMatcher, go_clean, load_dockerignore
 from dockyard.errors import ContextError, UsageError
 
@@ -182,6 +181,7 @@ def _is_remote(spec: str) -> bool:
 
 
 def _open_remote(spec: str, tmpdir: Path) -> Path:
+    from dockyard.context.archive import is_archive
     from dockyard.context.fetch import fetch_git, fetch_url, is_git_url
 
     if is_git_url(spec):
@@ -199,6 +199,9 @@ def _open_remote(spec: str, tmpdir: Path) -> Path:
 
 
 def _unpack(archive: Path, tmpdir: Path) -> Path:
+    # imported here: tarfile is not needed for a directory context
+    from dockyard.context.archive import extract_archive, is_archive
+
     if not is_archive(archive):
         raise ContextError(f"unable to prepare context: {archive} is not a directory or a tar")
     root = tmpdir / "context"
@@ -209,6 +212,8 @@ def _unpack(archive: Path, tmpdir: Path) -> Path:
 
 def _open_stdin(stdin: BinaryIO, tmpdir: Path) -> tuple[Path, str | None]:
     """A tar on stdin becomes the context; anything else is a Dockerfile (empty context)."""
+    from dockyard.context.archive import is_archive
+
     tmpdir.mkdir(parents=True, exist_ok=True)
     spool = tmpdir / "stdin-context"
     size = 0

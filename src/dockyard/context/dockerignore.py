@@ -181,6 +181,8 @@ class _MatchType(Enum):
 
 @dataclass(frozen=True, slots=True)
 class _Pattern:
+    """One compiled pattern line."""
+
     text: str  # cleaned, without the leading "!"
     exclusion: bool
     kind: _MatchType

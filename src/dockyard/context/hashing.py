@@ -1,7 +1,8 @@
 """Content digests of what a COPY/ADD selects, through a persistent stat cache.
 
-The stat cache maps ``(dev, ino, size, mtime_ns, ctime_ns, path)`` to a file's sha256, so a
-no-op rebuild never rereads a file. ``touch -r`` can put an mtime back but never a ctime, so
+The stat cache maps ``(dev, ino, size, mtime_ns, ctime_ns, path)`` to a file's sha256 and
+xattrs, so a no-op rebuild never rereads a file (nor lists its xattrs: setting one changes
+the ctime). ``touch -r`` can put an mtime back but never a ctime, so
 a content change is always seen. An entry whose ctime is too close to the moment it was
 hashed is "racy" (the file could change again within the same clock tick without changing
 its stat) and is rehashed once more before it is trusted, as git does with its index.
@@ -13,6 +14,7 @@ manifest it returns lets the solver explain a miss (:func:`explain_diff`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,15 +22,12 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.context._paths import (
-    SelectedEntry,
-    select_sources,
-)
+from dockyard.context._paths import RawEntry, select_sources_raw
 from dockyard.context.dockerignore import PatternMatcher
 from dockyard.errors import ContextError
 
@@ -43,12 +42,29 @@ __all__ = [
 ]
 
 #: Bumped whenever the serialisation below changes; part of every selection digest.
-DIGEST_VERSION = "dockyard.selection.v1"
+DIGEST_VERSION = "dockyard.selection.v2"
 
 _CHUNK = 1 << 20
 _PARALLEL_MIN_FILES = 8
 _PARALLEL_MIN_BYTES = 8 << 20
 _SQL_BATCH = 500
+
+_Xattrs = tuple[tuple[str, str], ...]
+#: (dev, ino, size, mtime_ns, ctime_ns, hashed_ns, digest, xattrs JSON or "")
+_Row = tuple[int, int, int, int, int, int, str, str]
+_NO_XATTRS: _Xattrs = ()
+_NO_RDEV = (0, 0)
+#: What follows the sha256 in the record of a regular file without xattrs: an empty link
+#: target, device 0 0, no xattrs (see _record).
+_FILE_TAIL = "\0\0" + "0\0" * 3
+_KINDS = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFCHR: "char",
+    stat.S_IFBLK: "block",
+    stat.S_IFIFO: "fifo",
+}
 
 
 def hash_file(path: Path) -> str:
@@ -63,7 +79,7 @@ def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
 
 
 class StatCache:
-    """Persistent ``(dev, ino, size, mtime_ns, ctime_ns, path) -> sha256`` cache.
+    """Persistent ``(dev, ino, size, mtime_ns, ctime_ns, path) -> (sha256, xattrs)`` cache.
 
     ``db_path`` is a SQLite file (WAL), e.g. ``<store>/statcache.db``; ``None`` keeps it in
     memory. Use :meth:`digests` for many files at once: one batched lookup, misses hashed on
@@ -92,13 +108,23 @@ class StatCache:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # v2 adds the xattrs; the v1 table ("statcache") is dropped once, when seen.
             self._db.execute(
-                "CREATE TABLE IF NOT EXISTS statcache ("
+                "CREATE TABLE IF NOT EXISTS statcache2 ("
                 " path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER,"
-                " mtime_ns INTEGER, ctime_ns INTEGER, hashed_ns INTEGER, digest TEXT)"
+                " mtime_ns INTEGER, ctime_ns INTEGER, hashed_ns INTEGER, digest TEXT,"
+                " xattrs TEXT) WITHOUT ROWID"
             )
+            old = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='statcache'"
+            if self._db.execute(old).fetchone() is not None:
+                self._drop_v1()
         except sqlite3.Error as err:
             raise ContextError(f"cannot open the stat cache {target}: {err}") from None
+
+    def _drop_v1(self) -> None:
+        # Disposable: a busy database keeps it until the next open.
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("DROP TABLE IF EXISTS statcache")
 
     def close(self) -> None:
         """Close the database."""
@@ -117,83 +143,116 @@ class StatCache:
 
     def digests(self, items: Sequence[tuple[Path, os.stat_result]]) -> list[str]:
         """Digests of many regular files (in the order given), reading only the misses."""
-        keys = [str(os.path.abspath(p)) for p, _ in items]
-        known = self._lookup(keys)
-        results: list[str | None] = [None] * len(items)
+        paths = [os.path.abspath(p) for p, _ in items]
+        found = self.lookup(paths, [st for _, st in items])
+        return [digest for digest, _ in found]
+
+    def lookup(
+        self,
+        paths: Sequence[str],
+        stats: Sequence[os.stat_result],
+        prefixes: Sequence[str] = (),
+    ) -> list[tuple[str, _Xattrs]]:
+        """``(digest, xattrs)`` of regular files given by absolute path and ``os.lstat``.
+
+        Every path under one of the directory ``prefixes`` (each ending in "/") is looked
+        up with one range query per prefix; the rest one by one, in batches.
+        """
+        known = self._rows(paths, prefixes)
+        results: list[tuple[str, _Xattrs] | None] = [None] * len(paths)
         todo: list[int] = []
-        for i, (key, (_, st)) in enumerate(zip(keys, items, strict=True)):
-            row = known.get(key)
-            if row is not None and row[0] == _stat_key(st):
-                hashed_ns = row[1]
-                if st.st_ctime_ns + self.racy_window_ns < hashed_ns:
-                    results[i] = row[2]
-                    continue
+        racy = self.racy_window_ns
+        for i, (path, st) in enumerate(zip(paths, stats, strict=True)):
+            row = known.get(path)
+            if row is not None and (
+                row[4] == st.st_ctime_ns
+                and row[3] == st.st_mtime_ns
+                and row[2] == st.st_size
+                and row[1] == st.st_ino
+                and row[0] == st.st_dev
+                and st.st_ctime_ns + racy < row[5]
+            ):
+                results[i] = (row[6], _decode_xattrs(row[7]) if row[7] else _NO_XATTRS)
+                continue
             todo.append(i)
         if todo:
-            fresh = self._hash_many([items[i][0] for i in todo], [items[i][1] for i in todo])
+            fresh = self._hash_many([paths[i] for i in todo], [stats[i] for i in todo])
             rows = []
-            for i, (digest, hashed_ns) in zip(todo, fresh, strict=True):
-                results[i] = digest
-                st = items[i][1]
-                rows.append((keys[i], *_stat_key(st), hashed_ns, digest))
+            for i, (digest, xattrs, hashed_ns) in zip(todo, fresh, strict=True):
+                results[i] = (digest, xattrs)
+                st = stats[i]
+                rows.append(
+                    (paths[i], *_stat_key(st), hashed_ns, digest, _encode_xattrs(xattrs))
+                )
             self._store(rows)
         return [r for r in results if r is not None]
 
-    def _lookup(
-        self, keys: list[str]
-    ) -> dict[str, tuple[tuple[int, int, int, int, int], int, str]]:
-        found: dict[str, tuple[tuple[int, int, int, int, int], int, str]] = {}
-        unique = list(dict.fromkeys(keys))
+    def _rows(self, paths: Sequence[str], prefixes: Sequence[str]) -> dict[str, _Row]:
+        found: dict[str, _Row] = {}
+        select = (
+            "SELECT path, dev, ino, size, mtime_ns, ctime_ns, hashed_ns, digest, xattrs"
+            " FROM statcache2 WHERE "
+        )
         with self._db_lock:
-            self._lookup_into(unique, found)
+            for prefix in dict.fromkeys(prefixes):
+                # every path starting with "<dir>/" sorts in ["<dir>/", "<dir>0")
+                cursor = self._db.execute(
+                    select + "path > ? AND path < ?", (prefix, prefix[:-1] + "0")
+                )
+                for row in cursor:
+                    found[row[0]] = row[1:]
+            rest = [p for p in dict.fromkeys(paths) if p not in found]
+            if prefixes:
+                rest = [p for p in rest if not p.startswith(tuple(prefixes))]
+            for start in range(0, len(rest), _SQL_BATCH):
+                chunk = rest[start : start + _SQL_BATCH]
+                marks = ",".join("?" * len(chunk))
+                for row in self._db.execute(select + f"path IN ({marks})", chunk):
+                    found[row[0]] = row[1:]
         return found
 
-    def _lookup_into(
-        self, unique: list[str], found: dict[str, tuple[tuple[int, int, int, int, int], int, str]]
-    ) -> None:
-        for start in range(0, len(unique), _SQL_BATCH):
-            chunk = unique[start : start + _SQL_BATCH]
-            marks = ",".join("?" * len(chunk))
-            cursor = self._db.execute(
-                "SELECT path, dev, ino, size, mtime_ns, ctime_ns, hashed_ns, digest"
-                f" FROM statcache WHERE path IN ({marks})",
-                chunk,
-            )
-            for path, dev, ino, size, mtime, ctime, hashed_ns, digest in cursor:
-                found[path] = ((dev, ino, size, mtime, ctime), hashed_ns, digest)
-
-    def _store(self, rows: list[tuple[str, int, int, int, int, int, int, str]]) -> None:
+    def _store(self, rows: list[tuple[str, int, int, int, int, int, int, str, str]]) -> None:
         try:
             with self._db_lock, self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO statcache"
-                    " (path, dev, ino, size, mtime_ns, ctime_ns, hashed_ns, digest)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO statcache2"
+                    " (path, dev, ino, size, mtime_ns, ctime_ns, hashed_ns, digest, xattrs)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
         except sqlite3.Error:
             # The cache is an optimisation: a locked or read-only database only costs rereads.
             pass
 
-    def _hash_one(self, path: Path, st: os.stat_result) -> tuple[str, int]:
+    def _hash_one(self, path: str, st: os.stat_result) -> tuple[str, _Xattrs, int]:
         # The time is taken before reading so that a write racing the read is seen as racy.
         hashed_ns = time.time_ns()
         if self.on_read is not None:
-            self.on_read(path)
+            self.on_read(Path(path))
         try:
-            digest = hash_file(path)
+            digest = hash_file(Path(path))
         except OSError as err:
             raise ContextError(f"cannot read {path}: {err.strerror}") from None
-        return digest, hashed_ns
+        return digest, _xattrs(path), hashed_ns
 
-    def _hash_many(self, paths: list[Path], stats: list[os.stat_result]) -> list[tuple[str, int]]:
+    def _hash_many(
+        self, paths: list[str], stats: list[os.stat_result]
+    ) -> list[tuple[str, _Xattrs, int]]:
         self.reads += len(paths)
         total = sum(st.st_size for st in stats)
         if self.workers > 1 and (len(paths) >= _PARALLEL_MIN_FILES or total >= _PARALLEL_MIN_BYTES):
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 return list(pool.map(self._hash_one, paths, stats))
         return [self._hash_one(p, st) for p, st in zip(paths, stats, strict=True)]
+
+
+def _encode_xattrs(xattrs: _Xattrs) -> str:
+    return json.dumps(xattrs, separators=(",", ":")) if xattrs else ""
+
+
+def _decode_xattrs(text: str) -> _Xattrs:
+    return tuple((str(k), str(v)) for k, v in json.loads(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,26 +310,16 @@ class SelectionDigest:
 
 
 def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if stat.S_ISCHR(mode):
-        return "char"
-    if stat.S_ISBLK(mode):
-        return "block"
-    if stat.S_ISFIFO(mode):
-        return "fifo"
-    return "socket"
+    return _KINDS.get(stat.S_IFMT(mode), "socket")
 
 
-def _xattrs(path: Path) -> tuple[tuple[str, str], ...]:
+def _xattrs(path: str | Path) -> _Xattrs:
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
-        return ()
+        return _NO_XATTRS
+    if not names:
+        return _NO_XATTRS
     out = []
     for name in sorted(names):
         # The SELinux label is host policy, not content (BuildKit drops it as well).
@@ -284,47 +333,79 @@ def _xattrs(path: Path) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _record(rel: str, meta: FileMeta) -> str:
+    """One entry of the digested manifest: NUL-terminated fields (no field can hold a NUL;
+    the xattr count makes the variable part unambiguous)."""
+    fields = [
+        rel,
+        meta.type,
+        f"{meta.mode:o}",
+        str(meta.uid),
+        str(meta.gid),
+        str(meta.size),
+        meta.sha256,
+        meta.linkname,
+        str(meta.rdev[0]),
+        str(meta.rdev[1]),
+        str(len(meta.xattrs)),
+    ]
+    for name, value in meta.xattrs:
+        fields += (name, value)
+    return "\0".join(fields) + "\0"
+
+
 def _manifest(
-    entries: Iterable[SelectedEntry], stat_cache: StatCache, zero_owner: bool
-) -> dict[str, FileMeta]:
-    listed = list(entries)
-    regular = [e for e in listed if stat.S_ISREG(e.st.st_mode)]
-    shas = dict(
-        zip(
-            (e.rel for e in regular),
-            stat_cache.digests([(e.path, e.st) for e in regular]),
-            strict=True,
-        )
-    )
+    entries: list[RawEntry], stat_cache: StatCache, zero_owner: bool, prefixes: Sequence[str]
+) -> tuple[dict[str, FileMeta], dict[str, str]]:
+    """The manifest and, per path, its :func:`_record` (for the regular-file fast path the
+    record is formatted directly rather than through :func:`_record`)."""
+    regular = [e for e in entries if stat.S_ISREG(e[2].st_mode)]
+    # in entry order, so the main loop takes them one by one
+    found = iter(stat_cache.lookup([e[1] for e in regular], [e[2] for e in regular], prefixes))
     files: dict[str, FileMeta] = {}
-    for entry in listed:
-        st = entry.st
-        kind = _kind(st.st_mode)
-        if kind == "socket":
-            continue
-        files[entry.rel] = FileMeta(
-            type=kind,
-            mode=stat.S_IMODE(st.st_mode),
-            uid=0 if zero_owner else st.st_uid,
-            gid=0 if zero_owner else st.st_gid,
-            size=st.st_size if kind == "file" else 0,
-            sha256=shas.get(entry.rel, ""),
-            linkname=os.readlink(entry.path) if kind == "symlink" else "",
-            xattrs=_xattrs(entry.path),
-            rdev=(os.major(st.st_rdev), os.minor(st.st_rdev))
-            if kind in ("char", "block")
-            else (0, 0),
-        )
-    return files
+    records: dict[str, str] = {}
+    kinds = _KINDS
+    tail = _FILE_TAIL
+    for rel, path, st, _, _ in entries:
+        mode = st.st_mode
+        kind = kinds.get(mode & 0o170000)
+        if kind is None:
+            continue  # a socket is not copied
+        if zero_owner:
+            uid = gid = 0
+        else:
+            uid, gid = st.st_uid, st.st_gid
+        perm = mode & 0o7777
+        if kind == "file":
+            sha, xattrs = next(found)
+            size = st.st_size
+            meta = FileMeta(kind, perm, uid, gid, size, sha, "", xattrs, _NO_RDEV)
+            if not xattrs:
+                records[rel] = f"{rel}\0file\0{perm:o}\0{uid}\0{gid}\0{size}\0{sha}{tail}"
+                files[rel] = meta
+                continue
+        else:
+            meta = FileMeta(
+                kind,
+                perm,
+                uid,
+                gid,
+                0,
+                "",
+                os.readlink(path) if kind == "symlink" else "",
+                _xattrs(path),
+                (os.major(st.st_rdev), os.minor(st.st_rdev))
+                if kind in ("char", "block")
+                else _NO_RDEV,
+            )
+        files[rel] = meta
+        records[rel] = _record(rel, meta)
+    return files, records
 
 
-def _digest_of(files: dict[str, FileMeta]) -> str:
-    h = hashlib.sha256()
-    h.update(DIGEST_VERSION.encode() + b"\n")
-    for rel in sorted(files):
-        line = json.dumps([rel, *files[rel].to_json()], separators=(",", ":"), ensure_ascii=False)
-        h.update(line.encode("utf-8", errors="surrogateescape") + b"\n")
-    return "sha256:" + h.hexdigest()
+def _digest_of(records: dict[str, str]) -> str:
+    text = DIGEST_VERSION + "\n" + "".join([records[rel] for rel in sorted(records)])
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def digest_selection(
@@ -347,16 +428,23 @@ def digest_selection(
     False for another stage's rootfs. A top-level source that is a symlink is followed within
     the root when ``follow_root_symlinks``. Raises ContextError for a missing source.
     """
-    entries = select_sources(
-        ctx_root,
+    # Absolute once, so every walked path is already the stat cache's absolute key.
+    root = Path(os.path.abspath(ctx_root))
+    entries = select_sources_raw(
+        root,
         sources,
         excludes=excludes,
         ignore=ignore,
         follow_root_symlinks=follow_root_symlinks,
         allow_empty_wildcard=allow_empty_wildcard,
     )
-    files = _manifest(entries, stat_cache, zero_owner)
-    return SelectionDigest(_digest_of(files), files)
+    prefixes = [
+        e[1] if e[1].endswith("/") else e[1] + "/"
+        for e in entries
+        if e[4] == "" and stat.S_ISDIR(e[2].st_mode)
+    ]
+    files, records = _manifest(entries, stat_cache, zero_owner, prefixes)
+    return SelectionDigest(_digest_of(records), files)
 
 
 def _what_changed(old: FileMeta, new: FileMeta) -> str:

@@ -43,6 +43,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class FromInstruction:
+    """FROM image [AS name], with --platform."""
+
     location: Location
     original: str
     image: str
@@ -52,6 +54,8 @@ class FromInstruction:
 
 @dataclass(frozen=True, slots=True)
 class RunInstruction:
+    """RUN, shell or exec form, with its --mount/--network/--security flags."""
+
     location: Location
     original: str
     command: tuple[str, ...]
@@ -64,6 +68,8 @@ class RunInstruction:
 
 @dataclass(frozen=True, slots=True)
 class CmdInstruction:
+    """CMD, shell or exec form."""
+
     location: Location
     original: str
     command: tuple[str, ...]
@@ -72,6 +78,8 @@ class CmdInstruction:
 
 @dataclass(frozen=True, slots=True)
 class EntrypointInstruction:
+    """ENTRYPOINT, shell or exec form."""
+
     location: Location
     original: str
     command: tuple[str, ...]
@@ -80,6 +88,8 @@ class EntrypointInstruction:
 
 @dataclass(frozen=True, slots=True)
 class LabelInstruction:
+    """LABEL key=value pairs."""
+
     location: Location
     original: str
     pairs: tuple[tuple[str, str], ...]
@@ -87,6 +97,8 @@ class LabelInstruction:
 
 @dataclass(frozen=True, slots=True)
 class MaintainerInstruction:
+    """MAINTAINER name (deprecated)."""
+
     location: Location
     original: str
     name: str
@@ -94,6 +106,8 @@ class MaintainerInstruction:
 
 @dataclass(frozen=True, slots=True)
 class ExposeInstruction:
+    """EXPOSE ports."""
+
     location: Location
     original: str
     ports: tuple[str, ...]
@@ -101,6 +115,8 @@ class ExposeInstruction:
 
 @dataclass(frozen=True, slots=True)
 class EnvInstruction:
+    """ENV key=value pairs."""
+
     location: Location
     original: str
     pairs: tuple[tuple[str, str], ...]
@@ -108,6 +124,8 @@ class EnvInstruction:
 
 @dataclass(frozen=True, slots=True)
 class AddInstruction:
+    """ADD sources to a destination, with its flags."""
+
     location: Location
     original: str
     sources: tuple[str, ...]
@@ -124,6 +142,8 @@ class AddInstruction:
 
 @dataclass(frozen=True, slots=True)
 class CopyInstruction:
+    """COPY sources to a destination, with its flags."""
+
     location: Location
     original: str
     sources: tuple[str, ...]
@@ -139,6 +159,8 @@ class CopyInstruction:
 
 @dataclass(frozen=True, slots=True)
 class VolumeInstruction:
+    """VOLUME paths."""
+
     location: Location
     original: str
     paths: tuple[str, ...]
@@ -146,6 +168,8 @@ class VolumeInstruction:
 
 @dataclass(frozen=True, slots=True)
 class UserInstruction:
+    """USER user[:group]."""
+
     location: Location
     original: str
     user: str
@@ -153,6 +177,8 @@ class UserInstruction:
 
 @dataclass(frozen=True, slots=True)
 class WorkdirInstruction:
+    """WORKDIR path."""
+
     location: Location
     original: str
     path: str
@@ -160,6 +186,8 @@ class WorkdirInstruction:
 
 @dataclass(frozen=True, slots=True)
 class ArgInstruction:
+    """ARG name[=default] declarations."""
+
     location: Location
     original: str
     args: tuple[tuple[str, str | None], ...]
@@ -167,6 +195,8 @@ class ArgInstruction:
 
 @dataclass(frozen=True, slots=True)
 class OnbuildInstruction:
+    """ONBUILD and the instruction it carries."""
+
     location: Location
     original: str
     expression: str
@@ -175,6 +205,8 @@ class OnbuildInstruction:
 
 @dataclass(frozen=True, slots=True)
 class StopSignalInstruction:
+    """STOPSIGNAL signal."""
+
     location: Location
     original: str
     signal: str
@@ -182,6 +214,8 @@ class StopSignalInstruction:
 
 @dataclass(frozen=True, slots=True)
 class HealthcheckInstruction:
+    """HEALTHCHECK, its command or NONE, and its options."""
+
     location: Location
     original: str
     test: tuple[str, ...] | None
@@ -194,6 +228,8 @@ class HealthcheckInstruction:
 
 @dataclass(frozen=True, slots=True)
 class ShellInstruction:
+    """SHELL exec form."""
+
     location: Location
     original: str
     shell: tuple[str, ...]

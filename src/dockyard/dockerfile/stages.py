@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import os
-import platform as _platform
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -142,7 +141,8 @@ def _normalize_arch(arch: str, variant: str = "") -> tuple[str, str]:
 
 def host_platform() -> Platform:
     """The platform of this machine, as BuildKit's default build platform."""
-    machine = _platform.machine().lower()
+    # what platform.machine() returns on POSIX, without importing platform (start-up time)
+    machine = os.uname().machine.lower()
     arch, variant = _normalize_arch(machine)
     if machine.startswith("armv7"):
         arch, variant = "arm", "v7"

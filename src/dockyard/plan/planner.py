@@ -70,6 +70,8 @@ def plan_build(
 
 @dataclass
 class _State:
+    """What the planner tracks while it walks one stage."""
+
     config: dict[str, Any]
     args: dict[str, str] = field(default_factory=dict)  # ARGs in scope, in declaration order
     cmd_set: bool = False

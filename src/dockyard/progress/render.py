@@ -95,6 +95,8 @@ def format_log_time(seconds: float) -> str:
 
 @dataclass
 class _PlainVertex:
+    """A step the plain renderer has printed, with its pending partial output line."""
+
     index: int
     name: str
     started: float

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dockyard.errors import UsageError
 from dockyard.snapshot._meta import MetaTable
@@ -24,8 +24,21 @@ from dockyard.snapshot.base import (
     our_mounts,
     unmount,
 )
-from dockyard.snapshot.native import NativeSnapshotter
 from dockyard.snapshot.overlay import OverlaySnapshotter
+
+if TYPE_CHECKING:
+    from dockyard.snapshot.native import NativeSnapshotter
+
+
+def __getattr__(name: str) -> Any:
+    # The copy-based snapshotter is imported on first use: with overlay it never is.
+    if name == "NativeSnapshotter":
+        from dockyard.snapshot.native import NativeSnapshotter
+
+        globals()[name] = NativeSnapshotter
+        return NativeSnapshotter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Mount",
@@ -102,7 +115,7 @@ def open_snapshotter(
 ) -> OverlaySnapshotter | NativeSnapshotter:
     """The snapshotter for store ``root``: ``overlay``, ``native``, or ``auto`` (probe)."""
     if kind == "native":
-        return NativeSnapshotter(root)
+        return _native(root)
     if kind == "overlay":
         ok, reason = overlay_supported(root)
         if not ok:
@@ -113,6 +126,12 @@ def open_snapshotter(
     # Keep using whichever kind made the snapshots already there.
     recorded = MetaTable(root).recorded_driver()
     if recorded == "native":
-        return NativeSnapshotter(root)
+        return _native(root)
     ok, _ = overlay_supported(root)
-    return OverlaySnapshotter(root) if ok or recorded == "overlay" else NativeSnapshotter(root)
+    return OverlaySnapshotter(root) if ok or recorded == "overlay" else _native(root)
+
+
+def _native(root: Path) -> NativeSnapshotter:
+    from dockyard.snapshot.native import NativeSnapshotter
+
+    return NativeSnapshotter(root)

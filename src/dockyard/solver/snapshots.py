@@ -8,8 +8,8 @@ needed. Used by the solver, ``dockyard run`` and anything else that needs an ima
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,6 +17,12 @@ from typing import Any, BinaryIO
 from dockyard.errors import BuildError
 from dockyard.image.oci import chain_ids
 from dockyard.store.db import Store
+
+
+def _unique() -> str:
+    """A random hex name for a temporary snapshot or directory."""
+    # os.urandom rather than uuid: uuid imports platform, which costs start-up time
+    return os.urandom(16).hex()
 
 
 class LayerSnapshots:
@@ -52,7 +58,7 @@ class LayerSnapshots:
             if snap.exists(chain):
                 return chain
             parent = self.ensure(diff_ids[:-1])
-            key = f"extract-{uuid.uuid4().hex}"
+            key = f"extract-{_unique()}"
             snap.prepare(key, parent)
             try:
                 with self.layer_stream(diff_ids[-1]) as stream:
@@ -151,7 +157,7 @@ class LayerSnapshots:
         from dockyard.snapshot.base import mounted
 
         if not diff_ids:
-            empty = self.store.root / "tmp" / f"empty-{uuid.uuid4().hex}"
+            empty = self.store.root / "tmp" / f"empty-{_unique()}"
             empty.mkdir(parents=True)
             try:
                 yield empty
@@ -159,7 +165,7 @@ class LayerSnapshots:
                 empty.rmdir()
             return
         parent = self.ensure(diff_ids)
-        key = f"view-{uuid.uuid4().hex}"
+        key = f"view-{_unique()}"
         mounts = self.snapshotter.view(key, parent)
         try:
             with mounted(mounts, under=self.store.root / "mnt") as root:
@@ -173,7 +179,7 @@ class LayerSnapshots:
         from dockyard.snapshot.base import mounted
 
         parent = self.ensure(diff_ids)
-        key = f"run-{uuid.uuid4().hex}"
+        key = f"run-{_unique()}"
         mounts = self.snapshotter.prepare(key, parent)
         try:
             with mounted(mounts, under=self.store.root / "mnt") as root:

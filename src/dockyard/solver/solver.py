@@ -19,7 +19,6 @@ import contextlib
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -51,6 +50,13 @@ from dockyard.progress.events import (
 from dockyard.solver import keys
 from dockyard.solver.snapshots import LayerSnapshots
 from dockyard.store.db import CacheRecord, Store
+
+
+def _unique() -> str:
+    """A random hex name for a temporary snapshot or directory."""
+    # os.urandom rather than uuid: uuid imports platform, which costs start-up time
+    return os.urandom(16).hex()
+
 
 EMPTY_TAR_SIZE = 1024  # a tar stream with no entries: two zero blocks
 
@@ -95,6 +101,8 @@ class StageState:
 
 @dataclass
 class SolveOptions:
+    """Build-wide options of one solve (the CLI flags that are not the plan)."""
+
     no_cache: bool = False
     no_cache_filter: frozenset[str] = frozenset()
     cache_ttl: float | None = None  # seconds
@@ -547,7 +555,7 @@ class Solver:
         op = step.op
         link = isinstance(op, CopyOp) and op.link
         parent = None if link else self.ensure_snapshot(state.diff_ids)
-        key = f"step-{uuid.uuid4().hex}"
+        key = f"step-{_unique()}"
         mounts = snap.prepare(key, parent)
         try:
             with mounted(mounts, under=self.store.root / "mnt") as rootfs:

@@ -1,6 +1,7 @@
 """The build cache seen from the user's side: list it, measure it, prune it by a policy.
 
-What a cache record costs is its layer: the bytes of every stored form of its ``diff_id``.
+What a cache record costs is its layer: the bytes of every stored form of its ``diff_id``
+(for a snapshot-backed layer with no blob yet, the size of its tar).
 A layer that an image also uses (tagged or not) is *shared*: deleting the record frees none
 of it, so "reclaimable" and ``--keep-storage`` count only layers no image uses, each once.
 
@@ -14,10 +15,12 @@ Pruning (:func:`prune_cache`) picks records by a :class:`PrunePolicy`:
   layer is part of no tagged image (the step's filesystem chain is not a prefix of a tagged
   image's chain). Records that made no layer cost nothing and stay.
 
-Every mode also drops records whose layer blob is gone from the store (they can never hit).
+Every mode also drops records whose layer is gone from the store, no blob and no snapshot to
+write it from (they can never hit).
 Records are chosen and deleted under the store's exclusive lock; then the store's garbage
 collection (:func:`dockyard.store.gc.prune`) removes blobs nothing references any more, and
-committed snapshots whose chain no image or remaining record uses are removed too. Tagged
+committed snapshots whose chain no image or remaining record uses are removed too, except
+the one a used layer without a blob is written from (its only copy). Tagged
 (and untagged) images always stay, with everything they reference.
 """
 
@@ -33,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dockyard.errors import DockyardError, StoreError, UsageError
+from dockyard.errors import DockyardError, NotFoundError, StoreError, UsageError
 from dockyard.image.oci import chain_ids
-from dockyard.store.db import CacheRecord, Store
+from dockyard.store.db import CacheRecord, LayerSnapshot, Store
 from dockyard.store.gc import prune as gc_prune
 
 __all__ = [
@@ -172,7 +175,7 @@ def _layer_disk_size(store: Store, diff_id: str) -> tuple[int, bool]:
             present = True
             with contextlib.suppress(OSError):
                 size += store.blobs.size(digest)
-    if not present and layer is not None and layer.snapshots and store.layer_present(diff_id):
+    if not present and layer is not None and layer.snapshots:
         # Snapshot-backed (no blob yet): its bytes on disk are the snapshot's diff, about
         # the size of its tar.
         return layer.size or 0, True
@@ -413,17 +416,39 @@ def sweep_snapshots(store: Store, snapshotter: SnapshotSweeper) -> tuple[int, in
     while dead and progress:
         progress = False
         for name in list(dead):
+            backed = _layer_sources(store, name, kind)
+            # Rows go first: a crash after them leaves an unclaimed snapshot (swept next
+            # time), never a layer that claims a snapshot that is gone.
+            store.forget_snapshot_layers(name, kind)
             try:
                 size = _tree_size(snapshotter.fs_dir(name).parent)
                 snapshotter.remove(name)
+            except NotFoundError:
+                continue  # already gone (its rows too, now)
             except StoreError:
-                continue  # has children (still used) or already gone
-            store.forget_snapshot_layers(name, kind)
+                for diff_id, (size_, source) in backed:  # it stays: so do its rows
+                    store.put_snapshot_layer(diff_id, size_, source)
+                continue  # has children (still used)
             dead.remove(name)
             removed += 1
             freed += size
             progress = True
     return removed, freed
+
+
+def _layer_sources(
+    store: Store, chain_id: str, kind: str | None
+) -> list[tuple[str, tuple[int, LayerSnapshot]]]:
+    """The layers snapshot ``chain_id`` backs: (diff id, (tar size, source))."""
+    out: list[tuple[str, tuple[int, LayerSnapshot]]] = []
+    for diff_id in store.layers_backed_by(chain_id):
+        layer = store.get_layer(diff_id)
+        if layer is None:
+            continue
+        for source in layer.snapshots:
+            if source.chain_id == chain_id and (kind is None or source.snapshotter == kind):
+                out.append((diff_id, (layer.size or 0, source)))
+    return out
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -915,6 +916,23 @@ class Store:
                     (chain_id, snapshotter),
                 )
 
+    def layers_backed_by(self, chain_id: str) -> list[str]:
+        """Diff ids recorded as the diff of committed snapshot ``chain_id``."""
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT DISTINCT diff_id FROM layer_snapshots WHERE chain_id=? ORDER BY diff_id",
+                (chain_id,),
+            )
+        ]
+
+    def _forget_layer_source(self, diff_id: str, source: LayerSnapshot) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM layer_snapshots WHERE diff_id=? AND snapshotter=? AND chain_id=?",
+                (diff_id, source.snapshotter, source.chain_id),
+            )
+
     def _snapshot_source(self, kind: str) -> Any:
         """The snapshotter named ``kind`` over this store's snapshots, if it keeps diffs."""
         cache: dict[str, Any] = self.__dict__.setdefault("_snapshot_sources", {})
@@ -938,7 +956,12 @@ class Store:
         return out
 
     def layer_present(self, diff_id: str) -> bool:
-        """Whether the layer's bytes can be had: a stored form, or a snapshot it is the diff of."""
+        """Whether the layer's bytes can be had: a stored form, or a snapshot it is the diff of.
+
+        Snapshot sources are taken from the database without opening the snapshotter (this
+        runs for every cached step): prune drops a snapshot's rows before removing it, and
+        :meth:`ensure_layer_blob` drops rows whose snapshot turns out to be gone.
+        """
         if self.blobs.has(diff_id):
             return True
         layer = self.get_layer(diff_id)
@@ -946,7 +969,7 @@ class Store:
             return False
         if any(self.blobs.has(b.digest) for b in layer.blobs.values()):
             return True
-        return bool(self._live_sources(layer))
+        return bool(layer.snapshots)
 
     def ensure_layer_blob(self, diff_id: str) -> str:
         """Make sure the uncompressed tar of layer ``diff_id`` is a blob; returns its digest.
@@ -958,18 +981,23 @@ class Store:
         """
         if self.blobs.has(diff_id):
             return diff_id
+        # Shared with builds, so no prune removes the snapshot or the new blob meanwhile.
+        with self.build_lock():
+            if self.blobs.has(diff_id):  # written by someone else while we waited
+                return diff_id
+            return self._regenerate(diff_id)
+
+    def _regenerate(self, diff_id: str) -> str:
         layer = self.get_layer(diff_id)
         sources = self._live_sources(layer) if layer is not None else []
+        if layer is not None:
+            live = {s.chain_id for s, _ in sources}
+            for gone in layer.snapshots:
+                if gone.chain_id not in live:  # removed behind our back: stop claiming it
+                    self._forget_layer_source(diff_id, gone)
         if not sources:
             raise NotFoundError(f"layer {diff_id} is missing from the store")
         errors: list[str] = []
-        # Shared with builds, so no prune removes the snapshot or the new blob meanwhile.
-        with self.build_lock():
-            return self._regenerate(diff_id, sources, errors)
-
-    def _regenerate(
-        self, diff_id: str, sources: list[tuple[LayerSnapshot, Any]], errors: list[str]
-    ) -> str:
         for source, snap in sources:
             with self.blobs.writer() as w:
                 try:
@@ -1132,15 +1160,23 @@ class Store:
         if row is None:
             return None
         info: dict[str, Any] = json.loads(row[0])
+        _map_steps(info, _unpack_step)
         return info
 
     def put_build_history(self, dockerfile: str, target: str, info: Mapping[str, Any]) -> None:
-        """Replace the last-build record of ``dockerfile`` and ``target``."""
+        """Replace the last-build record of ``dockerfile`` and ``target``.
+
+        A step's ``"files"`` (a COPY's per-file manifest, the bulk of a record) is stored
+        compressed and read back as a :class:`PackedManifest`, which is only decoded when
+        used: a no-op rebuild reads the record without parsing thousands of entries.
+        """
+        packed = dict(info)
+        _map_steps(packed, _pack_step)
         with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO build_history(dockerfile, target, info, updated)"
                 " VALUES (?,?,?,?)",
-                (dockerfile, target, json.dumps(dict(info), sort_keys=True), _now()),
+                (dockerfile, target, json.dumps(packed, sort_keys=True), _now()),
             )
 
     # --- stat cache ---
@@ -1190,3 +1226,66 @@ class Store:
         """Forget the whole stat cache."""
         with self._write(self._stat_db) as db:
             db.execute("DELETE FROM stat_cache")
+
+
+class PackedManifest(Mapping[str, Any]):
+    """A build-history file manifest kept as stored (zlib'd JSON, base64) until first read."""
+
+    __slots__ = ("_data", "packed")
+
+    def __init__(self, packed: str) -> None:
+        self.packed = packed
+        self._data: dict[str, Any] | None = None
+
+    @classmethod
+    def pack(cls, files: Mapping[str, Any]) -> PackedManifest:
+        """Pack a manifest (``path -> JSON value``)."""
+        import base64
+
+        text = json.dumps(dict(files), sort_keys=True, separators=(",", ":"))
+        return cls(base64.b64encode(zlib.compress(text.encode(), 1)).decode("ascii"))
+
+    def _load(self) -> dict[str, Any]:
+        if self._data is None:
+            import base64
+
+            data: dict[str, Any] = json.loads(zlib.decompress(base64.b64decode(self.packed)))
+            self._data = data
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def _map_steps(info: dict[str, Any], fn: Callable[[Any], Any]) -> None:
+    """Apply ``fn`` to every step of a history record (a dict or list of steps), in place."""
+    steps = info.get("steps")
+    if isinstance(steps, dict):
+        info["steps"] = {vid: fn(step) for vid, step in steps.items()}
+    elif isinstance(steps, list):
+        info["steps"] = [fn(step) for step in steps]
+
+
+def _pack_step(step: Any) -> Any:
+    if not isinstance(step, Mapping) or "files" not in step:
+        return step
+    out = dict(step)
+    files = out.pop("files")
+    if not isinstance(files, Mapping):
+        return step
+    if not isinstance(files, PackedManifest):
+        files = PackedManifest.pack(files)
+    out["files_z"] = files.packed
+    return out
+
+
+def _unpack_step(step: Any) -> Any:
+    if isinstance(step, dict) and isinstance(step.get("files_z"), str):
+        step["files"] = PackedManifest(step.pop("files_z"))
+    return step

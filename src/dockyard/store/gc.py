@@ -8,7 +8,9 @@ What is alive (computed under the store's exclusive lock, so no build is running
 * a layer alive by either of those keeps every stored form of it (uncompressed and
   compressed); a layer record nothing uses is forgotten;
 * snapshots whose chain id is a prefix chain of a live image or a cache record's chain,
-  together with their parents.
+  together with their parents (the overlay snapshots are swept by
+  ``cache_gc.sweep_snapshots``, which also keeps the snapshot a blob-less live layer is
+  written from); a forgotten layer's snapshot-backing rows go with its record.
 
 Everything else goes: blobs on disk, layer and snapshot records, snapshot directories (via
 the snapshotter's ``remove_snapshot`` hook), leftovers in ``tmp/``, and, with ``all_cache``,

@@ -1,0 +1,86 @@
+"""The build history record: COPY manifests are stored packed and decoded only when read."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.store.db import PackedManifest, Store
+
+MANIFEST = {
+    "src/a.c": ["file", 420, 0, 0, 3, "sha256:" + "a" * 64, "", [], [0, 0]],
+    "src": ["dir", 493, 0, 0, 0, "", "", [], [0, 0]],
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "store") as opened:
+        yield opened
+
+
+def _record(files: object) -> dict[str, object]:
+    return {
+        "steps": {
+            "0/1": {"key": "k1", "components": {"content": "sha256:c"}, "files": files},
+            "0/2": {"key": "k2", "components": {}},
+        },
+        "time": 1.0,
+    }
+
+
+def test_manifest_round_trips_and_is_decoded_lazily(store: Store) -> None:
+    store.put_build_history("/ctx/Dockerfile", "", _record(MANIFEST))
+    got = store.get_build_history("/ctx/Dockerfile", "")
+    assert got is not None
+    files = got["steps"]["0/1"]["files"]
+    assert isinstance(files, PackedManifest)
+    assert files._data is None  # nothing parsed by reading the record
+    assert dict(files) == MANIFEST
+    assert got["steps"]["0/2"] == {"key": "k2", "components": {}}
+    assert got == _record(MANIFEST)
+
+
+def test_a_packed_manifest_is_written_back_without_decoding(store: Store) -> None:
+    store.put_build_history("/ctx/Dockerfile", "", _record(MANIFEST))
+    got = store.get_build_history("/ctx/Dockerfile", "")
+    assert got is not None
+    files = got["steps"]["0/1"]["files"]
+    store.put_build_history("/ctx/Dockerfile", "", got)
+    assert files._data is None
+    again = store.get_build_history("/ctx/Dockerfile", "")
+    assert again is not None and dict(again["steps"]["0/1"]["files"]) == MANIFEST
+
+
+def test_the_callers_record_is_not_changed(store: Store) -> None:
+    record = _record(MANIFEST)
+    store.put_build_history("/ctx/Dockerfile", "", record)
+    assert record == _record(MANIFEST)
+    step = record["steps"]["0/1"]  # type: ignore[index]
+    assert step["files"] == MANIFEST
+
+
+def test_records_written_before_packing_still_read(store: Store) -> None:
+    # an older dockyard stored the manifest inline as JSON
+    store.put_build_history("/ctx/Dockerfile", "", {"steps": {}})
+    with sqlite3.connect(store.db_path) as db:
+        db.execute(
+            "UPDATE build_history SET info=? WHERE dockerfile=?",
+            (json.dumps(_record(MANIFEST)), "/ctx/Dockerfile"),
+        )
+    db.close()
+    got = store.get_build_history("/ctx/Dockerfile", "")
+    assert got == _record(MANIFEST)
+    assert got is not None and got["steps"]["0/1"]["files"] == MANIFEST
+
+
+def test_list_steps_are_left_as_they_are(store: Store) -> None:
+    store.put_build_history("/ctx/Dockerfile", "", {"steps": [{"key": "k1", "files": {}}]})
+    got = store.get_build_history("/ctx/Dockerfile", "")
+    assert got is not None
+    assert [s["key"] for s in got["steps"]] == ["k1"]
+    assert dict(got["steps"][0]["files"]) == {}

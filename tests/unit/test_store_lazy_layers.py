@@ -1,0 +1,183 @@
+"""Snapshot-backed layers in the store: recording, regenerating (verified), the sweep that
+keeps a layer's only copy, and the schema upgrade that adds them. No mounts: an overlay
+snapshot's own diff is a plain directory, written here directly."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sqlite3
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from dockyard.errors import NotFoundError, StoreError
+from dockyard.layers.tarwriter import LayerStats
+from dockyard.snapshot.overlay import OverlaySnapshotter
+from dockyard.store import CacheRecord, Store
+from dockyard.store.cache_gc import sweep_snapshots
+from dockyard.store.db import SCHEMA_VERSION, LayerSnapshot
+
+CHAIN = "sha256:" + "c" * 64
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+
+    def write(self, data: bytes) -> int:
+        return self.buf.write(data)
+
+
+def _committed(store: Store, name: str, files: dict[str, bytes]) -> tuple[LayerStats, bytes]:
+    """An overlay snapshot ``name`` whose diff holds ``files``; (its layer stats, tar bytes)."""
+    snap = OverlaySnapshotter(store.snapshots_dir)
+    key = f"active-{name[-8:]}"
+    snap.prepare(key, None)
+    fs = snap.fs_dir(key)
+    for rel, data in files.items():
+        (fs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (fs / rel).write_bytes(data)
+    sink = _Sink()
+    stats = snap.diff(key, sink, source_date_epoch=0)  # type: ignore[arg-type]
+    snap.commit(name, key)
+    return stats, sink.buf.getvalue()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.open(tmp_path / "root")
+
+
+def test_a_recorded_layer_is_regenerated_byte_for_byte(store: Store) -> None:
+    stats, tar = _committed(store, CHAIN, {"app/hello.txt": b"hello\n", "app/x": b"x" * 5000})
+    assert stats.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
+    store.put_snapshot_layer(stats.diff_id, stats.size, LayerSnapshot("overlay", CHAIN, 0))
+
+    layer = store.get_layer(stats.diff_id)
+    assert layer is not None and layer.size == len(tar) and not layer.blobs
+    assert layer.snapshots == (LayerSnapshot("overlay", CHAIN, 0),)
+    assert store.layer_present(stats.diff_id) and not store.blobs.has(stats.diff_id)
+
+    assert store.ensure_layer_blob(stats.diff_id) == stats.diff_id
+    assert store.blobs.read_bytes(stats.diff_id) == tar
+    layer = store.get_layer(stats.diff_id)
+    assert layer is not None and layer.blobs["none"].size == len(tar)
+    with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+        assert sorted(tf.getnames()) == ["app", "app/hello.txt", "app/x"]
+    assert list(store.blobs.tmp.iterdir()) == []
+
+
+def test_changed_snapshot_content_is_refused_and_names_the_layer(store: Store) -> None:
+    stats, _ = _committed(store, CHAIN, {"f": b"original"})
+    store.put_snapshot_layer(stats.diff_id, stats.size, LayerSnapshot("overlay", CHAIN, 0))
+    target = OverlaySnapshotter(store.snapshots_dir).fs_dir(CHAIN) / "f"
+    target.write_bytes(b"Original")  # same size; mtimes are clamped to 0 anyway
+    with pytest.raises(StoreError) as info:
+        store.ensure_layer_blob(stats.diff_id)
+    assert stats.diff_id in str(info.value) and CHAIN in str(info.value)
+    assert list(store.blobs.iter_digests()) == []
+    assert list(store.blobs.tmp.iterdir()) == []
+
+
+def test_the_clamp_used_at_build_time_is_the_one_used_again(store: Store) -> None:
+    _committed(store, CHAIN, {"f": b"data"})
+    snap = OverlaySnapshotter(store.snapshots_dir)
+    sink = _Sink()
+    unclamped = snap.diff(CHAIN, sink, source_date_epoch=None)  # type: ignore[arg-type]
+    store.put_snapshot_layer(unclamped.diff_id, unclamped.size,
+                             LayerSnapshot("overlay", CHAIN, None))
+    assert store.ensure_layer_blob(unclamped.diff_id) == unclamped.diff_id
+
+
+def test_no_blob_and_no_snapshot_is_not_found(store: Store) -> None:
+    missing = "sha256:" + "d" * 64
+    assert not store.layer_present(missing)
+    with pytest.raises(NotFoundError):
+        store.ensure_layer_blob(missing)
+    # a row naming a snapshot that was removed behind the store's back: the first attempt
+    # to read the layer finds out, says so, and drops the row, so it is not claimed again
+    store.put_snapshot_layer(missing, 10, LayerSnapshot("overlay", CHAIN, 0))
+    assert store.layer_present(missing)  # rows are trusted (no snapshotter on this path)
+    with pytest.raises(NotFoundError):
+        store.ensure_layer_blob(missing)
+    layer = store.get_layer(missing)
+    assert layer is not None and layer.snapshots == ()
+    assert not store.layer_present(missing)
+
+
+def test_forget_snapshot_layers(store: Store) -> None:
+    diff_id = "sha256:" + "d" * 64
+    store.put_snapshot_layer(diff_id, 10, LayerSnapshot("overlay", CHAIN, 0))
+    assert store.layers_backed_by(CHAIN) == [diff_id]
+    store.forget_snapshot_layers(CHAIN, "native")  # another snapshotter's: not these
+    assert store.layers_backed_by(CHAIN) == [diff_id]
+    store.forget_snapshot_layers(CHAIN)
+    assert store.layers_backed_by(CHAIN) == []
+    layer = store.get_layer(diff_id)
+    assert layer is not None and layer.snapshots == () and not store.layer_present(diff_id)
+
+
+def test_sweep_keeps_the_snapshot_that_is_a_used_layers_only_copy(store: Store) -> None:
+    stats, _ = _committed(store, CHAIN, {"f": b"only copy"})
+    store.put_snapshot_layer(stats.diff_id, stats.size, LayerSnapshot("overlay", CHAIN, 0))
+    # the record's own chain is elsewhere (same diff made on another parent): only the
+    # layer's snapshot source can keep the bytes
+    other_chain = "sha256:" + "e" * 64
+    store.put_cache_record(CacheRecord(key="k1", diff_id=stats.diff_id, chain_id=other_chain))
+    snap = OverlaySnapshotter(store.snapshots_dir)
+    with store.exclusive_lock():
+        assert sweep_snapshots(store, snap) == (0, 0)
+    assert snap.committed() == [CHAIN]
+    assert store.layer_present(stats.diff_id)
+
+    # with a blob the snapshot is no longer the only copy, and nothing else uses it
+    store.ensure_layer_blob(stats.diff_id)
+    with store.exclusive_lock():
+        removed, _ = sweep_snapshots(store, snap)
+    assert removed == 1 and snap.committed() == []
+    layer = store.get_layer(stats.diff_id)
+    assert layer is not None and layer.snapshots == ()
+    assert store.layer_present(stats.diff_id)  # the blob remains
+
+
+def test_sweep_removes_it_once_nothing_uses_the_layer(store: Store) -> None:
+    stats, _ = _committed(store, CHAIN, {"f": b"unused"})
+    store.put_snapshot_layer(stats.diff_id, stats.size, LayerSnapshot("overlay", CHAIN, 0))
+    snap = OverlaySnapshotter(store.snapshots_dir)
+    with store.exclusive_lock():
+        removed, _ = sweep_snapshots(store, snap)
+    assert removed == 1 and snap.committed() == []
+    assert not store.layer_present(stats.diff_id)
+
+
+def test_sweep_keeps_the_rows_of_a_snapshot_that_stays(store: Store) -> None:
+    stats, _ = _committed(store, CHAIN, {"f": b"parent"})
+    store.put_snapshot_layer(stats.diff_id, stats.size, LayerSnapshot("overlay", CHAIN, 0))
+    snap = OverlaySnapshotter(store.snapshots_dir)
+    child = "sha256:" + "f" * 64
+    snap.prepare("child-key", CHAIN)
+    snap.commit(child, "child-key")
+    # the child is live (a cache record's chain), so its parent cannot go and keeps its rows
+    store.put_cache_record(CacheRecord(key="k2", diff_id=None, chain_id=child))
+    with store.exclusive_lock():
+        assert sweep_snapshots(store, snap) == (0, 0)
+    assert sorted(snap.committed()) == sorted([CHAIN, child])
+    assert store.layers_backed_by(CHAIN) == [stats.diff_id]
+
+
+def test_a_version_1_store_is_upgraded(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    Store.open(root).close()
+    with sqlite3.connect(root / "dockyard.db") as db:
+        db.execute("DROP TABLE layer_snapshots")
+        db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    store = Store.open(root)
+    with sqlite3.connect(root / "dockyard.db") as db:
+        version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert version[0] == str(SCHEMA_VERSION) == "2"
+        assert db.execute(
+            "SELECT 1 FROM sqlite_master WHERE name='layer_snapshots'").fetchone()
+    store.put_snapshot_layer("sha256:" + "a" * 64, 1, LayerSnapshot("overlay", CHAIN, 0))
+    store.close()
