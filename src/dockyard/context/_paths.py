@@ -19,9 +19,9 @@ from dockyard.context.dockerignore import (
     go_match,
     has_wildcards,
 )
-from dockyard.errors import ContextError
+from dockyard.errors import ContextError, LayerError
+from dockyard.layers.rootpath import resolve_in_root
 
-_MAX_LINKS = 255
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -30,37 +30,10 @@ def root_path(root: Path, rel: str) -> Path:
 
     Components that do not exist are appended as they are (the result may not exist).
     """
-    pending = [c for c in go_clean("/" + rel).split("/") if c]
-    pending.reverse()
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        comp = pending.pop()
-        if comp == ".":
-            continue
-        if comp == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, comp)
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(comp)
-            resolved.extend(reversed(pending))
-            break
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > _MAX_LINKS:
-                raise ContextError(f"too many levels of symbolic links resolving {rel!r}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [c for c in target.split("/") if c]
-            pending.extend(reversed(parts))
-            continue
-        resolved.append(comp)
-    return root.joinpath(*resolved)
+    try:
+        return resolve_in_root(root, go_clean("/" + rel))
+    except LayerError as err:
+        raise ContextError(str(err)) from None
 
 
 def root_path_nofollow(root: Path, rel: str) -> Path:

@@ -6,13 +6,12 @@ group files, scoped to the rootfs so a symlink there cannot make us read the hos
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dockyard.errors import ExecutorError
+from dockyard.errors import ExecutorError, LayerError
+from dockyard.layers.rootpath import resolve_in_root as _resolve_in_root
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
@@ -113,32 +112,10 @@ def resolve_in_root(rootfs: Path, path: str) -> Path:
     The result never leaves ``rootfs`` (``..`` stops at the root, absolute link targets
     restart from it). The final component need not exist.
     """
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        name = parts.pop(0)
-        if name == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = rootfs.joinpath(*resolved, name)
-        try:
-            st = os.lstat(candidate)
-        except OSError:
-            resolved.append(name)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > 40:
-                raise ExecutorError(f"too many levels of symbolic links resolving {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(name)
-    return rootfs.joinpath(*resolved)
+    try:
+        return _resolve_in_root(rootfs, path)
+    except LayerError as err:
+        raise ExecutorError(str(err)) from None
 
 
 def _read_db(rootfs: Path, name: str) -> list[list[str]]:

@@ -21,6 +21,7 @@ from typing import BinaryIO, cast
 from dockyard.errors import LayerError, NotFoundError, UsageError
 from dockyard.exporter._stored import StoredImage, open_blob
 from dockyard.layers.apply import apply_layer
+from dockyard.layers.rootpath import resolve_in_root as _resolve_in_root
 from dockyard.layers.tarwriter import TarWriter, write_layer_from_dir
 from dockyard.store.db import Store
 
@@ -64,27 +65,10 @@ def write_rootfs_tar(store: Store, image: StoredImage, out: BinaryIO) -> None:
 def resolve_in_root(root: Path, path: str, *, follow_last: bool) -> Path:
     """``path`` (absolute, inside the image) resolved under ``root`` the way the kernel would
     inside a chroot: symlinks are followed, but ``..`` and absolute links stay in ``root``."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        if os.path.islink(candidate) and (parts or follow_last):
-            hops += 1
-            if hops > 40:
-                raise UsageError(f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
+    try:
+        return _resolve_in_root(root, path, follow_last=follow_last)
+    except LayerError as err:
+        raise UsageError(str(err)) from None
 
 
 def _ancestors_and_self(path: str) -> set[str]:
