@@ -328,12 +328,13 @@ def write_layer_from_dir(
         except OSError as err:
             raise LayerError(f"cannot read xattrs of {rel!r}: {err.strerror}") from err
         writer._add_stat(path, st, rel, xattrs=xattrs)
-        if overlay_whiteouts and stat.S_ISDIR(st.st_mode) and _is_opaque(path):
+        if overlay_whiteouts and stat.S_ISDIR(st.st_mode) and is_overlay_opaque(path):
             writer.add_opaque(rel)
     return writer.close()
 
 
-def _is_opaque(path: str) -> bool:
+def is_overlay_opaque(path: str) -> bool:
+    """Whether directory ``path`` carries overlayfs's opaque marker (trusted. or user.)."""
     for name in _OVERLAY_OPAQUE_XATTRS:
         try:
             if os.getxattr(path, name, follow_symlinks=False) == b"y":

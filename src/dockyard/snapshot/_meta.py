@@ -166,3 +166,32 @@ class MetaTable:
             out.append(rec)
             name = rec.parent
         return out
+
+
+class MetaBacked:
+    """What both snapshotters share: snapshots recorded in a :class:`MetaTable`, each in its
+    own numbered directory below ``<root>/snapshots``."""
+
+    def __init__(self, root: Path, driver: str) -> None:
+        self.root = root
+        self._meta = MetaTable(root, driver)
+
+    def _dir(self, rec: Record) -> Path:
+        return self._meta.dir / str(rec.id)
+
+    def fs_dir(self, key: str) -> Path:
+        """The snapshot's own directory (overlay: its upper or lower dir; native: its rootfs)."""
+        return self._dir(self._meta.get(key)) / "fs"
+
+    def exists(self, name: str) -> bool:
+        """Whether a snapshot (active, view or committed) is recorded under ``name``."""
+        return self._meta.find(name) is not None
+
+    def committed(self) -> list[str]:
+        """Names of all committed snapshots."""
+        return sorted(k for k, r in self._meta.all().items() if r.kind == "committed")
+
+    def uncommitted(self) -> list[str]:
+        """Keys of active snapshots and views (after a crash: leftovers of killed builds)."""
+        return sorted(k for k, r in self._meta.all().items() if r.kind != "committed")
+

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from dockyard.errors import StoreError
-from dockyard.snapshot._meta import MetaTable, Record
+from dockyard.snapshot._meta import MetaBacked
 from dockyard.snapshot.base import Mount
 
 if TYPE_CHECKING:
@@ -147,33 +147,13 @@ def _under(path: str, dirs: set[str]) -> bool:
     return False
 
 
-class NativeSnapshotter:
+class NativeSnapshotter(MetaBacked):
     """Copy-based snapshots (see the module docstring)."""
 
     name = "native"
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self._meta = MetaTable(root, "native")
-
-    def _dir(self, rec: Record) -> Path:
-        return self._meta.dir / str(rec.id)
-
-    def fs_dir(self, key: str) -> Path:
-        """The snapshot's full root filesystem directory."""
-        return self._dir(self._meta.get(key)) / "fs"
-
-    def exists(self, name: str) -> bool:
-        """Whether a snapshot (active, view or committed) is recorded under ``name``."""
-        return self._meta.find(name) is not None
-
-    def committed(self) -> list[str]:
-        """Names of all committed snapshots."""
-        return sorted(k for k, r in self._meta.all().items() if r.kind == "committed")
-
-    def uncommitted(self) -> list[str]:
-        """Keys of active snapshots and views (after a crash: leftovers of killed builds)."""
-        return sorted(k for k, r in self._meta.all().items() if r.kind != "committed")
+        super().__init__(root, "native")
 
     def prepare(self, key: str, parent: str | None) -> list[Mount]:
         """Copy committed ``parent`` (or start empty) and remember its stat tree."""

@@ -14,16 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from dockyard.errors import StoreError
-from dockyard.snapshot._meta import MetaTable, Record
+from dockyard.layers.tarwriter import is_overlay_opaque
+from dockyard.snapshot._meta import MetaBacked
 from dockyard.snapshot.base import Mount
 
 if TYPE_CHECKING:
     from dockyard.layers.tarwriter import LayerStats
 
 __all__ = ["OverlaySnapshotter", "redundant_dirs"]
-
-_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
-
 
 def _feature_options() -> tuple[str, ...]:
     """Turn off overlay features that write metadata our differ cannot read as a layer."""
@@ -36,16 +34,6 @@ def _feature_options() -> tuple[str, ...]:
         if value not in ("N", "off"):
             opts.append(f"{name}=off")
     return tuple(opts)
-
-
-def _is_opaque(path: str) -> bool:
-    for name in _OPAQUE_XATTRS:
-        try:
-            if os.getxattr(path, name, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def redundant_dirs(upper: Path, lowers: list[Path]) -> set[str]:
@@ -67,7 +55,7 @@ def redundant_dirs(upper: Path, lowers: list[Path]) -> set[str]:
         # os.walk lists symlinks to dirs in dirnames; those are content, not redundant dirs.
         if any(os.path.islink(os.path.join(dirpath, d)) for d in dirnames):
             continue
-        if _is_opaque(dirpath):
+        if is_overlay_opaque(dirpath):
             continue
         st = os.lstat(dirpath)
         for lower in lowers:
@@ -89,34 +77,14 @@ def redundant_dirs(upper: Path, lowers: list[Path]) -> set[str]:
     return redundant
 
 
-class OverlaySnapshotter:
+class OverlaySnapshotter(MetaBacked):
     """Kernel overlayfs snapshots (see the module docstring)."""
 
     name = "overlay"
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self._meta = MetaTable(root, "overlay")
+        super().__init__(root, "overlay")
         self._features = _feature_options()
-
-    def _dir(self, rec: Record) -> Path:
-        return self._meta.dir / str(rec.id)
-
-    def fs_dir(self, key: str) -> Path:
-        """The snapshot's own directory: the upper dir of an active one, a lower dir otherwise."""
-        return self._dir(self._meta.get(key)) / "fs"
-
-    def exists(self, name: str) -> bool:
-        """Whether a snapshot (active, view or committed) is recorded under ``name``."""
-        return self._meta.find(name) is not None
-
-    def committed(self) -> list[str]:
-        """Names of all committed snapshots."""
-        return sorted(k for k, r in self._meta.all().items() if r.kind == "committed")
-
-    def uncommitted(self) -> list[str]:
-        """Keys of active snapshots and views (after a crash: leftovers of killed builds)."""
-        return sorted(k for k, r in self._meta.all().items() if r.kind != "committed")
 
     def _lowers(self, parent: str | None) -> list[Path]:
         return [self._dir(r) / "fs" for r in self._meta.chain(parent)]
