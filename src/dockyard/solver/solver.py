@@ -30,7 +30,6 @@ from dockyard.errors import (
     BuildError,
     ContextError,
     DockyardError,
-    ExecutorError,
     Location,
     RunError,
     UsageError,
@@ -348,14 +347,16 @@ class Solver:
             with self._lock:
                 self.records[vid] = info
         except DockyardError as err:
-            if isinstance(err, (BuildError, ContextError, ExecutorError)) or hasattr(
-                err, "located"
-            ):
-                located = getattr(err, "located", None)
-                if located is not None:
-                    located(step.location, self.plan.source)
-            self.emit(VertexError(step.vertex, time.time(), str(err)))
-            raise
+            # Every error of a step points at its Dockerfile line: located kinds get the
+            # location, the others (a corrupt layer, the store) are wrapped in a BuildError.
+            located = getattr(err, "located", None)
+            if located is not None:
+                located(step.location, self.plan.source)
+                self.emit(VertexError(step.vertex, time.time(), str(err)))
+                raise
+            wrapped = BuildError(str(err), step.location, source=self.plan.source)
+            self.emit(VertexError(step.vertex, time.time(), str(wrapped)))
+            raise wrapped from err
 
     def _record_result(
         self, stage: StagePlan, step: Step, cached: bool, key: str, reason: str | None,
