@@ -272,11 +272,18 @@ def _assemble(
     # empty values are left out (Go's omitempty); CMD [] and ENTRYPOINT [] are stored as null,
     # as BuildKit does
     cfg = {k: v for k, v in cfg.items() if v not in (None, [], {})}
-    created = _rfc3339(source_date_epoch if source_date_epoch is not None else time.time())
+    # Times come from the cache: a step keeps the time its result was made, so a fully cached
+    # rebuild gives the same image (as Docker's builders do). SOURCE_DATE_EPOCH clamps them.
+    now = _rfc3339(time.time())
+    sde = _rfc3339(source_date_epoch) if source_date_epoch is not None else None
+    created = sde or state.created or now
     history = []
     for entry in state.history:
         item = dict(entry)
-        item.setdefault("created", created)
+        if sde is not None:
+            item["created"] = min(str(item.get("created") or sde), sde)
+        else:
+            item.setdefault("created", now)
         if "comment" not in item and item.get("created_by", "").endswith("# buildkit"):
             item["comment"] = "buildkit.dockerfile.v0"
         history.append(item)

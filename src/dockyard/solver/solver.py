@@ -96,6 +96,9 @@ class StageState:
     config: dict[str, Any] = field(default_factory=dict)
     base_history: list[dict[str, Any]] = field(default_factory=list)
     base_config: dict[str, Any] = field(default_factory=dict)
+    # RFC 3339 time of the newest result so far (a cached step keeps its original time, so a
+    # fully cached rebuild gives the same image); None until something sets it
+    created: str | None = None
 
 
 @dataclass
@@ -241,7 +244,8 @@ class Solver:
         )
         for step in stage.steps:
             if step.op is None:
-                state.history.append(_history(step.created_by, empty=True))
+                state.history.append(_history(step.created_by, empty=True,
+                                              created=state.created))
                 continue
             self._solve_step(stage, step, state, no_cache)
         state.config = dict(stage.config)
@@ -259,6 +263,7 @@ class Solver:
                 history=list(parent.history),
                 base_history=list(parent.history),
                 base_config=dict(parent.config),
+                created=parent.created,
             )
         if base.kind == "scratch":
             return StageState(key=keys.scratch_key(stage.platform))
@@ -276,6 +281,7 @@ class Solver:
             history=list(config.get("history") or []),
             base_history=list(config.get("history") or []),
             base_config=config,
+            created=config.get("created") or None,
         )
 
     # ------------------------------------------------------------------ steps
@@ -312,7 +318,7 @@ class Solver:
             }
             if record is not None:
                 self.store.touch_cache_record(key)
-                self._apply_result(state, key, record.diff_id, step)
+                self._apply_result(state, key, record.diff_id, step, record.created)
                 self.emit(VertexCached(step.vertex, time.time(), key=key))
                 self._record_result(stage, step, True, key, None, time.time() - t0)
                 with self._lock:
@@ -340,7 +346,7 @@ class Solver:
                 last_used=time.time(),
             )
             self.store.put_cache_record(record)
-            self._apply_result(state, key, diff_id, step)
+            self._apply_result(state, key, diff_id, step, record.created)
             duration = time.time() - t0
             self.emit(VertexDone(step.vertex, time.time(), duration, key=key, reason=reason))
             self._record_result(stage, step, False, key, reason, duration)
@@ -376,13 +382,15 @@ class Solver:
                 duration=duration,
             )
 
-    def _apply_result(self, state: StageState, key: str, diff_id: str | None, step: Step) -> None:
+    def _apply_result(
+        self, state: StageState, key: str, diff_id: str | None, step: Step, when: float
+    ) -> None:
+        """Advance the stage past a layer step whose result was made at ``when``."""
         state.key = keys.chain_key(state.key, key, diff_id)
+        state.created = rfc3339(when)
         if diff_id:
             state.diff_ids.append(diff_id)
-            state.history.append(_history(step.created_by, empty=False))
-        else:
-            state.history.append(_history(step.created_by, empty=True))
+        state.history.append(_history(step.created_by, empty=not diff_id, created=state.created))
 
     # ------------------------------------------------------------------ keys
     def _key_inputs(
@@ -900,11 +908,18 @@ def _env_change(old: list[str], new: list[str]) -> str:
     return "the environment changed"
 
 
-def _history(created_by: str, *, empty: bool) -> dict[str, Any]:
+def _history(created_by: str, *, empty: bool, created: str | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"created_by": created_by}
+    if created is not None:
+        entry["created"] = created
     if empty:
         entry["empty_layer"] = True
     return entry
+
+
+def rfc3339(ts: float) -> str:
+    """Seconds since the epoch as the image config writes times (UTC, whole seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
 
 
 def _count(stage: StagePlan) -> int:
