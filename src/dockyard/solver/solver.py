@@ -19,7 +19,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +151,7 @@ class Solver:
         self._cancelled = False
         self._stat_cache: Any = None
         self._lock = threading.Lock()
-        self._selection_memo: dict[tuple[Any, ...], Any] = {}
+        self._selection_memo: dict[str, Any] = {}
         self._stage_view_lock = threading.Lock()
         self.first_miss_line: dict[int, int] = {}
 
@@ -468,7 +468,6 @@ class Solver:
     def _copy_sources_digest(
         self, op: CopyOp, step: Step, stage: StagePlan
     ) -> tuple[str, dict[str, Any], str | None]:
-        from dockyard.context.hashing import digest_selection
 
         if op.is_add and any(_is_url(s) for s in op.sources):
             # remote sources are keyed by what they are (URL + checksum); the content is
@@ -489,21 +488,52 @@ class Solver:
             source_id = f"context:{op.source_name}"
         else:
             diff_ids, source_id = self._copy_source_layers(op, step)
-            memo_key = (tuple(diff_ids), tuple(op.sources), op.excludes)
-            with self._lock:
-                cached = self._selection_memo.get(memo_key)
-            if cached is None:
-                with self.view_of(diff_ids) as root:
-                    cached = digest_selection(
-                        root, list(op.sources), op.excludes, self.stat_cache,
-                        follow_root_symlinks=True, ignore=None, zero_owner=False,
-                    )
-                with self._lock:
-                    self._selection_memo[memo_key] = cached
-            sel = cached
+            sel = self._layers_selection(diff_ids, op)
             source_id = None  # content-addressed: a rebuilt stage with equal files still hits
         # FileMeta objects; turned into JSON only when the history is written (history_record)
-        return str(sel.digest), dict(sel.files), source_id
+        return str(sel.digest), sel.files, source_id
+
+    def _layers_selection(self, diff_ids: list[str], op: CopyOp) -> Any:
+        """The selection digest of ``op``'s sources in the filesystem made of ``diff_ids``.
+
+        Layers are content-addressed, so the answer never changes: it is kept as a cache
+        record and a cached build's ``COPY --from`` mounts nothing."""
+        from dockyard.context.hashing import DIGEST_VERSION, SelectionDigest, digest_selection
+        from dockyard.store.db import CacheRecord, PackedManifest
+
+        memo_key = keys.digest_of({
+            "v": keys.KEY_VERSION, "kind": "selection", "digest": DIGEST_VERSION,
+            "layers": diff_ids, "sources": list(op.sources), "excludes": list(op.excludes),
+        })
+        with self._lock:
+            cached = self._selection_memo.get(memo_key)
+        if cached is not None:
+            return cached
+        record = self.store.get_cache_record(memo_key)
+        packed = record.result.get("files") if record is not None else None
+        if record is not None and isinstance(packed, str):
+            cached = SelectionDigest(str(record.result.get("selection")),
+                                     _LazyFileMetas(PackedManifest(packed)))  # type: ignore[arg-type]
+        else:
+            from dockyard.context.hashing import iter_manifest_json
+
+            with self.view_of(diff_ids) as root:
+                cached = digest_selection(
+                    root, list(op.sources), op.excludes, self.stat_cache,
+                    follow_root_symlinks=True, ignore=None, zero_owner=False,
+                )
+            now = time.time()
+            self.store.put_cache_record(CacheRecord(
+                key=memo_key, diff_id=None, chain_id=None,
+                result={"instruction": "selection", "selection": cached.digest,
+                        "files": PackedManifest.pack(dict(iter_manifest_json(cached.files)))
+                        .packed},
+                description=f"files of {' '.join(op.sources)} in a stage or image",
+                created=now, last_used=now,
+            ))
+        with self._lock:
+            self._selection_memo[memo_key] = cached
+        return cached
 
     def _copy_source_layers(self, op: CopyOp, step: Step) -> tuple[list[str], str]:
         if op.source_kind == "stage":
@@ -885,6 +915,30 @@ def _secret(
                 os.unlink(spec.source)
         with contextlib.suppress(OSError):
             base.rmdir()
+
+
+class _LazyFileMetas(Mapping[str, Any]):
+    """A stored selection manifest (path -> FileMeta), decoded only if a miss is explained."""
+
+    def __init__(self, packed: Mapping[str, Any]) -> None:
+        self._packed = packed
+        self._data: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._data is None:
+            from dockyard.context.hashing import FileMeta
+
+            self._data = {k: FileMeta.from_json(v) for k, v in self._packed.items()}
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
 
 
 def _secrets_dir(store_root: Path) -> Path:
