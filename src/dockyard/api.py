@@ -17,11 +17,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import BuildError, DockerfileError, DockyardError, Location, UsageError
 from dockyard.progress.events import BuildFinished, BuildWarning, Event
 from dockyard.solver.solver import StepResult
+
+if TYPE_CHECKING:
+    from dockyard.quick import Recorder
 
 __all__ = ["BuildResult", "StepResult", "build"]
 
@@ -97,11 +100,13 @@ def build(
     metadata_file: str | None = None,
     stdin: Any = None,
     pull: str = "missing",
+    quick: Recorder | None = None,
 ) -> BuildResult:
     """Build ``context`` (a directory, a tarball or ``-``) into an image in the store at ``root``.
 
     ``pull``: ``missing`` pulls a FROM image that is not in the store, ``always`` pulls every
-    FROM image, ``never`` only uses the store.
+    FROM image, ``never`` only uses the store. ``quick``: the CLI's up-to-date check
+    recorder (``dockyard.quick``), told about the store's generation.
     Raises the same located errors as the CLI (``DockerfileError``, ``BuildError`` ...).
     """
     from dockyard.cli.main import default_root
@@ -128,6 +133,8 @@ def build(
     # absolute: the runtime resolves a relative rootfs against its bundle directory
     store_root = (Path(root) if root is not None else Path(default_root())).absolute()
     store = Store.open(store_root)
+    if quick is not None:
+        quick.begin(store)
     with ExitStack() as stack:
         stack.callback(store.close)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(
@@ -237,6 +244,8 @@ def build(
             Path(iidfile).write_text(record.id)
         if metadata_file:
             Path(metadata_file).write_text(json.dumps(result.metadata(), indent=2) + "\n")
+        if quick is not None:
+            quick.end(store)
         emit(BuildFinished(time.time(), record.id, time.time() - started))
         return result
 

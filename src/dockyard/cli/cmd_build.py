@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dockyard.progress.events import Event
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,10 +90,18 @@ def run(args: argparse.Namespace) -> int:
     from dockyard.api import build
     from dockyard.dockerfile.stages import parse_build_args
     from dockyard.progress.render import make_renderer
+    from dockyard.quick import Recorder
 
     mode = "quiet" if args.quiet else args.progress
     renderer = make_renderer(mode, sys.stderr)
     runtime = args.runtime or os.environ.get("DOCKYARD_RUNTIME")
+    # the walk for the up-to-date check starts before the build reads anything
+    recorder = Recorder.start(args.argv, args.root) if getattr(args, "argv", None) else None
+    on_event = renderer.handle
+    if recorder is not None:
+        def on_event(event: Event) -> None:
+            recorder.handle(event)
+            renderer.handle(event)
     try:
         result = build(
             args.context,
@@ -111,16 +124,22 @@ def run(args: argparse.Namespace) -> int:
             root=args.root,
             snapshotter=args.snapshotter,
             runtime=runtime,
-            on_event=renderer.handle,
+            on_event=on_event,
             iidfile=args.iidfile,
             metadata_file=args.metadata_file,
             stdin=sys.stdin.buffer if args.context == "-" or args.dockerfile == "-" else None,
             pull=args.pull,
+            quick=recorder,
         )
     finally:
         renderer.close()
+    last_line = None
     if mode not in ("quiet",):
         names = ", ".join(result.tags)
-        print(f"writing image {result.image_id}" + (f" as {names}" if names else ""),
-              file=sys.stderr)
+        last_line = f"writing image {result.image_id}" + (f" as {names}" if names else "")
+        print(last_line, file=sys.stderr)
+    if recorder is not None:
+        # the record is an optimisation: the build itself has succeeded
+        with contextlib.suppress(OSError):
+            recorder.write(result.image_id, last_line)
     return 0

@@ -125,7 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (did you mean {close[0]}?)" if close else ""
         print(f"dockyard: unknown command {name!r}{hint}", file=sys.stderr)
         return 2
-    return _dispatch(name, args_in, root or default_root(), debug)
+    root = root or default_root()
+    if name == "build":
+        from dockyard.quick import try_build
+
+        code = try_build(args_in, root)
+        if code is not None:
+            return code
+    return _dispatch(name, args_in, root, debug)
 
 
 def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
@@ -141,6 +148,7 @@ def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
                 return 1
             raise
         args = parser.parse_args(argv)
+        args.argv = argv
         args.root = root
         args.debug = debug
         code: int = args._run(args)

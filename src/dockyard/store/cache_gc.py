@@ -27,6 +27,7 @@ the one a used layer without a blob is written from (its only copy). Tagged
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -38,6 +39,7 @@ from typing import Protocol
 
 from dockyard.errors import DockyardError, NotFoundError, StoreError, UsageError
 from dockyard.image.oci import chain_ids
+from dockyard.quick import record_uses
 from dockyard.store.db import CacheRecord, LayerSnapshot, Store
 from dockyard.store.gc import prune as gc_prune
 
@@ -219,7 +221,11 @@ def cache_entries(store: Store) -> list[CacheEntry]:
     use = _image_use(store)
     sizes: dict[str, tuple[int, bool]] = {}
     entries: list[CacheEntry] = []
+    # a build answered by the up-to-date check used its steps' records without touching them
+    quick_uses = record_uses(str(store.root))
     for record in store.list_cache_records():
+        if quick_uses.get(record.key, 0.0) > record.last_used:
+            record = dataclasses.replace(record, last_used=quick_uses[record.key])
         size, present, in_tagged, shared = 0, True, False, False
         if record.diff_id:
             if record.diff_id not in sizes:

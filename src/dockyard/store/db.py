@@ -27,6 +27,7 @@ those blobs are committed, or ``prune`` could take a blob for garbage in between
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -345,6 +346,8 @@ class Store:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._gen_lock = threading.Lock()
+        self.generation_bumps = 0  # made by this object (see bump_generation)
 
     @classmethod
     def open(cls, root: Path | str) -> Store:
@@ -413,7 +416,12 @@ class Store:
         return self._conn_for("stat", self.stat_db_path)
 
     @contextlib.contextmanager
-    def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+    def _write(
+        self, conn: sqlite3.Connection | None = None, *, invalidates: bool = False
+    ) -> Iterator[sqlite3.Connection]:
+        """A write transaction. ``invalidates``: the write can change what a build of
+        unchanged inputs gives (names, cache records, deletions), so the store generation
+        moves on once it is committed (see :meth:`bump_generation`)."""
         conn = self._db if conn is None else conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -423,8 +431,51 @@ class Store:
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
+            if invalidates:  # a rollback after a partial write: be safe, move on anyway
+                self.bump_generation()
             raise
         conn.execute("COMMIT")
+        if invalidates:
+            self.bump_generation()
+
+    # --- the store generation (the build-level up-to-date check keys on it) ---
+
+    @property
+    def generation_path(self) -> Path:
+        """``<root>/generation``: a counter moved on by every invalidating write."""
+        return self.root / "generation"
+
+    def bump_generation(self) -> None:
+        """Move the store generation on (under ``flock``, so concurrent bumps all count).
+
+        Writes that can change the result of a build whose inputs did not change call this
+        after committing: tags, image removal, cache records, build history, forgotten
+        layers and snapshots, prune. ``dockyard.solver.quick`` records the generation with
+        a build's fingerprint and trusts the fingerprint only while it has not moved.
+        """
+        with self._gen_lock:
+            fd = os.open(self.generation_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                raw = os.read(fd, 64)
+                try:
+                    value = int(raw.decode().strip() or "0") + 1
+                except ValueError:  # a torn write: start from a value no record holds
+                    value = int.from_bytes(os.urandom(7), "big")
+                data = f"{value}\n".encode()
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
+                self.generation_bumps += 1
+            finally:
+                os.close(fd)
+
+    def generation(self) -> str:
+        """The store generation as stored (``"0"`` before the first bump)."""
+        try:
+            with open(self.generation_path, "rb") as f:
+                return f.read(64).decode("ascii", "replace").strip() or "0"
+        except FileNotFoundError:
+            return "0"
 
     def close(self) -> None:
         """Close every connection this object opened (in this process)."""
@@ -547,7 +598,7 @@ class Store:
         manifest_digest = self.blobs.put_bytes(manifest)
         self.blobs.put_bytes(config)
         now = _now()
-        with self._write() as db:
+        with self._write(invalidates=bool(parsed_refs)) as db:
             size = 0
             for diff_id, compression, desc in layer_rows:
                 if is_foreign_layer(desc.media_type):
@@ -666,7 +717,7 @@ class Store:
     def tag(self, image_id: str, name: str) -> None:
         """Point ``name`` (normalized; default tag latest) at ``image_id``."""
         full = str(parse_reference(name))
-        with self._write() as db:
+        with self._write(invalidates=True) as db:
             if db.execute("SELECT 1 FROM images WHERE id=?", (image_id,)).fetchone() is None:
                 raise NotFoundError(f"no such image: {image_id}")
             self._set_name(db, full, image_id, _now())
@@ -674,7 +725,7 @@ class Store:
     def untag(self, name: str) -> str:
         """Remove ``name``; returns the image id it pointed at. NotFoundError if unknown."""
         full = str(parse_reference(name))
-        with self._write() as db:
+        with self._write(invalidates=True) as db:
             row = db.execute("SELECT image_id FROM names WHERE name=?", (full,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no such image: {name}")
@@ -686,7 +737,7 @@ class Store:
 
         Blobs stay until ``prune``.
         """
-        with self._write() as db:
+        with self._write(invalidates=True) as db:
             names = [
                 r[0] for r in db.execute("SELECT name FROM names WHERE image_id=?", (image_id,))
             ]
@@ -907,7 +958,7 @@ class Store:
     def forget_snapshot_layers(self, chain_id: str, snapshotter: str | None = None) -> None:
         """The committed snapshot ``chain_id`` (of ``snapshotter``, or of any) is gone: no
         layer can be made from it any more."""
-        with self._write() as db:
+        with self._write(invalidates=True) as db:
             if snapshotter is None:
                 db.execute("DELETE FROM layer_snapshots WHERE chain_id=?", (chain_id,))
             else:
@@ -927,7 +978,7 @@ class Store:
         ]
 
     def _forget_layer_source(self, diff_id: str, source: LayerSnapshot) -> None:
-        with self._write() as db:
+        with self._write(invalidates=True) as db:
             db.execute(
                 "DELETE FROM layer_snapshots WHERE diff_id=? AND snapshotter=? AND chain_id=?",
                 (diff_id, source.snapshotter, source.chain_id),
@@ -1026,7 +1077,7 @@ class Store:
 
     def delete_layer(self, diff_id: str) -> None:
         """Forget a layer and its forms (blobs stay until prune)."""
-        with self._write() as db:
+        with self._write(invalidates=True) as db:
             db.execute("DELETE FROM layers WHERE diff_id=?", (diff_id,))
 
     # --- snapshots ---
@@ -1078,7 +1129,7 @@ class Store:
 
     def delete_snapshot(self, chain_id: str, snapshotter: str) -> None:
         """Forget a snapshot record (the directory is the snapshotter's to remove)."""
-        with self._write() as db:
+        with self._write(invalidates=True) as db:
             db.execute(
                 "DELETE FROM snapshots WHERE chain_id=? AND snapshotter=?", (chain_id, snapshotter)
             )
@@ -1103,7 +1154,7 @@ class Store:
     def put_cache_record(self, record: CacheRecord) -> None:
         """Record (or replace) a cache entry; zero times become now."""
         now = _now()
-        with self._write() as db:
+        with self._write(invalidates=True) as db:
             db.execute(
                 f"INSERT OR REPLACE INTO cache_records({self._CACHE_COLUMNS})"
                 " VALUES (?,?,?,?,?,?,?,?)",
@@ -1140,14 +1191,14 @@ class Store:
 
     def delete_cache_records(self, keys: Iterable[str]) -> int:
         """Delete the entries with these keys; returns how many existed."""
-        with self._write() as db:
+        with self._write(invalidates=True) as db:
             return sum(
                 db.execute("DELETE FROM cache_records WHERE key=?", (k,)).rowcount for k in keys
             )
 
     def delete_all_cache_records(self) -> int:
         """Drop the whole build cache index (layers go at the next prune)."""
-        with self._write() as db:
+        with self._write(invalidates=True) as db:
             return db.execute("DELETE FROM cache_records").rowcount
 
     # --- build history (explaining misses) ---
@@ -1172,7 +1223,7 @@ class Store:
         """
         packed = dict(info)
         _map_steps(packed, _pack_step)
-        with self._write() as db:
+        with self._write(invalidates=True) as db:
             db.execute(
                 "INSERT OR REPLACE INTO build_history(dockerfile, target, info, updated)"
                 " VALUES (?,?,?,?)",

@@ -82,6 +82,7 @@ def prune(
         lambda key: shutil.rmtree(store.snapshots_dir / key, ignore_errors=True)
     )
     with store.exclusive_lock(timeout):
+        store.bump_generation()  # blobs and snapshots may go: no fingerprint survives this
         images_removed = 0
         cache_removed = 0
         if all_cache:
