@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_build_support import BASE, dockyard_cli, fresh_store, write_tree
 
 from dockyard import quick
 from dockyard.cli.main import main
 from dockyard.store.db import Store
-from test_build_support import BASE, dockyard_cli, fresh_store, write_tree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (mounts)")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dockyard.errors import NotFoundError, StoreError
+from dockyard.snapshot.topdir import spread_subdirs
 
 Kind = Literal["active", "view", "committed"]
 
@@ -39,6 +40,7 @@ class MetaTable:
         self.driver = driver
         self.dir = root / "snapshots"
         self.dir.mkdir(parents=True, exist_ok=True)
+        spread_subdirs(self.dir)  # each snapshot in a block group of its own (see topdir.py)
         self._path = self.dir / "meta.json"
         self._lock_path = self.dir / "meta.lock"
         self._tlock = threading.RLock()

@@ -54,6 +54,7 @@ from dockyard.image.oci import (
     layer_compression,
 )
 from dockyard.image.reference import Reference, parse_reference
+from dockyard.snapshot.topdir import spread_subdirs
 from dockyard.store.blobs import BlobStore
 from dockyard.store.lock import hold_lock
 
@@ -358,6 +359,10 @@ class Store:
             store.blobs.ensure()
             store.snapshots_dir.mkdir(exist_ok=True)
             store.cache_dir.mkdir(exist_ok=True)
+            (store.root / "tmp").mkdir(exist_ok=True)
+            # many files are made (and deleted) below these: see dockyard/snapshot/topdir.py
+            for spread in (store.snapshots_dir, store.cache_dir, store.root / "tmp"):
+                spread_subdirs(spread)
             store.lock_path.touch(exist_ok=True)
         except OSError as err:
             raise StoreError(f"cannot create the store at {store.root}: {err}") from None
@@ -381,7 +386,7 @@ class Store:
             path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._set_wal(conn)
             # NORMAL in WAL mode never corrupts; a power cut may lose the last commits,
             # which leaves blobs unreferenced (pruned later), never references to nothing.
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -392,6 +397,20 @@ class Store:
         with self._conns_lock:
             self._conns.append(conn)
         return conn
+
+    @staticmethod
+    def _set_wal(conn: sqlite3.Connection) -> None:
+        """Switch to WAL. Two processes creating a store at once can make SQLite refuse the
+        switch with "database is locked" at once, without its busy handler: retry then."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def _conn_for(self, attr: str, path: Path) -> sqlite3.Connection:
         pid = os.getpid()
@@ -450,7 +469,7 @@ class Store:
 
         Writes that can change the result of a build whose inputs did not change call this
         after committing: tags, image removal, cache records, build history, forgotten
-        layers and snapshots, prune. ``dockyard.solver.quick`` records the generation with
+        layers and snapshots, prune. ``dockyard.quick`` records the generation with
         a build's fingerprint and trusts the fingerprint only while it has not moved.
         """
         with self._gen_lock:
