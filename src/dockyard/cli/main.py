@@ -136,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
+    from dockyard._dccache import install
+
+    install()  # before the first dataclass: see dockyard/_dccache.py
     from dockyard.errors import DockyardError
 
     try:
