@@ -98,9 +98,14 @@ def install() -> None:
     dataclasses._create_fn = create_fn  # type: ignore[attr-defined]
 
 
+_MAX_ENTRIES = 4000  # dockyard has ~80 dataclasses (~500 methods); more means churn
+
+
 def _save(path: str) -> None:
     if not _dirty:
         return
+    if len(_cache) > _MAX_ENTRIES:
+        _cache.clear()  # start over rather than grow without bound
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     import argparse
@@ -170,5 +170,31 @@ def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
         return 141
 
 
+def entry() -> NoReturn:
+    """The ``dockyard`` executable: :func:`main`, then a quick exit.
+
+    Tearing the interpreter down (module dicts, thousands of objects) took 20-25 ms after a
+    build, 7% of a small rebuild. Once everything a normal exit does for us is done - the
+    ``atexit`` handlers (temp dirs, caches), the standard streams flushed, no other thread
+    still running - the process ends with ``os._exit``. Otherwise it exits normally.
+    """
+    code = main()
+    import atexit
+    import threading
+
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = code or 141
+    except OSError:
+        sys.exit(code)
+    if any(t is not threading.main_thread() and t.is_alive() and not t.daemon
+           for t in threading.enumerate()):
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -39,7 +39,6 @@ from dockyard.context._paths import (
     select_match,
     split_wildcards,
 )
-from dockyard.context.archive import extract_archive, is_archive
 from dockyard.context.dockerignore import PatternMatcher, go_clean, has_wildcards
 from dockyard.errors import ContextError
 
@@ -485,8 +484,10 @@ def copy_into(
         if parents:
             _copy_with_parents(copier, src_root, target_root, dest_path, match, pivot, selected)
             continue
-        if is_add and stat.S_ISREG(top.st.st_mode) and is_archive(top.path):
+        if is_add and stat.S_ISREG(top.st.st_mode) and _is_archive(top.path):
             copier.mkdir_all(dest_path, target_root)
+            from dockyard.context.archive import extract_archive
+
             extract_archive(top.path, dest_path)
             continue
         target = _prepare_target(copier, target_root, dest_path, top)
@@ -624,3 +625,10 @@ def add_remote(
             command="ADD",
         )
         return digest
+
+
+def _is_archive(path: Path) -> bool:
+    # tarfile and the decompressors are imported only for ADD of a local file
+    from dockyard.context.archive import is_archive
+
+    return is_archive(path)

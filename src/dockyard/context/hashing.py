@@ -23,7 +23,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,6 +241,8 @@ class StatCache:
         self.reads += len(paths)
         total = sum(st.st_size for st in stats)
         if self.workers > 1 and (len(paths) >= _PARALLEL_MIN_FILES or total >= _PARALLEL_MIN_BYTES):
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 return list(pool.map(self._hash_one, paths, stats))
         return [self._hash_one(p, st) for p, st in zip(paths, stats, strict=True)]

@@ -15,7 +15,6 @@ This follows BuildKit's ``instructions.Parse`` and ``dockerfile2llb`` (``buildMe
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -354,6 +353,8 @@ def compute_global_args(
 
 def parse_mount_from(raw: str) -> tuple[str | None, str]:
     """``(from, type)`` of a raw ``RUN --mount`` value (CSV ``key=value`` fields)."""
+    import csv
+
     try:
         fields = next(csv.reader([raw]), [])
     except csv.Error:

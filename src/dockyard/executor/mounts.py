@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import difflib
 import fcntl
 import hashlib
 import os
@@ -97,6 +96,8 @@ def parse_size(value: str) -> int:
 
 
 def _suggest(word: str, choices: tuple[str, ...]) -> str | None:
+    import difflib
+
     close = difflib.get_close_matches(word, choices, n=1)
     return f"did you mean {close[0]}?" if close else None
 

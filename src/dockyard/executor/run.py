@@ -21,7 +21,6 @@ import subprocess
 import threading
 import time
 import types
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -218,7 +217,7 @@ class Executor:
             raise ExecutorError("cancelled")
         _check_command(rootfs, spec)
         ids = UserIds(*resolve_user(rootfs, spec.user))
-        cid = f"dockyard-{uuid.uuid4().hex[:16]}"
+        cid = f"dockyard-{os.urandom(8).hex()}"
         bundle = self._bundles / cid
         bundle.mkdir(parents=True)
         self._runtime_root.mkdir(parents=True, exist_ok=True)
