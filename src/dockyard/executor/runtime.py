@@ -17,7 +17,6 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -150,7 +149,7 @@ def _candidate_args(name: str, mode: CgroupMode) -> list[tuple[tuple[str, ...], 
 def _probe(argv: tuple[str, ...], work: Path) -> str | None:
     """Run the host's ``true`` in a throwaway container; None on success, else the error."""
     true_bin = shutil.which("true") or "/bin/true"
-    bundle = work / f"probe-{uuid.uuid4().hex[:8]}"
+    bundle = work / f"probe-{os.urandom(4).hex()}"
     rootfs = bundle / "rootfs"
     (rootfs / "proc").mkdir(parents=True)
     (rootfs / "dev").mkdir()  # crun (unlike runc) needs the mount point in a read-only root
@@ -184,7 +183,7 @@ def _probe(argv: tuple[str, ...], work: Path) -> str | None:
     }
     (bundle / "config.json").write_text(json.dumps(config))
     state = work / "probe-state"
-    cid = f"dockyard-probe-{uuid.uuid4().hex[:12]}"
+    cid = f"dockyard-probe-{os.urandom(6).hex()}"
     base = (*argv, "--root", str(state))
     try:
         proc = subprocess.run(
