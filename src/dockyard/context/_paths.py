@@ -132,7 +132,7 @@ class SelectedEntry:
     """
 
     rel: str
-    path: Path
+    path: str  # a string: COPY makes thousands of these, pathlib would cost a third of it
     st: os.stat_result
     source_rel: str
     inner: str
@@ -246,7 +246,7 @@ def select_sources(
     ``follow_root_symlinks``; everything below is listed as it is, symlinks included.
     """
     return [
-        SelectedEntry(rel, Path(path), st, source_rel, inner)
+        SelectedEntry(rel, path, st, source_rel, inner)
         for rel, path, st, source_rel, inner in select_sources_raw(
             root,
             sources,
@@ -299,7 +299,7 @@ def select_match(
 ) -> list[SelectedEntry]:
     """The entries of one resolved source path (the path itself, then its contents)."""
     return [
-        SelectedEntry(rel, Path(path), st, source_rel, inner)
+        SelectedEntry(rel, path, st, source_rel, inner)
         for rel, path, st, source_rel, inner in _select_match_raw(
             root, match, src, excludes, ignore, follow
         )

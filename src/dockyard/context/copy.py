@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from dockyard.context._paths import (
     SelectedEntry,
@@ -41,6 +42,8 @@ from dockyard.context._paths import (
 )
 from dockyard.context.dockerignore import PatternMatcher, go_clean, has_wildcards
 from dockyard.errors import ContextError
+
+StrPath = str | os.PathLike[str]
 
 _SENDFILE_CHUNK = 1 << 30
 _COPY_WORKERS = 4  # threads for copying many files (capped by the CPUs)
@@ -185,6 +188,17 @@ def resolve_dest(dest: str, workdir: str) -> str:
     return cleaned
 
 
+class ReuseHook(Protocol):
+    """Called for each regular, not hardlinked file before it is copied, with the mode,
+    owner and mtime (ns) its copy would get; True means the caller provides ``target``
+    itself (``dockyard.solver.reuse``), and the file is not copied."""
+
+    def __call__(
+        self, src: StrPath, st: os.stat_result, target: StrPath, mode: int,
+        owner: tuple[int, int], mtime_ns: int,
+    ) -> bool: ...
+
+
 @dataclass
 class _Copier:
     chown: tuple[int, int] | None
@@ -192,7 +206,9 @@ class _Copier:
     preserve_owner: bool
     utime: int | None
     is_root: bool = field(default_factory=lambda: os.geteuid() == 0)
-    inodes: dict[tuple[int, int], Path] = field(default_factory=dict)
+    inodes: dict[tuple[int, int], StrPath] = field(default_factory=dict)
+    # Decides whether a regular file's copy is left to the caller (see ReuseHook).
+    reuse: ReuseHook | None = None
 
     def owner(self, st: os.stat_result) -> tuple[int, int]:
         if self.chown is not None:
@@ -218,7 +234,7 @@ class _Copier:
             if self.utime is not None:
                 os.utime(directory, (self.utime, self.utime))
 
-    def apply_info(self, src: Path, st: os.stat_result, target: Path) -> None:
+    def apply_info(self, src: StrPath, st: os.stat_result, target: StrPath) -> None:
         is_link = stat.S_ISLNK(st.st_mode)
         uid, gid = self.owner(st)
         if self.is_root:
@@ -241,7 +257,7 @@ class _Copier:
             return (self.utime * 1_000_000_000, self.utime * 1_000_000_000)
         return (st.st_atime_ns, st.st_mtime_ns)
 
-    def copy_regular(self, src: Path, st: os.stat_result, target: Path) -> None:
+    def copy_regular(self, src: StrPath, st: os.stat_result, target: StrPath) -> None:
         """Create ``target`` (it must not exist) as a copy of regular file ``src``, content and
         metadata, all through the two file descriptors: the same result as copying and then
         :meth:`apply_info`, with a third of the syscalls and no path lookups after the open."""
@@ -262,11 +278,15 @@ class _Copier:
         finally:
             os.close(src_fd)
 
-    def copy_entry(self, src: Path, st: os.stat_result, target: Path) -> bool:
+    def copy_entry(self, src: StrPath, st: os.stat_result, target: StrPath) -> bool:
         """Copy one non-directory entry (info applied); False if it was skipped."""
         mode = st.st_mode
         key = (st.st_dev, st.st_ino)
         if stat.S_ISREG(mode) and (st.st_nlink == 1 or key not in self.inodes):
+            if st.st_nlink == 1 and self.reuse is not None and self.reuse(
+                src, st, target, self.target_mode(st), self.owner(st), self.target_times(st)[1]
+            ):
+                return True
             # The common case, a new file: create it exclusively (no lookup beforehand) and
             # replace what is there only when that fails.
             try:
@@ -317,25 +337,25 @@ class _Copier:
         if not stat.S_ISDIR(top.st.st_mode):
             self.copy_entry(top.path, top.st, target)
             return
-        pending_dirs: list[tuple[Path, os.stat_result, Path]] = []
+        pending_dirs: list[tuple[StrPath, os.stat_result, Path]] = []
         if self.make_dir(top.st, target, top=True):
             pending_dirs.append((top.path, top.st, target))
-        files: list[tuple[Path, os.stat_result, Path]] = []
+        files: list[tuple[StrPath, os.stat_result, StrPath]] = []
+        base = os.fspath(target)
         for entry in selected[1:]:
-            path = target / entry.inner
+            path = f"{base}/{entry.inner}"  # inner is a clean relative path
             if stat.S_ISDIR(entry.st.st_mode):
-                if self.make_dir(entry.st, path, top=False):
-                    pending_dirs.append((entry.path, entry.st, path))
+                if self.make_dir(entry.st, Path(path), top=False):
+                    pending_dirs.append((entry.path, entry.st, Path(path)))
             elif stat.S_ISREG(entry.st.st_mode) and entry.st.st_nlink == 1:
                 files.append((entry.path, entry.st, path))
             else:
                 self.copy_entry(entry.path, entry.st, path)
         self.copy_files(files)
-        for src, st, path in reversed(pending_dirs):
-            self.apply_info(src, st, path)
+        for src, st, dir_path in reversed(pending_dirs):
+            self.apply_info(src, st, dir_path)
 
-
-    def copy_files(self, files: list[tuple[Path, os.stat_result, Path]]) -> None:
+    def copy_files(self, files: list[tuple[StrPath, os.stat_result, StrPath]]) -> None:
         """Copy regular files that are not hardlinked (their directories exist). Creating a
         file is kernel work that releases the GIL, so many files are copied on a few threads
         (see docs/performance.md for what that buys)."""
@@ -346,7 +366,7 @@ class _Copier:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        def run(chunk: list[tuple[Path, os.stat_result, Path]]) -> None:
+        def run(chunk: list[tuple[StrPath, os.stat_result, StrPath]]) -> None:
             for src, st, path in chunk:
                 self.copy_entry(src, st, path)
 
@@ -356,11 +376,12 @@ class _Copier:
                 pass
 
 
-def _clear_target(target: Path) -> None:
+def _clear_target(target: StrPath) -> None:
     """Make room for a non-directory at ``target``; a directory there is an error."""
-    if target.is_dir() and not target.is_symlink():
-        raise ContextError(f"cannot replace to directory {target.name} with file")
-    target.unlink()
+    if os.path.isdir(target) and not os.path.islink(target):
+        raise ContextError(
+            f"cannot replace to directory {os.path.basename(target)} with file")
+    os.unlink(target)
 
 
 def _copy_data(src_fd: int, dst_fd: int, size: int) -> None:
@@ -395,7 +416,7 @@ def _copy_xattrs_fd(src_fd: int, dst_fd: int) -> None:
             os.setxattr(dst_fd, name, os.getxattr(src_fd, name))
 
 
-def _copy_xattrs(src: Path, target: Path) -> None:
+def _copy_xattrs(src: StrPath, target: StrPath) -> None:
     try:
         names = os.listxattr(src, follow_symlinks=False)
     except OSError:
@@ -433,6 +454,7 @@ def copy_into(
     follow_symlinks: bool = True,
     utime: int | None = None,
     command: str | None = None,
+    reuse: ReuseHook | None = None,
 ) -> None:
     """Copy ``sources`` (below ``src_root``) to ``dest`` inside ``target_root``.
 
@@ -440,10 +462,13 @@ def copy_into(
     (octal bits) or a :class:`ChmodSpec`. ``ignore`` is the context's .dockerignore matcher
     (None for a stage). ``preserve_owner`` keeps the source ids when there is no chown (True
     for another stage, False for the local context). ``utime`` (seconds) replaces every
-    mtime when set. Raises ContextError (missing source, bad destination, corrupt archive).
+    mtime when set. ``reuse`` may take over regular files that are not hardlinked (see
+    :class:`ReuseHook`). Raises ContextError (missing source, bad destination, corrupt
+    archive).
     """
     mode_spec = ChmodSpec(octal=chmod) if isinstance(chmod, int) else chmod
-    copier = _Copier(chown=chown, chmod=mode_spec, preserve_owner=preserve_owner, utime=utime)
+    copier = _Copier(chown=chown, chmod=mode_spec, preserve_owner=preserve_owner, utime=utime,
+                     reuse=reuse)
     dest_abs = resolve_dest(dest, workdir)
     dest_is_dir = dest_abs.endswith("/")
     exclude_matcher = PatternMatcher(excludes) if excludes else None
@@ -484,11 +509,11 @@ def copy_into(
         if parents:
             _copy_with_parents(copier, src_root, target_root, dest_path, match, pivot, selected)
             continue
-        if is_add and stat.S_ISREG(top.st.st_mode) and _is_archive(top.path):
+        if is_add and stat.S_ISREG(top.st.st_mode) and _is_archive(Path(top.path)):
             copier.mkdir_all(dest_path, target_root)
             from dockyard.context.archive import extract_archive
 
-            extract_archive(top.path, dest_path)
+            extract_archive(Path(top.path), dest_path)
             continue
         target = _prepare_target(copier, target_root, dest_path, top)
         copier.copy_tree(selected, target)
@@ -504,7 +529,7 @@ def _prepare_target(
     if not src_is_dir and dest_exists and dest_path.is_dir():
         base = top.source_rel.rpartition("/")[2]
         if base in ("", "."):
-            base = top.path.name
+            base = os.path.basename(top.path)
         target = root_path_nofollow(target_root, rel_to(target_root, dest_path) + "/" + base)
     parent = target if (src_is_dir and not dest_exists) else target.parent
     copier.mkdir_all(parent, target_root)

@@ -353,7 +353,8 @@ class Solver:
             self.emit(CacheMissExplained(step.vertex, time.time(), reason))
             with self._lock:
                 self.first_miss_line.setdefault(stage.index, step.location.start_line)
-            diff_id = self._execute(stage, step, state, prepared)
+            diff_id = self._execute(stage, step, state, prepared,
+                                    None if no_cache else (vid, info))
             record = CacheRecord(
                 key=key,
                 diff_id=diff_id,
@@ -604,9 +605,14 @@ class Solver:
 
     # ------------------------------------------------------------------ execution
     def _execute(
-        self, stage: StagePlan, step: Step, state: StageState, prepared: Any
+        self, stage: StagePlan, step: Step, state: StageState, prepared: Any,
+        reusable: tuple[str, dict[str, Any]] | None = None,
     ) -> str | None:
-        """Run a missed step on a fresh snapshot; returns the new layer's diff id (None if empty)."""
+        """Run a missed step on a fresh snapshot; returns the new layer's diff id (None if empty).
+
+        ``reusable``: (vertex id, key info) of a step whose previous result may lend it
+        unchanged files (see :mod:`dockyard.solver.reuse`); None under --no-cache.
+        """
         from dockyard.snapshot.base import mounted
 
         snap = self.snapshotter
@@ -615,14 +621,18 @@ class Solver:
         parent = None if link else self.ensure_snapshot(state.diff_ids)
         key = f"step-{_unique()}"
         mounts = snap.prepare(key, parent)
+        reuse = None
         try:
             with mounted(mounts, under=self.store.root / "mnt") as rootfs:
                 if isinstance(op, RunOp):
                     self._run(op, step, stage, rootfs)
                 elif isinstance(op, CopyOp):
-                    self._copy(op, step, rootfs, prepared, state)
+                    reuse = self._file_reuse(op, key, rootfs, reusable)
+                    self._copy(op, step, rootfs, prepared, state, reuse)
                 elif isinstance(op, MkdirOp):
                     self._mkdir(op, rootfs)
+            if reuse is not None and reuse.links:
+                reuse.link_all()
             sde = self.options.source_date_epoch
             if not link and self.layers.keeps_diffs:
                 # Copy once: only hash the diff now; the committed snapshot keeps the bytes
@@ -769,8 +779,44 @@ class Solver:
                     env.extend(e for e in env_ssh if e.partition("=")[0] not in taken)
             yield specs, env
 
+    def _file_reuse(
+        self, op: CopyOp, key: str, rootfs: Path, reusable: tuple[str, dict[str, Any]] | None
+    ) -> Any:
+        """A :class:`~dockyard.solver.reuse.FileReuse` lending this COPY the unchanged files
+        of its previous result, or None where that does not apply (see that module)."""
+        if (
+            reusable is None
+            or not self.layers.keeps_diffs
+            or op.is_add
+            or op.link
+            or op.parents
+            or op.heredocs
+            or op.source_kind != "context"
+            or (op.source_name and op.source_name in self.named_contexts)
+            or len(op.sources) != 1
+            or any(c in op.sources[0] for c in "*?[")
+        ):
+            return None
+        vid, info = reusable
+        prev = (self.previous.get("steps") or {}).get(vid)
+        if not prev or not prev.get("key") or "files" not in prev:
+            return None
+        comps = {k: v for k, v in info["components"].items() if k != "content"}
+        pcomps = {k: v for k, v in (prev.get("components") or {}).items() if k != "content"}
+        if comps != pcomps:
+            return None
+        record = self.store.get_cache_record(prev["key"])
+        snap = self.snapshotter
+        if record is None or not record.chain_id or not snap.exists(record.chain_id):
+            return None
+        from dockyard.solver.reuse import FileReuse
+
+        return FileReuse(self.context.root, rootfs, snap.fs_dir(key),
+                         snap.fs_dir(record.chain_id), info["files"], prev["files"])
+
     def _copy(
-        self, op: CopyOp, step: Step, rootfs: Path, chown: Any, state: StageState
+        self, op: CopyOp, step: Step, rootfs: Path, chown: Any, state: StageState,
+        reuse: Any = None,
     ) -> None:
         from dockyard.context.copy import add_remote, copy_into, parse_chmod, write_heredocs
 
@@ -801,7 +847,7 @@ class Solver:
                 copy_into(ctx.root, local, op.dest, rootfs, workdir=op.workdir, chown=chown,
                           chmod=chmod, parents=op.parents, excludes=op.excludes,
                           is_add=op.is_add, ignore=ctx.ignore, preserve_owner=False,
-                          utime=utime, command=command)
+                          utime=utime, command=command, reuse=reuse)
             else:
                 diff_ids, _ = self._copy_source_layers(op, step)
                 with self.view_of(diff_ids) as src_root:
