@@ -22,10 +22,13 @@ peer_dockyard_cmd() {           # CTX TAG -> CMD / CMD_ENV, timed as one process
   CMD=("$_DY_BIN" --root "$W/dockyard" build --progress plain -f "$1/Dockerfile" -t "$2" "$1")
 }
 
-peer_dockyard_reset() {         # TAG -> drop the image and all build cache; bases stay tagged
+# TAG -> drop the image, untagged images and all build cache; bases stay tagged. The same as
+# the docker peers' reset (rmi -f, image prune -f, builder prune -af): earlier runs' images,
+# left untagged when the tag moved, would otherwise keep their snapshots forever.
+peer_dockyard_reset() {
   _dy rmi "$1" >/dev/null 2>&1 || true
   _dy cache prune --all >/dev/null 2>&1 || true
-  _dy prune >/dev/null 2>&1 || true
+  _dy prune --all >/dev/null 2>&1 || true
 }
 
 peer_dockyard_inspect() {       # TAG -> "SIZE_BYTES LAYER_COUNT"

@@ -44,6 +44,10 @@ class MetaTable:
         self._path = self.dir / "meta.json"
         self._lock_path = self.dir / "meta.lock"
         self._tlock = threading.RLock()
+        # The last table read or written by this object, with the (inode, mtime, ctime, size) of
+        # the file it came from: a read whose file is unchanged is not parsed again (every
+        # save is a new file, so another process's write always shows).
+        self._cached: tuple[tuple[int, int, int, int], dict[str, Any]] | None = None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -54,23 +58,34 @@ class MetaTable:
             finally:
                 fcntl.flock(lf, fcntl.LOCK_UN)
 
-    def _load(self) -> dict[str, Any]:
+    def _load(self, *, for_write: bool = False) -> dict[str, Any]:
+        """The table (call under the lock). Readers get a shared dict they must not change;
+        ``for_write`` gives a private copy to change and :meth:`_save`."""
         try:
             with open(self._path, encoding="utf-8") as f:
+                st = os.fstat(f.fileno())
+                stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+                if not for_write and self._cached is not None and self._cached[0] == stamp:
+                    return self._cached[1]
                 data: dict[str, Any] = json.load(f)
         except FileNotFoundError:
             return {"next": 1, "snapshots": {}}
         except ValueError as err:
             raise StoreError(f"corrupt snapshot table {self._path}: {err}") from err
+        if not for_write:
+            self._cached = (stamp, data)
         return data
 
     def _save(self, data: dict[str, Any]) -> None:
         tmp = self._path.with_suffix(".tmp")
+        self._cached = None
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
+            st = os.fstat(f.fileno())
         os.replace(tmp, self._path)
+        self._cached = ((st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size), data)
 
     @staticmethod
     def _record(raw: dict[str, Any]) -> Record:
@@ -105,7 +120,7 @@ class MetaTable:
     def create(self, key: str, kind: Kind, parent: str | None) -> Record:
         """Add ``key`` with a fresh directory id (and make ``<id>/``)."""
         with self._locked():
-            data = self._load()
+            data = self._load(for_write=True)
             # Overlay snapshots hold diffs, native ones whole trees: never mix them.
             used = data.setdefault("driver", self.driver)
             if self.driver and used and used != self.driver:
@@ -129,7 +144,7 @@ class MetaTable:
     def commit(self, name: str, key: str) -> Record:
         """Rename active ``key`` to committed ``name``."""
         with self._locked():
-            data = self._load()
+            data = self._load(for_write=True)
             raw = data["snapshots"].get(key)
             if raw is None or raw["kind"] != "active":
                 raise NotFoundError(f"active snapshot {key} not found")
@@ -144,7 +159,7 @@ class MetaTable:
     def remove(self, key: str) -> None:
         """Delete ``key`` and its directory; refuses a snapshot others are built on."""
         with self._locked():
-            data = self._load()
+            data = self._load(for_write=True)
             raw = data["snapshots"].get(key)
             if raw is None:
                 raise NotFoundError(f"snapshot {key} not found")
