@@ -60,7 +60,7 @@ def install() -> None:
         try:
             with open(path, "rb") as f:
                 loaded = marshal.load(f)
-            if isinstance(loaded, dict) and loaded.pop(_FORMAT, None) == b"1":
+            if isinstance(loaded, dict) and loaded.pop(_FORMAT, None) == _format_tag():
                 _cache.update(loaded)
         except (OSError, EOFError, ValueError, TypeError):
             pass
@@ -98,6 +98,14 @@ def install() -> None:
     dataclasses._create_fn = create_fn  # type: ignore[attr-defined]
 
 
+def _format_tag() -> bytes:
+    """This file format and the byte-code magic number: code objects are only ever loaded by
+    the interpreter build that wrote them (a patch release may change the byte code)."""
+    from importlib._bootstrap_external import MAGIC_NUMBER  # loaded at start-up already
+
+    return b"1:" + MAGIC_NUMBER
+
+
 _MAX_ENTRIES = 4000  # dockyard has ~80 dataclasses (~500 methods); more means churn
 
 
@@ -110,7 +118,7 @@ def _save(path: str) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "wb") as f:
-            marshal.dump({**_cache, _FORMAT: b"1"}, f)
+            marshal.dump({**_cache, _FORMAT: _format_tag()}, f)
         os.replace(tmp, path)
     except (OSError, ValueError):
         with contextlib.suppress(OSError):
