@@ -9,7 +9,7 @@
 #
 # env: everything bench.sh takes (RUNS, WARMUP, OUT, BUILD_TIMEOUT), plus
 #      PEERS   default "dockyard docker_buildkit"
-#      CASES   default "multistage bigctx runchain"
+#      CASES   default "multistage bigctx runchain bigctx-norun"
 #      SHARED  the shared peers folder (default /work/shared/peers)
 #      COPY_TO where the writable copy goes (default /var/tmp/dockyard-peers)
 set -euo pipefail
@@ -29,5 +29,5 @@ done
 
 export PEERS_EXTRA="${PEERS_EXTRA:-$REPO/bench/peers/dockyard.sh}"
 export PEERS="${PEERS:-dockyard docker_buildkit}"
-export CASES="${CASES:-multistage bigctx runchain}"
+export CASES="${CASES:-multistage bigctx runchain bigctx-norun}"
 exec "$COPY_TO/bench.sh" "$@"
