@@ -86,11 +86,68 @@ class Invocation:
         return os.path.join(self.root, "quick", self.name)
 
     def watched(self) -> list[str]:
-        """Paths outside the context walk whose state is an input: the Dockerfile and the
-        ``.dockerignore`` files that may apply."""
-        dockerfile = self.dockerfile or os.path.join(self.context, "Dockerfile")
-        return [dockerfile, dockerfile + ".dockerignore",
-                os.path.join(self.context, ".dockerignore")]
+        """Paths whose state is an input wherever they are: every file the build may read as
+        its Dockerfile and the ``.dockerignore`` files that may apply (``context.py``'s
+        rules: ``-f`` relative to the working directory, else to the context)."""
+        paths = [os.path.join(self.context, ".dockerignore")]
+        if self.dockerfile is None:
+            names = [os.path.join(self.context, "Dockerfile"),
+                     os.path.join(self.context, "dockerfile")]
+        elif os.path.isabs(self.dockerfile):
+            names = [self.dockerfile]
+        else:
+            names = [os.path.abspath(self.dockerfile),
+                     os.path.join(self.context, self.dockerfile)]
+        for name in names:
+            paths += [name, name + ".dockerignore"]
+        return paths
+
+    def pruned(self) -> frozenset[str]:
+        """Context paths the walk may skip: what the applicable ``.dockerignore`` certainly
+        excludes. Only plain patterns count (``node_modules``, ``/build/``: a path and all
+        below it); none at all if any pattern has an exception (``!``) or the files are not
+        where ``context.py`` would look, and never a path that leads to a Dockerfile or an
+        ignore file. Skipping less only costs time."""
+        ctx = self.context
+        if self.dockerfile is None:
+            dockerfile = os.path.join(ctx, "Dockerfile")
+            if not os.path.isfile(dockerfile):
+                dockerfile = os.path.join(ctx, "dockerfile")
+        elif os.path.isabs(self.dockerfile):
+            dockerfile = self.dockerfile
+        else:
+            dockerfile = os.path.abspath(self.dockerfile)
+            if not os.path.isfile(dockerfile):
+                dockerfile = os.path.join(ctx, self.dockerfile)
+        text = None
+        for path in (dockerfile + ".dockerignore", os.path.join(ctx, ".dockerignore")):
+            if os.path.islink(path) or os.path.islink(dockerfile):
+                return frozenset()
+            try:
+                with open(path, "rb") as f:
+                    text = f.read().decode("utf-8", "surrogateescape")
+                break
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        if not text:
+            return frozenset()
+        protected = [os.path.relpath(p, ctx) for p in self.watched()]
+        out = set()
+        for number, line in enumerate(text.splitlines()):
+            if number == 0:
+                line = line.removeprefix("\ufeff")
+            if line.startswith("#"):
+                continue
+            line = line.strip()
+            if "!" in line:
+                return frozenset()
+            parts = [p for p in line.split("/") if p not in ("", ".")]
+            if not parts or ".." in parts or any(c in line for c in "*?[\\"):
+                continue
+            rel = "/".join(parts)
+            if not any(p == rel or p.startswith(rel + "/") for p in protected):
+                out.add(rel)
+        return frozenset(out)
 
 
 def scan(argv: list[str], root: str) -> Invocation | None:
@@ -167,6 +224,8 @@ def signature(inv: Invocation) -> tuple[str, int]:
     st = os.stat(inv.context)
     entries.append(("", st.st_mode, st.st_uid, st.st_gid, st.st_ino, st.st_dev,
                     st.st_mtime_ns, st.st_ctime_ns))
+    skip = inv.pruned()
+    entries.append(("ignored", sorted(skip)))
     stack = [(inv.context, "")]
     lstat = os.lstat
     while stack:
@@ -175,6 +234,8 @@ def signature(inv: Invocation) -> tuple[str, int]:
                      if rel else os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for name in sorted(os.listdir(fd)):
+                if skip and rel + name in skip:
+                    continue  # .dockerignore excludes it and everything below it
                 st = lstat(name, dir_fd=fd)
                 entries.append((rel + name, st.st_mode, st.st_uid, st.st_gid, st.st_size,
                                 st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns,

@@ -272,3 +272,56 @@ def test_parallel_no_ops_agree(setup: tuple[Path, Path]) -> None:
     for t in threads:
         t.join()
     assert results == [True] * 4
+
+
+def test_what_dockerignore_excludes_is_not_walked(setup: tuple[Path, Path]) -> None:
+    root, ctx = setup
+    (ctx / ".dockerignore").write_text("# build output\nnode_modules\n/dist/\n*.log\n")
+    (ctx / "node_modules" / "pkg").mkdir(parents=True)
+    (ctx / "dist").mkdir()
+    settle()
+    argv = ["--progress", "plain", "-t", "app:1", str(ctx)]
+    assert build(root, *argv) == 0
+    assert hit(root, *argv)
+    # excluded by plain patterns: not even looked at
+    (ctx / "node_modules" / "pkg" / "index.js").write_text("module.exports = 1\n")
+    (ctx / "dist" / "app.bin").write_text("binary\n")
+    assert hit(root, *argv)
+    # a wildcard pattern is not interpreted by the check: a change there takes the full path
+    (ctx / "debug.log").write_text("log\n")
+    assert not hit(root, *argv)
+    settle()
+    assert build(root, *argv) == 0
+    assert hit(root, *argv)
+
+
+def test_an_exception_pattern_turns_the_pruning_off(setup: tuple[Path, Path]) -> None:
+    root, ctx = setup
+    (ctx / ".dockerignore").write_text("node_modules\n!node_modules/keep.txt\n")
+    (ctx / "node_modules").mkdir()
+    settle()
+    argv = ["--progress", "plain", "-t", "app:1", str(ctx)]
+    assert build(root, *argv) == 0
+    assert hit(root, *argv)
+    (ctx / "node_modules" / "other.txt").write_text("x\n")
+    assert not hit(root, *argv)
+
+
+def test_an_ignored_directory_holding_the_dockerfile_is_still_watched(
+        setup: tuple[Path, Path]) -> None:
+    root, ctx = setup
+    (ctx / "docker").mkdir()
+    (ctx / "docker" / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "docker" / "Dockerfile.dockerignore").write_text("docker\nunused\n")
+    settle()
+    argv = ["--progress", "plain", "-f", "docker/Dockerfile", "-t", "app:1", str(ctx)]
+    cwd = os.getcwd()
+    os.chdir(ctx.parent)  # -f is taken relative to the working directory first
+    try:
+        argv[3] = str(ctx / "docker" / "Dockerfile")
+        assert build(root, *argv) == 0
+        assert hit(root, *argv)
+        (ctx / "docker" / "Dockerfile").write_text(DOCKERFILE + "LABEL x=1\n")
+        assert not hit(root, *argv)
+    finally:
+        os.chdir(cwd)
