@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from dockyard.store.db import Store
 
 _MAGIC = "dockyard-quick 1"
+# (record name, root) -> (walk start, signature) of a check that missed in this process
+_walked: dict[tuple[str, str], tuple[float, tuple[str, int]]] = {}
 RACY_MARGIN = 0.1  # seconds: a file changed this close to the walk is not trusted
 _PROGRESS = ("auto", "plain", "quiet")
 # option -> how its value is checked (None: any value not starting with "-")
@@ -287,6 +289,7 @@ def read_record(path: str) -> dict[str, str] | None:
 def try_build(argv: list[str], root: str) -> int | None:
     """Answer ``dockyard build ARGV`` from its record if no input changed: print what a
     fully cached build prints, write ``--iidfile``, return 0. None: take the full path."""
+    _walked.clear()  # only ever handed to the build that follows this very check
     try:
         inv = scan(argv, root)
         if inv is None:
@@ -294,7 +297,12 @@ def try_build(argv: list[str], root: str) -> int | None:
         record = read_record(inv.record_path)
         if record is None or record.get("generation") != read_generation(root):
             return None
-        if signature(inv)[0] != record.get("signature"):
+        started = time.time()
+        walked = signature(inv)
+        if walked[0] != record.get("signature"):
+            # the full path runs next in this process: its recorder takes this walk, made
+            # before the build reads anything, instead of walking the context again
+            _walked[(inv.name, inv.root)] = (started, walked)
             return None
         image_id = record["image"]
         transcript = bytes.fromhex(record.get("out", "")).decode("utf-8", "surrogateescape")
@@ -327,8 +335,13 @@ class Recorder:
         self.inv = inv
         self._walk_start = time.time()
         self._signature: tuple[str, int] | None = None
-        self._thread = threading.Thread(target=self._walk, name="quick-walk", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        earlier = _walked.pop((inv.name, inv.root), None)
+        if earlier is not None:
+            self._walk_start, self._signature = earlier
+        else:
+            self._thread = threading.Thread(target=self._walk, name="quick-walk", daemon=True)
+            self._thread.start()
         self._vertices: dict[int, tuple[VertexStarted, str | None]] = {}
         self._warnings: list[BuildWarning] = []
         self._generation: tuple[str, int] | None = None
@@ -392,7 +405,8 @@ class Recorder:
 
     def write(self, image_id: str, last_line: str | None) -> bool:
         """Store the record (atomically); False if this build cannot be trusted as one."""
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         if not self._valid or self._final is None or self._signature is None:
             return False
         digest, newest = self._signature

@@ -325,3 +325,18 @@ def test_an_ignored_directory_holding_the_dockerfile_is_still_watched(
         assert not hit(root, *argv)
     finally:
         os.chdir(cwd)
+
+
+def test_a_missed_check_hands_its_walk_to_the_build(setup: tuple[Path, Path]) -> None:
+    root, ctx = setup
+    argv = ["--progress", "plain", "-t", "app:1", str(ctx)]
+    assert build(root, *argv) == 0
+    (ctx / "conf.txt").write_text("changed\n")
+    settle()
+    assert not hit(root, *argv)  # walks, and keeps the walk for the build that follows
+    recorder = quick.Recorder.start(argv, str(root))
+    assert recorder is not None and recorder._thread is None  # no second walk
+    assert not hit(root, "--progress", "quiet", str(ctx))  # another invocation: nothing kept
+    assert quick._walked == {}
+    assert build(root, *argv) == 0
+    assert hit(root, *argv)
