@@ -1,0 +1,111 @@
+"""Build history (``build_history``): what the last build of a Dockerfile and target
+recorded per step, so the next build can say *why* a step missed.
+
+A step's ``"files"`` (a COPY's per-file manifest, the bulk of a record) is stored compressed
+and read back as a :class:`PackedManifest`, which is only decoded when used: a no-op rebuild
+reads the record without parsing thousands of entries.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from dockyard.store.database import Database, now
+
+__all__ = ["BuildHistory", "PackedManifest"]
+
+
+class PackedManifest(Mapping[str, Any]):
+    """A build-history file manifest kept as stored (zlib'd JSON, base64) until first read."""
+
+    __slots__ = ("_data", "packed")
+
+    def __init__(self, packed: str) -> None:
+        self.packed = packed
+        self._data: dict[str, Any] | None = None
+
+    @classmethod
+    def pack(cls, files: Mapping[str, Any]) -> PackedManifest:
+        """Pack a manifest (``path -> JSON value``)."""
+        import base64
+
+        text = json.dumps(dict(files), sort_keys=True, separators=(",", ":"))
+        return cls(base64.b64encode(zlib.compress(text.encode(), 1)).decode("ascii"))
+
+    def _load(self) -> dict[str, Any]:
+        if self._data is None:
+            import base64
+
+            data: dict[str, Any] = json.loads(zlib.decompress(base64.b64decode(self.packed)))
+            self._data = data
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def _map_steps(info: dict[str, Any], fn: Callable[[Any], Any]) -> None:
+    """Apply ``fn`` to every step of a history record (a dict or list of steps), in place."""
+    steps = info.get("steps")
+    if isinstance(steps, dict):
+        info["steps"] = {vid: fn(step) for vid, step in steps.items()}
+    elif isinstance(steps, list):
+        info["steps"] = [fn(step) for step in steps]
+
+
+def _pack_step(step: Any) -> Any:
+    if not isinstance(step, Mapping) or "files" not in step:
+        return step
+    out = dict(step)
+    files = out.pop("files")
+    if not isinstance(files, Mapping):
+        return step
+    if not isinstance(files, PackedManifest):
+        files = PackedManifest.pack(files)
+    out["files_z"] = files.packed
+    return out
+
+
+def _unpack_step(step: Any) -> Any:
+    if isinstance(step, dict) and isinstance(step.get("files_z"), str):
+        step["files"] = PackedManifest(step.pop("files_z"))
+    return step
+
+
+class BuildHistory:
+    """The last-build records, by (Dockerfile path, target)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def get(self, dockerfile: str, target: str) -> dict[str, Any] | None:
+        """What the last build of ``dockerfile`` (a path string) and ``target`` recorded."""
+        row = self._db.conn.execute(
+            "SELECT info FROM build_history WHERE dockerfile=? AND target=?", (dockerfile, target)
+        ).fetchone()
+        if row is None:
+            return None
+        info: dict[str, Any] = json.loads(row[0])
+        _map_steps(info, _unpack_step)
+        return info
+
+    def put(self, dockerfile: str, target: str, info: Mapping[str, Any]) -> None:
+        """Replace the last-build record of ``dockerfile`` and ``target`` (file manifests
+        packed, see the module docstring)."""
+        packed = dict(info)
+        _map_steps(packed, _pack_step)
+        with self._db.write(invalidates=True) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO build_history(dockerfile, target, info, updated)"
+                " VALUES (?,?,?,?)",
+                (dockerfile, target, json.dumps(packed, sort_keys=True), now()),
+            )
