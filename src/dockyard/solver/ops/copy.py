@@ -1,0 +1,201 @@
+"""COPY and ADD: files from the build context, a named context, another stage or an image.
+
+Key: the content digest of every entry the sources select (never times), the flags as
+written, ``--chown`` resolved to numeric ids (:func:`dockyard.solver.keys.copy_components`).
+Execution: :func:`dockyard.context.copy.copy_into` into the snapshot, lending unchanged files
+of the step's previous result where it can (:mod:`dockyard.solver.reuse`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import ContextError, DockyardError
+from dockyard.plan.model import CopyOp, StagePlan, Step
+from dockyard.solver import keys
+from dockyard.solver.model import StageState
+from dockyard.solver.ops.base import CacheInputs, Execution, Finish, OpContext, located
+
+
+class Copy:
+    """The COPY/ADD op."""
+
+    def cache_inputs(
+        self, ctx: OpContext, stage: StagePlan, step: Step, state: StageState
+    ) -> CacheInputs:
+        op = step.op
+        assert isinstance(op, CopyOp)
+        digest, files, source_id = sources_digest(ctx, op, step)
+        chown = resolve_chown(ctx, op, state, step) if op.chown else None
+        return CacheInputs(
+            kind="copy",
+            components=keys.copy_components(op, digest, source_id, chown, stage.platform),
+            link=op.link,
+            explain={"files": files},
+            prepared=chown,
+        )
+
+    def execute(self, ctx: OpContext, job: Execution) -> Finish | None:
+        op = job.step.op
+        assert isinstance(op, CopyOp)
+        reuse = _file_reuse(ctx, op, job)
+        copy(ctx, op, job.step, job.rootfs, job.inputs.prepared, reuse)
+        if reuse is not None and reuse.links:
+            links: Finish = reuse.link_all  # made once the overlay is unmounted
+            return links
+        return None
+
+
+# ---------------------------------------------------------------------- key
+def sources_digest(
+    ctx: OpContext, op: CopyOp, step: Step
+) -> tuple[str, Mapping[str, Any], str | None]:
+    """(content digest, selection manifest path -> FileMeta, source identity) of ``op``."""
+    if op.is_add and any(is_url(s) for s in op.sources):
+        # remote sources are keyed by what they are (URL + checksum); the content is
+        # fetched when the step runs, so an unpinned URL is re-fetched only on a miss.
+        return keys.digest_of(list(op.sources)), {}, None
+    if not op.sources:
+        return keys.digest_of([]), {}, None
+    if op.source_kind == "context":
+        build_ctx = ctx.context
+        source_id = None
+        if op.source_name and op.source_name in ctx.named_contexts:
+            build_ctx = ctx.named_contexts[op.source_name]
+            source_id = f"context:{op.source_name}"
+        sel = ctx.sources.context(build_ctx, list(op.sources), op.excludes)
+    elif op.source_kind == "image" and op.source_name in ctx.named_contexts:
+        build_ctx = ctx.named_contexts[op.source_name]
+        sel = ctx.sources.context(build_ctx, list(op.sources), op.excludes)
+        source_id = f"context:{op.source_name}"
+    else:
+        diff_ids, _ = source_layers(ctx, op, step)
+        sel = ctx.sources.layers(diff_ids, list(op.sources), op.excludes)
+        source_id = None  # content-addressed: a rebuilt stage with equal files still hits
+    # FileMeta objects; turned into JSON only when the history is written
+    return str(sel.digest), sel.files, source_id
+
+
+def source_layers(ctx: OpContext, op: CopyOp, step: Step) -> tuple[list[str], str]:
+    """The layers ``COPY --from`` reads (another stage's or an image's), and their identity."""
+    if op.source_kind == "stage":
+        assert op.source_stage is not None
+        if op.source_stage not in ctx.states:
+            raise located(ctx, step, f"stage {op.source_name} was not built")
+        st = ctx.states[op.source_stage]
+        return list(st.diff_ids), f"stage:{st.key}"
+    assert op.source_name is not None
+    try:
+        image = ctx.store.get_image(op.source_name)
+    except DockyardError:
+        raise located(
+            ctx, step,
+            f"COPY --from={op.source_name}: no stage or image of that name "
+            "(images must be in the local store: dockyard load/import/pull)",
+        ) from None
+    config = ctx.store.read_config(image).to_dict()
+    return list(config.get("rootfs", {}).get("diff_ids") or []), f"image:{image.id}"
+
+
+def resolve_chown(ctx: OpContext, op: CopyOp, state: StageState, step: Step) -> tuple[int, int]:
+    """``--chown`` as numeric ids, names looked up in the stage's own passwd and group."""
+    from dockyard.context.copy import resolve_chown as lookup
+
+    assert op.chown is not None
+    spec = op.chown
+    user, _, group = spec.partition(":")
+    if user.isdigit() and (not group or group.isdigit()):
+        # numeric ids need no lookup; a uid alone is also the gid (Docker's rule)
+        return int(user), int(group) if group else int(user)
+    try:
+        with ctx.view_of(state.diff_ids) as root:
+            return lookup(spec, root)
+    except ContextError as err:
+        raise located(ctx, step, err.message) from None
+
+
+# ---------------------------------------------------------------------- execution
+def _file_reuse(ctx: OpContext, op: CopyOp, job: Execution) -> Any:
+    """A :class:`~dockyard.solver.reuse.FileReuse` lending this COPY the unchanged files
+    of its previous result, or None where that does not apply (see that module)."""
+    prev = job.previous
+    if (
+        prev is None
+        or not ctx.layers.keeps_diffs
+        or op.is_add
+        or op.link
+        or op.parents
+        or op.heredocs
+        or op.source_kind != "context"
+        or (op.source_name and op.source_name in ctx.named_contexts)
+        or len(op.sources) != 1
+        or any(c in op.sources[0] for c in "*?[")
+    ):
+        return None
+    if not prev.get("key") or "files" not in prev:
+        return None
+    comps = {k: v for k, v in job.inputs.components.items() if k != "content"}
+    pcomps = {k: v for k, v in (prev.get("components") or {}).items() if k != "content"}
+    if comps != pcomps:
+        return None
+    record = ctx.store.get_cache_record(prev["key"])
+    snap = ctx.layers.snapshotter
+    if record is None or not record.chain_id or not snap.exists(record.chain_id):
+        return None
+    from dockyard.solver.reuse import FileReuse
+
+    return FileReuse(ctx.context.root, job.rootfs, snap.fs_dir(job.snapshot),
+                     snap.fs_dir(record.chain_id), job.inputs.explain["files"], prev["files"])
+
+
+def copy(
+    ctx: OpContext, op: CopyOp, step: Step, rootfs: Path, chown: Any, reuse: Any = None
+) -> None:
+    """Copy ``op``'s sources (and heredocs, and URLs for ADD) into ``rootfs``."""
+    from dockyard.context.copy import add_remote, copy_into, parse_chmod, write_heredocs
+
+    chmod = parse_chmod(op.chmod) if op.chmod else None
+    utime = ctx.options.source_date_epoch
+    command = "ADD" if op.is_add else "COPY"
+    tmpdir = ctx.store.root / "tmp"
+    try:
+        if op.heredocs:
+            write_heredocs(
+                [(h.name, h.content) for h in op.heredocs], op.dest, rootfs,
+                workdir=op.workdir, chown=chown, chmod=chmod, utime=utime, tmpdir=tmpdir,
+            )
+        remote = [s for s in op.sources if op.is_add and is_url(s)]
+        local = [s for s in op.sources if s not in remote]
+        for url in remote:
+            add_remote(url, op.dest, rootfs, workdir=op.workdir, chown=chown, chmod=chmod,
+                       checksum=op.checksum, keep_git_dir=op.keep_git_dir, tmpdir=tmpdir)
+        if not local:
+            return
+        if op.source_kind == "context" or (
+            op.source_kind == "image" and op.source_name in ctx.named_contexts
+        ):
+            build_ctx = ctx.context
+            if op.source_name and op.source_name in ctx.named_contexts:
+                build_ctx = ctx.named_contexts[op.source_name]
+            copy_into(build_ctx.root, local, op.dest, rootfs, workdir=op.workdir, chown=chown,
+                      chmod=chmod, parents=op.parents, excludes=op.excludes,
+                      is_add=op.is_add, ignore=build_ctx.ignore, preserve_owner=False,
+                      utime=utime, command=command, reuse=reuse)
+        else:
+            diff_ids, _ = source_layers(ctx, op, step)
+            with ctx.view_of(diff_ids) as src_root:
+                copy_into(src_root, local, op.dest, rootfs, workdir=op.workdir,
+                          chown=chown, chmod=chmod, parents=op.parents,
+                          excludes=op.excludes, is_add=op.is_add, ignore=None,
+                          preserve_owner=True, utime=utime, command=command)
+    except ContextError as err:
+        raise located(ctx, step, err.message, err.hint) from None
+
+
+def is_url(src: str) -> bool:
+    """Whether an ADD source is fetched rather than read from a context."""
+    return src.startswith(("http://", "https://", "git@", "git://")) or (
+        src.startswith("ssh://")
+    )

@@ -1,0 +1,220 @@
+"""RUN: a command in a container on the parent snapshot.
+
+Key: the argv, the environment the key sees, user, workdir, ``--network``, ``--security``,
+each ``--mount`` (with the identity of what a bind mount shows) and heredoc scripts
+(:func:`dockyard.solver.keys.run_components`). Execution: the mounts are set up, the
+executor runs the process, its output goes to the step's log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import BuildError, DockyardError, RunError
+from dockyard.plan.model import RunOp, StagePlan, Step
+from dockyard.progress.events import VertexLog
+from dockyard.solver import keys
+from dockyard.solver.model import StageState
+from dockyard.solver.ops.base import CacheInputs, Execution, Finish, OpContext, located
+
+
+class Run:
+    """The RUN op."""
+
+    def cache_inputs(
+        self, ctx: OpContext, stage: StagePlan, step: Step, state: StageState
+    ) -> CacheInputs:
+        op = step.op
+        assert isinstance(op, RunOp)
+        mounts = mount_key_parts(ctx, op, step)
+        return CacheInputs(
+            kind="run",
+            components=keys.run_components(op, mounts, stage.platform),
+            explain={"used_args": dict(step.used_args)},
+        )
+
+    def execute(self, ctx: OpContext, job: Execution) -> Finish | None:
+        from dockyard.executor.spec import RunSpec
+
+        op, step, rootfs = job.step.op, job.step, job.rootfs
+        assert isinstance(op, RunOp)
+        if op.security == "insecure" and not ctx.options.allow_insecure:
+            raise located(ctx, step, "RUN --security=insecure is not allowed",
+                          hint="pass --allow security.insecure to permit it")
+        network = op.network if op.network != "default" else ctx.options.network
+        tail: list[bytes] = []
+
+        def on_output(chunk: bytes) -> None:
+            ctx.emit(VertexLog(step.vertex, chunk, time.time()))
+            tail.append(chunk)
+            if len(tail) > 64:
+                del tail[:-64]
+
+        with run_mounts(ctx, op, step, rootfs) as (mounts, extra_env):
+            for path, content in op.script_files:
+                target = rootfs / path.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content)
+                target.chmod(0o755)
+            spec = RunSpec(
+                args=op.args,
+                env=(*op.env, *extra_env),
+                cwd=op.workdir,
+                user=op.user,
+                network="none" if network == "none" else "host",
+                mounts=tuple(mounts),
+                security="insecure" if op.security == "insecure" else "sandbox",
+            )
+            try:
+                code = ctx.executor.run(rootfs, spec, on_output=on_output)
+            finally:
+                for path, _ in op.script_files:
+                    with contextlib.suppress(OSError):
+                        (rootfs / path.lstrip("/")).unlink()
+                    with contextlib.suppress(OSError):
+                        (rootfs / path.lstrip("/")).parent.rmdir()
+        if code != 0:
+            lines = b"".join(tail).decode("utf-8", "replace").splitlines()[-10:]
+            command = " ".join(op.args)
+            raise RunError(
+                f"process \"{command}\" did not complete successfully: exit code: {code}",
+                step.location,
+                command=command,
+                exit_code=code,
+                output_tail=lines,
+                source=ctx.plan.source,
+            )
+        return None
+
+
+# ---------------------------------------------------------------------- key
+def mount_key_parts(ctx: OpContext, op: RunOp, step: Step) -> list[dict[str, Any]]:
+    """Each ``--mount`` as the key sees it (never a secret's value)."""
+    if not op.mounts:
+        return []  # and keep the executor's modules off a cached build's import path
+    from dockyard.executor.mounts import parse_run_mount
+
+    parts: list[dict[str, Any]] = []
+    for i, raw in enumerate(op.mounts):
+        try:
+            m = parse_run_mount(raw, index=i)
+        except DockyardError as err:
+            raise located(ctx, step, str(err)) from None
+        part: dict[str, Any] = {"type": m.type, "target": m.target}
+        if m.type == "secret":
+            part["id"] = m.id
+        elif m.type == "cache":
+            part.update(id=m.id, sharing=m.sharing)
+        elif m.type == "bind":
+            part["source"] = m.source
+            part["from"] = bind_source_identity(ctx, m.from_, m.source or "/")
+            part["rw"] = not m.readonly
+        elif m.type == "ssh":
+            part["id"] = m.id
+        parts.append(part)
+    return parts
+
+
+def bind_source_identity(ctx: OpContext, ref: str | None, source: str) -> str:
+    """What a bind mount shows, as the key sees it."""
+    if not ref:
+        sel = ctx.sources.context(ctx.context, [source.lstrip("/") or "."], ())
+        return f"context:{sel.digest}"
+    idx = ctx.stage_index(ref)
+    if idx is not None:
+        return f"stage:{ctx.states[idx].key}"
+    return f"image:{ref}"
+
+
+# ---------------------------------------------------------------------- execution
+@contextlib.contextmanager
+def run_mounts(
+    ctx: OpContext, op: RunOp, step: Step, rootfs: Path
+) -> Iterator[tuple[list[Any], list[str]]]:
+    """The mount specs and extra environment of ``op``'s ``--mount`` flags, set up for the
+    duration of the run."""
+    from dockyard.executor import mounts as m
+
+    specs: list[Any] = []
+    env: list[str] = []
+    ssh_index = 0  # BuildKit numbers default ssh targets among the ssh mounts only
+    with contextlib.ExitStack() as stack:
+        for raw in op.mounts:
+            rm = m.with_workdir(m.parse_run_mount(raw, index=ssh_index), op.workdir)
+            if rm.type == "ssh":
+                ssh_index += 1
+            if rm.type == "bind":
+                if not rm.from_:
+                    src_root = ctx.context.root
+                else:
+                    idx = ctx.stage_index(rm.from_)
+                    if idx is not None:
+                        src_root = stack.enter_context(ctx.view_of(ctx.states[idx].diff_ids))
+                    elif rm.from_ in ctx.named_contexts:
+                        src_root = ctx.named_contexts[rm.from_].root
+                    else:
+                        image = ctx.store.get_image(rm.from_)
+                        cfg = ctx.store.read_config(image).to_dict()
+                        src_root = stack.enter_context(
+                            ctx.view_of(list(cfg.get("rootfs", {}).get("diff_ids") or []))
+                        )
+                specs.append(m.bind_mount_spec(rm, src_root))
+            elif rm.type == "tmpfs":
+                specs.append(m.tmpfs_mount_spec(rm))
+            elif rm.type == "cache":
+                cache_dir = stack.enter_context(m.acquire_cache_dir(ctx.store.root, rm))
+                specs.append(m.cache_mount_spec(rm, cache_dir))
+            elif rm.type == "secret":
+                value = ctx.options.secrets.get(rm.id or "")
+                spec_or_none, env_items = stack.enter_context(
+                    _secret(m, rm, value, _secrets_dir(ctx.store.root), step, ctx.plan.source)
+                )
+                if spec_or_none is not None:
+                    specs.append(spec_or_none)
+                env.extend(env_items)
+            elif rm.type == "ssh":
+                sock = ctx.options.ssh.get(rm.id or "default")
+                if sock is None and rm.required:
+                    raise located(ctx, step, f"no SSH agent for id {rm.id or 'default'!r}",
+                                  hint="pass --ssh default[=SOCKET]")
+                spec_ssh, env_ssh = m.ssh_mount(rm, sock)
+                if spec_ssh is not None:
+                    specs.append(spec_ssh)
+                # only the first ssh mount sets SSH_AUTH_SOCK, and never over an ENV
+                taken = {e.partition("=")[0] for e in (*op.env, *env)}
+                env.extend(e for e in env_ssh if e.partition("=")[0] not in taken)
+        yield specs, env
+
+
+@contextlib.contextmanager
+def _secret(
+    m: Any, rm: Any, value: bytes | None, base: Path, step: Step, source: str
+) -> Iterator[tuple[Any, list[str]]]:
+    if value is None:
+        if rm.required:
+            raise BuildError(f"secret {rm.id!r} was not provided", step.location,
+                             hint=f"pass --secret id={rm.id},src=FILE", source=source)
+        yield None, []
+        return
+    spec, env = m.secret_mount(rm, value, base)
+    try:
+        yield spec, list(env)
+    finally:
+        if spec is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(spec.source)
+        with contextlib.suppress(OSError):
+            base.rmdir()
+
+
+def _secrets_dir(store_root: Path) -> Path:
+    """Secrets live in memory (tmpfs) where the host has one, never in the store's disk."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm / f"dockyard-secrets-{os.getpid()}"
+    return store_root / "run" / "secrets"
