@@ -2,6 +2,7 @@
 # Set up everything dockyard and its tests need on a fresh Debian machine (idempotent):
 # system packages (as root, through apt-get) and a virtualenv in .venv with dockyard installed.
 #   NO_APT=1   never call apt-get (report what is missing instead)
+#   WITH_BENCH=1  also the bench extra (matplotlib, py-spy: bench/plot_growth.py, bench/profile.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,8 +30,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.dockyard-installed
+if [ -n "${WITH_BENCH:-}" ] && ! .venv/bin/python -c 'import matplotlib' 2>/dev/null; then
+  rm -f "$stamp"
+fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e ".[test${WITH_BENCH:+,bench}]"
   touch "$stamp"
 fi

@@ -1,0 +1,1 @@
+"""The pipapp bench case's app: imports the installed packages and prints a line."""

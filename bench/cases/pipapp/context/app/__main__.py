@@ -1,0 +1,3 @@
+from app.views import render
+
+print(render())
