@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# layers100's export, timed apart from its build (issue 18): after a cold build (untimed),
+# layers100's export, timed apart from its build (issue 18): each after a cold build (untimed),
 #   oci   the image to an OCI archive with gzip layers:
 #           dockyard  `dockyard save --format oci`   (isal gzip, the layer tars made from the
 #                      snapshots first: a fresh build keeps no layer tar, docs/store.md)
@@ -23,6 +23,13 @@ CASE=${CASE:-layers100}
 OUT=${OUT:-$W/results}
 CSV=$OUT/export.csv
 mkdir -p "$OUT" "$W/logs/export" "$W/ctx"
+# the case's bases, where a store does not have them yet (e.g. DOCKYARD_BENCH_ROOT=new store)
+for peer in $PEERS; do
+  [ "$peer" = dockyard ] || continue
+  for b in $(sed -n 's/^FROM \([^ ]*\).*/\1/p' "$REPO/bench/cases/$CASE/context/Dockerfile" | sort -u); do
+    _dy inspect "$b" >/dev/null 2>&1 || peer_dockyard_import "$b"
+  done
+done
 ctx=$W/ctx/$CASE-export
 rm -rf "$ctx"; mkdir -p "$ctx"; cp -a "$REPO/bench/cases/$CASE/context/." "$ctx/"
 [ -x "$REPO/bench/cases/$CASE/prepare.sh" ] && (cd "$ctx" && "$REPO/bench/cases/$CASE/prepare.sh")
@@ -35,9 +42,9 @@ export_cmd() {  # export_cmd PEER WHAT TAG RUN -> CMD/CMD_ENV (like the peers' _
   CMD_ENV=() AFTER=(true)
   case $peer:$what in
     dockyard:oci)  CMD_ENV=(PYTHONDONTWRITEBYTECODE= "PYTHONPYCACHEPREFIX=$_DY_PYCACHE")
-                   CMD=("$_DY_BIN" --root "$W/dockyard" save --format oci -o "$tmpd/$run.tar" "$tag") ;;
+                   CMD=("$_DY_BIN" --root "$_DY_ROOT" save --format oci -o "$tmpd/$run.tar" "$tag") ;;
     dockyard:push) CMD_ENV=(PYTHONDONTWRITEBYTECODE= "PYTHONPYCACHEPREFIX=$_DY_PYCACHE")
-                   CMD=("$_DY_BIN" --root "$W/dockyard" push -q "$tag" "$dest") ;;
+                   CMD=("$_DY_BIN" --root "$_DY_ROOT" push -q "$tag" "$dest") ;;
     docker_*:oci)  CMD_ENV=(DOCKER_HOST="$(docker_host overlay2)")
                    CMD=("$DOCKER_BIN" save -o "$tmpd/$run.tar" "$tag") ;;
     docker_*:push) _dk "$peer" tag "$tag" "$dest" >/dev/null
@@ -55,12 +62,14 @@ export_cmd() {  # export_cmd PEER WHAT TAG RUN -> CMD/CMD_ENV (like the peers' _
 for ((run = 1; run <= RUNS; run++)); do
   for peer in $PEERS; do
     tag="bench/$CASE:$peer"
-    "peer_${peer}_reset" "$tag"
-    "peer_${peer}_cmd" "$ctx" "$tag"
-    env "${CMD_ENV[@]}" "${CMD[@]}" > "$W/logs/export/$peer.build.$run.log" 2>&1 \
-      || { log "build FAILED: $peer #$run"; continue; }
-    read -r size _ < <("peer_${peer}_inspect" "$tag"; echo)
     for what in oci push; do
+      # a fresh cold build (untimed) before each export: dockyard keeps the compressed
+      # layers an export made, so a push right after an OCI export would not compress
+      "peer_${peer}_reset" "$tag"
+      "peer_${peer}_cmd" "$ctx" "$tag"
+      env "${CMD_ENV[@]}" "${CMD[@]}" > "$W/logs/export/$peer.build.$what.$run.log" 2>&1 \
+        || { log "build FAILED: $peer #$run"; continue; }
+      read -r size _ < <("peer_${peer}_inspect" "$tag"; echo)
       export_cmd "$peer" "$what" "$tag" "$run" || continue
       tf=$(mktemp)
       /usr/bin/time -f '%e' -o "$tf" env "${CMD_ENV[@]}" "${CMD[@]}" \

@@ -54,7 +54,7 @@ for mode in $modes; do
     cold)   reset "$tag" ;;
     change) (cd "$ctx" && "$case_dir/change.sh" "profile-$(date +%s%N)") ;;
   esac
-  peer_dockyard_cmd "$ctx" "$tag"; CMD=("${CMD[@]/#$W\/dockyard/$PROFILE_ROOT}")
+  peer_dockyard_cmd "$ctx" "$tag"; CMD=("${CMD[@]/#$_DY_ROOT/$PROFILE_ROOT}")
   /usr/bin/time -f '%e s wall, %U s user, %S s sys, %M kB max RSS' -o "$OUT/$mode.time" \
     env "${CMD_ENV[@]}" "$PYSPY" record --full-filenames --rate "${RATE:-200}" --format raw --threads \
     -o "$OUT/$mode.pyspy.txt" -- "${CMD[@]}" > "$OUT/$mode.log" 2>&1 || {
@@ -67,14 +67,14 @@ for mode in $modes; do
       || { echo "build failed: see $OUT/$mode.log" >&2; exit 1; }
     : > "$OUT/$mode.pyspy.txt"
   }
-  python3 "$REPO/bench/pyspy_top.py" "$OUT/$mode.pyspy.txt" > "$OUT/$mode.top.md"
+  python3 "$REPO/bench/pyspy_top.py" --phases "$OUT/$mode.pyspy.txt" > "$OUT/$mode.top.md"
   grep -E '^#[0-9]+ (\[|DONE|CACHED)' "$OUT/$mode.log" > "$OUT/$mode.steps" || true
   log "$c $mode: $(cat "$OUT/$mode.time")"
 done
 # what a build that misses imports: rebuild after one more change, under -X importtime
 # (no py-spy here, so change2.rss is dockyard's own peak RSS, in kB)
 (cd "$ctx" && "$case_dir/change.sh" "importtime-$(date +%s%N)")
-peer_dockyard_cmd "$ctx" "$tag"; CMD=("${CMD[@]/#$W\/dockyard/$PROFILE_ROOT}")
+peer_dockyard_cmd "$ctx" "$tag"; CMD=("${CMD[@]/#$_DY_ROOT/$PROFILE_ROOT}")
 /usr/bin/time -f '%M' -o "$OUT/change2.rss" env "${CMD_ENV[@]}" PYTHONPROFILEIMPORTTIME=1 "${CMD[@]}" \
   > /dev/null 2> "$OUT/importtime.txt" || true
 python3 "$REPO/bench/importtime.py" "$OUT/importtime.txt" > "$OUT/importtime.md"

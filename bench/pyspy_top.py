@@ -14,6 +14,23 @@ import argparse
 import re
 from collections import Counter
 
+# phases of a build, in priority order: a sample belongs to the first phase one of whose
+# frames it has (so an import inside the copy counts as the copy); `--phases` prints them
+PHASES = (
+    ("up-to-date check (quick.py walk)", ("signature (",)),
+    ("base layer unpack", ("apply_layer (",)),
+    ("layer diff (tar + sha256 of the upper dir)", ("OverlaySnapshotter.diff (",)),
+    ("miss explanation", ("Solver._explain (",)),
+    ("cache key: context digest", ("digest_selection (", "StatCache.", "hash_file (")),
+    ("COPY: reuse links", ("FileReuse.",)),
+    ("COPY: copy files", ("copy_into (", "_Copier.copy_files.<locals>.run (")),
+    ("RUN: executor (spawn, spec, runtime)", ("Executor.run (",)),
+    ("snapshot prepare/mount/commit", ("OverlaySnapshotter.", "mounted (", "LayerSnapshots.",
+                                        "unmount (", "MetaTable.")),
+    ("store records (SQLite, blobs)", ("Store.",)),
+    ("imports", ("_find_and_load (",)),
+)
+
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -55,13 +72,24 @@ def main() -> None:
     ap.add_argument("profile")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--match", default="dockyard/")
-    ap.add_argument("--drop", default="Solver.solve (",
-                    help="leave out samples whose innermost frame starts so (default: the "
-                         "scheduling thread blocked on its queue, which py-spy counts as busy)")
+    ap.add_argument("--phases", action="store_true", help="also the samples by build phase")
+    ap.add_argument("--wait", action="append", default=None,
+                    help="innermost frames (prefixes) that are a thread blocked in a system "
+                         "call py-spy still counts as busy; counted apart, left out of the "
+                         "tables (default: the solver's scheduling thread on its queue, the "
+                         "executor reading the container's output until it exits)")
     a = ap.parse_args()
+    waits = tuple(a.wait or ("Solver.solve (", "Executor._run_container ("))
     stacks = parse(a.profile)
-    dropped = sum(c for fr, c in stacks if a.drop and fr and fr[-1].startswith(a.drop))
-    stacks = [(fr, c) for fr, c in stacks if not (a.drop and fr and fr[-1].startswith(a.drop))]
+    waiting: Counter[str] = Counter()
+    kept = []
+    for fr, c in stacks:
+        leaf = next((f for f in reversed(fr) if _is_code(f)), "")
+        if leaf.startswith(waits):
+            waiting[leaf.split(" (", 1)[0]] += c
+        else:
+            kept.append((fr, c))
+    stacks = kept
     total = sum(c for _, c in stacks) or 1
     self_c: Counter[str] = Counter()
     incl: Counter[str] = Counter()
@@ -84,7 +112,19 @@ def main() -> None:
             if a.match not in fr and file not in seen_files:
                 files[file] += count
                 seen_files.add(file)
-    print(f"{total} samples ({dropped} more left out: innermost frame {a.drop!r})\n")
+    print(f"{total} samples busy in Python or a system call, and waiting apart: "
+          + (", ".join(f"{k} {v}" for k, v in waiting.items()) or "none") + "\n")
+    if a.phases:
+        phases: Counter[str] = Counter()
+        for frames, count in stacks:
+            names = [name(f)[0] + " (" for f in frames if _is_code(f)]
+            phase = next((p for p, prefixes in PHASES
+                          if any(fr.startswith(prefixes) for fr in names)), "other")
+            phases[phase] += count
+        print("| phase | samples | % |\n|---|---|---|")
+        for key, c in phases.most_common():
+            print(f"| {key} | {c} | {100 * c / total:.1f} |")
+        print()
     for title, counter in (("self", self_c), (f"inclusive, {a.match}", incl),
                            ("inclusive, other modules by file", files)):
         print(f"| {title} | samples | % |\n|---|---|---|")

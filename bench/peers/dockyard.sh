@@ -2,11 +2,12 @@
 #   PEERS_EXTRA=$PWD/bench/peers/dockyard.sh /work/shared/peers/setup.sh
 #   PEERS_EXTRA=$PWD/bench/peers/dockyard.sh PEERS="dockyard docker_buildkit" /work/shared/peers/bench.sh
 # Uses the repo's virtualenv (scripts/setup.sh makes it) and a private store at $W/dockyard.
-# DOCKYARD_BIN overrides the executable.
+# DOCKYARD_BIN overrides the executable, DOCKYARD_BENCH_ROOT the store (default $W/dockyard).
 
 _DY_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 _DY_BIN=${DOCKYARD_BIN:-$_DY_REPO/.venv/bin/dockyard}
-_dy() { "$_DY_BIN" --root "$W/dockyard" "$@"; }
+_DY_ROOT=${DOCKYARD_BENCH_ROOT:-$W/dockyard}
+_dy() { "$_DY_BIN" --root "$_DY_ROOT" "$@"; }
 
 peer_dockyard_available() {     # the CLI runs and its build command exists
   [ -x "$_DY_BIN" ] && _dy build --help >/dev/null 2>&1
@@ -19,7 +20,7 @@ _DY_PYCACHE=${DOCKYARD_PYCACHE:-/var/tmp/dockyard-pycache}
 
 peer_dockyard_cmd() {           # CTX TAG -> CMD / CMD_ENV, timed as one process
   CMD_ENV=(PYTHONDONTWRITEBYTECODE= "PYTHONPYCACHEPREFIX=$_DY_PYCACHE")
-  CMD=("$_DY_BIN" --root "$W/dockyard" build --progress plain -f "$1/Dockerfile" -t "$2" "$1")
+  CMD=("$_DY_BIN" --root "$_DY_ROOT" build --progress plain -f "$1/Dockerfile" -t "$2" "$1")
 }
 
 # TAG -> drop the image, untagged images and all build cache; bases stay tagged. The same as
