@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PKGS=(crun runc skopeo umoci docker-registry busybox-static debootstrap
+PKGS=(crun runc skopeo umoci docker-registry busybox-static debootstrap e2fsprogs
       git tar xz-utils bzip2 curl time iproute2 openssl apache2-utils)
 # The differential (conformance) suite also needs the reference builders.
 if [ -n "${WITH_PEERS:-}" ]; then PKGS+=(docker.io containerd buildah podman); fi

@@ -15,8 +15,10 @@ The inputs of ``dockyard build`` and how each is covered:
 * every file of the context, the Dockerfile and its ``.dockerignore`` files: a walk that
   ``lstat``\\ s each entry (inode, size, mode, owner, mtime, ctime, links) into one digest.
   ctime cannot be set back, so a content change hidden by ``touch -r`` still shows (the
-  stat cache's rule). A file changed within :data:`RACY_MARGIN` of the walk could share its
-  timestamps with its previous content, so such a build records nothing;
+  stat cache's rule). A file changed within :data:`RACY_MARGIN` of the walk, or within the
+  tick of a file system with coarse timestamps (whole seconds on ext4 with 128-byte inodes,
+  2 s for FAT's mtime), could share its timestamps with its next content, so such a build
+  records nothing;
 * the store: tags, cache records, build history and every deletion move the store
   *generation* on (``Store.bump_generation``); a record holds the generation its build left
   and is only trusted while it has not moved. A build that saw another process move the
@@ -48,6 +50,8 @@ try:  # the builtin module: hashlib would import OpenSSL's bindings (~4 ms)
 except ImportError:  # pragma: no cover - other Pythons
     from hashlib import blake2b
 
+from dockyard._timestamps import granularity_ns
+
 if TYPE_CHECKING:
     from dockyard.progress.events import BuildWarning, Event, VertexStarted
     from dockyard.store.db import Store
@@ -56,6 +60,7 @@ _MAGIC = "dockyard-quick 1"
 # (record name, root) -> (walk start, signature) of a check that missed in this process
 _walked: dict[tuple[str, str], tuple[float, tuple[str, int]]] = {}
 RACY_MARGIN = 0.1  # seconds: a file changed this close to the walk is not trusted
+_COARSEST = 2_000_000_000  # ns: the coarsest timestamp granularity (FAT's mtime)
 _PROGRESS = ("auto", "plain", "quiet")
 # option -> how its value is checked (None: any value not starting with "-")
 _VALUE_OPTIONS: dict[str, tuple[str, ...] | None] = {
@@ -219,8 +224,11 @@ def scan(argv: list[str], root: str) -> Invocation | None:
 
 
 def signature(inv: Invocation) -> tuple[str, int]:
-    """The digest of the ``lstat`` of every context entry and watched path, and the newest
-    mtime or ctime among them (ns). Symlinks are never followed below the context root."""
+    """The digest of the ``lstat`` of every context entry and watched path, and the latest
+    moment (ns) any of their mtimes or ctimes may stand for: the time itself on a
+    fine-grained file system, the end of its tick on a coarse one (a 1-second file system
+    gives the same stamp to every write in that second, see ``_timestamps.py``). Symlinks
+    are never followed below the context root."""
     entries: list[tuple[object, ...]] = []
     newest = 0
     st = os.stat(inv.context)
@@ -242,7 +250,9 @@ def signature(inv: Invocation) -> tuple[str, int]:
                 entries.append((rel + name, st.st_mode, st.st_uid, st.st_gid, st.st_size,
                                 st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns,
                                 st.st_ctime_ns))
-                newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+                for stamp in (st.st_mtime_ns, st.st_ctime_ns):
+                    if stamp + _COARSEST > newest:
+                        newest = max(newest, stamp + granularity_ns(stamp))
                 if stat.S_ISDIR(st.st_mode):
                     stack.append((path + "/" + name, rel + name + "/"))
         finally:
@@ -255,7 +265,8 @@ def signature(inv: Invocation) -> tuple[str, int]:
             continue
         entries.append((path, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino,
                         st.st_dev, st.st_mtime_ns, st.st_ctime_ns))
-        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+        for stamp in (st.st_mtime_ns, st.st_ctime_ns):
+            newest = max(newest, stamp + granularity_ns(stamp))
     digest = blake2b(repr(entries).encode("utf-8", "surrogateescape")).hexdigest()
     return digest, newest
 

@@ -5,7 +5,10 @@ xattrs, so a no-op rebuild never rereads a file (nor lists its xattrs: setting o
 the ctime). ``touch -r`` can put an mtime back but never a ctime, so
 a content change is always seen. An entry whose ctime is too close to the moment it was
 hashed is "racy" (the file could change again within the same clock tick without changing
-its stat) and is rehashed once more before it is trusted, as git does with its index.
+its stat) and is rehashed once more before it is trusted, as git does with its index. "Too
+close" is the file system's timestamp granularity plus :attr:`StatCache.racy_window_ns`: on
+a file system with 1-second times, a file hashed in the second its ctime names stays racy
+(see ``dockyard/_timestamps.py``).
 
 The selection digest covers each entry's relative path, type, mode (permission and special
 bits), uid/gid, size, content sha256, link target and xattrs, and never a time. The per-file
@@ -26,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard._timestamps import settled_after
 from dockyard.context._paths import RawEntry, select_sources_raw
 from dockyard.context.dockerignore import PatternMatcher
 from dockyard.errors import ContextError
@@ -169,7 +173,12 @@ class StatCache:
                 and row[2] == st.st_size
                 and row[1] == st.st_ino
                 and row[0] == st.st_dev
-                and st.st_ctime_ns + racy < row[5]
+                # a fine-grained ctime needs only the window; a coarse one its whole tick
+                and (
+                    st.st_ctime_ns + racy < row[5]
+                    if st.st_ctime_ns % 10_000_000
+                    else settled_after(st.st_ctime_ns, racy) < row[5]
+                )
             ):
                 results[i] = (row[6], _decode_xattrs(row[7]) if row[7] else _NO_XATTRS)
                 continue
