@@ -60,6 +60,8 @@ _MAGIC = "dockyard-quick 1"
 # (record name, root) -> (walk start, signature) of a check that missed in this process
 _walked: dict[tuple[str, str], tuple[float, tuple[str, int]]] = {}
 RACY_MARGIN = 0.1  # seconds: a file changed this close to the walk is not trusted
+#: characters that make an ignore line more than a plain path (dockerignore._compile_pattern)
+_PATTERN_CHARS = "*?[]\\"
 _COARSEST = 2_000_000_000  # ns: the coarsest timestamp granularity (FAT's mtime)
 _PROGRESS = ("auto", "plain", "quiet")
 # option -> how its value is checked (None: any value not starting with "-")
@@ -112,7 +114,8 @@ class Invocation:
     def pruned(self) -> frozenset[str]:
         """Context paths the walk may skip: what the applicable ``.dockerignore`` certainly
         excludes. Only plain patterns count (``node_modules``, ``/build/``: a path and all
-        below it); none at all if any pattern has an exception (``!``) or the files are not
+        below it; a line with any of ``*?[]\\`` is a pattern); none at all if any pattern
+        has an exception (``!``) or the files are not
         where ``context.py`` would look, and never a path that leads to a Dockerfile or an
         ignore file. Skipping less only costs time."""
         ctx = self.context
@@ -149,7 +152,9 @@ class Invocation:
             if "!" in line:
                 return frozenset()
             parts = [p for p in line.split("/") if p not in ("", ".")]
-            if not parts or ".." in parts or any(c in line for c in "*?[\\"):
+            # Plain only if the matcher takes every character literally: "[" and "]" make
+            # a pattern a regular expression ("v]^" matches nothing at all)
+            if not parts or ".." in parts or any(c in line for c in _PATTERN_CHARS):
                 continue
             rel = "/".join(parts)
             if not any(p == rel or p.startswith(rel + "/") for p in protected):

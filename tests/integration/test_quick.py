@@ -340,3 +340,53 @@ def test_a_missed_check_hands_its_walk_to_the_build(setup: tuple[Path, Path]) ->
     assert quick._walked == {}
     assert build(root, *argv) == 0
     assert hit(root, *argv)
+
+
+def _image_file(root: Path, image: str, path: str, tmp: Path) -> str:
+    from test_build_support import flatten
+
+    return (flatten(root, image, tmp) / path.lstrip("/")).read_text()
+
+
+def test_an_ignore_line_that_is_a_pattern_is_walked(
+        setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """Issue 12, item 10: ``v]^`` looks like a path but is a pattern that excludes nothing,
+    so the build reads ``v]^/f``; the check must see it change."""
+    root, ctx = setup
+    (ctx / "Dockerfile").write_text(f'FROM {BASE}\nCOPY ["v]^/f", "/f"]\n')
+    (ctx / ".dockerignore").write_text("v]^\n")
+    write_tree(ctx, {"v]^/f": "one\n"})
+    settle()
+    argv = ["--progress", "plain", "-t", "app:1", str(ctx)]
+    assert build(root, *argv) == 0
+    assert hit(root, *argv)
+    (ctx / "v]^" / "f").write_text("two\n")
+    assert not hit(root, *argv)
+    settle()
+    assert build(root, *argv) == 0
+    assert _image_file(root, "app:1", "/f", tmp_path / "fs") == "two\n"
+
+
+def test_a_link_through_an_ignored_directory_is_not_followed(
+        setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12, item 10: ``x -> ign/l/file`` with ``ign/l -> ../data`` and ``ign`` ignored.
+    The build used to follow the link through the ignored directory (which the check does
+    not walk), so re-pointing ``ign/l`` kept the stale file. BuildKit never receives
+    ``ign``, so ``x`` dangles there and the COPY fails: so it does here, before and after."""
+    root, ctx = setup
+    (ctx / "Dockerfile").write_text(f"FROM {BASE}\nCOPY x /x\n")
+    (ctx / ".dockerignore").write_text("ign\n")
+    write_tree(ctx, {"data/file": "data\n", "other/file": "other\n"})
+    (ctx / "ign").mkdir()
+    (ctx / "ign" / "l").symlink_to("../data")
+    (ctx / "x").symlink_to("ign/l/file")
+    settle()
+    argv = ["--progress", "plain", "-t", "app:1", str(ctx)]
+    for target in ("../data", "../other"):
+        (ctx / "ign" / "l").unlink()
+        (ctx / "ign" / "l").symlink_to(target)
+        assert build(root, *argv) != 0
+        err = capsys.readouterr().err
+        assert '"/x": not found' in err
+        assert ".dockerignore excludes" in err
+        assert not hit(root, *argv)

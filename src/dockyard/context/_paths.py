@@ -20,7 +20,7 @@ from dockyard.context.dockerignore import (
     has_wildcards,
 )
 from dockyard.errors import ContextError, LayerError
-from dockyard.layers.rootpath import resolve_in_root
+from dockyard.layers.rootpath import MAX_SYMLINKS, resolve_in_root
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -43,6 +43,49 @@ def root_path_nofollow(root: Path, rel: str) -> Path:
         return root
     parent, _, base = clean.rpartition("/")
     return root_path(root, parent) / base
+
+
+def visible_path(
+    root: Path, rel: str, ignore: PatternMatcher | None, *, follow: bool = True
+) -> Path | None:
+    """:func:`root_path` (or, without ``follow``, :func:`root_path_nofollow`) in the context
+    as the builder receives it: what ``ignore`` excludes is not there, so a path that
+    leads through an excluded entry, itself or as a step of a symlink's resolution (a link
+    inside an excluded directory), resolves to nothing (None). BuildKit never receives
+    excluded files, so such a link dangles there."""
+    if not ignore:
+        return root_path(root, rel) if follow else root_path_nofollow(root, rel)
+    parts = [p for p in go_clean("/" + rel).split("/") if p]
+    parts.reverse()  # a stack: the next component is at the end
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = "/".join([*resolved, name])
+        try:
+            st = os.lstat(root / candidate)
+        except OSError:
+            resolved.append(name)
+            continue
+        if _invisible(ignore, candidate, stat.S_ISDIR(st.st_mode)):
+            return None
+        if stat.S_ISLNK(st.st_mode) and (parts or follow):
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise ContextError(f"too many levels of symbolic links resolving {rel!r}")
+            target = os.readlink(root / candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
+            continue
+        resolved.append(name)
+    return root.joinpath(*resolved)
 
 
 def rel_to(root: Path, path: Path) -> str:
@@ -99,8 +142,8 @@ def resolve_wildcards(
     head, tail = split_wildcards(src)
     if not tail:
         return [head]
-    base = root_path(root, head) if follow else root_path_nofollow(root, head)
-    if not base.is_dir():
+    base = visible_path(root, head, ignore, follow=follow)
+    if base is None or not base.is_dir():
         return []
     head_rel = rel_to(root, base)
     out: list[str] = []
@@ -222,10 +265,11 @@ def _walk_contents(
     visit(top, "", None, None)
 
 
-def missing_source_error(src: str, ignore: PatternMatcher | None) -> ContextError:
+def missing_source_error(
+    src: str, ignore: PatternMatcher | None, hint: str | None = None
+) -> ContextError:
     """The error for a COPY source that is not there, saying if .dockerignore hid it."""
     clean = go_clean(src).lstrip("/") or "."
-    hint = None
     if ignore and ignore.matches(clean):
         hint = "it is excluded by .dockerignore"
     return ContextError(f'failed to compute cache key: "/{clean}": not found', hint=hint)
@@ -317,7 +361,10 @@ def _select_match_raw(
     # An excluded dir an exception reaches into still exists in the sent context.
     if ignore and match != "." and ignore.matches(match) and not ignore.must_descend(match):
         raise missing_source_error(src, ignore)
-    path = root_path(root, match) if follow else root_path_nofollow(root, match)
+    path = visible_path(root, match, ignore, follow=follow)
+    if path is None:  # through an excluded entry (a link inside an excluded directory)
+        raise missing_source_error(
+            src, ignore, hint="it leads through a path that .dockerignore excludes")
     try:
         st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
