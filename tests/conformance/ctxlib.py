@@ -7,6 +7,7 @@ so contexts are made here instead of being checked in.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import tarfile
@@ -60,9 +61,21 @@ def make_tar(path: str, entries: Iterable[tuple[str, str, Any]], mode: str = "w"
 
     Each entry is (kind, name, data): ("file", name, (content, mode, uid, gid)),
     ("dir", name, (mode, uid, gid)), ("symlink", name, target), ("hardlink", name, target or (target, mode, uid, gid)).
-    mtimes are fixed so the archive is reproducible.
+    mtimes are fixed so the archive is reproducible (gzip's header time too: the context is
+    made once per builder, and the two must be byte for byte the same).
     """
-    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+    if mode == "w:gz":
+        plain = io.BytesIO()
+        _write_tar(plain, entries, "w")
+        with gzip.GzipFile(path, "wb", mtime=0) as gz:
+            gz.write(plain.getvalue())
+        return
+    _write_tar(path, entries, mode)
+
+
+def _write_tar(target: Any, entries: Iterable[tuple[str, str, Any]], mode: str) -> None:
+    kwargs = {"fileobj": target} if not isinstance(target, str) else {"name": target}
+    with tarfile.open(mode=mode, format=tarfile.PAX_FORMAT, **kwargs) as tar:  # type: ignore[call-overload]
         for kind, name, data in entries:
             info = tarfile.TarInfo(name)
             info.mtime = 1700000000
