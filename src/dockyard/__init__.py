@@ -1,10 +1,16 @@
 """dockyard: a daemonless builder that turns a Dockerfile and a build context into an OCI image.
 
-The public API is small and imported lazily, so ``import dockyard`` stays cheap::
+Every command of the ``dockyard`` CLI is a function here, returning a frozen dataclass; the
+CLI only parses arguments, calls one and formats the result. See docs/api.md::
 
     import dockyard
     result = dockyard.build("path/to/context", tags=["app:latest"])
     print(result.image_id)
+    for image in dockyard.images():
+        print(image.repository, image.tag, image.size)
+
+Names are imported on first use, so ``import dockyard`` stays cheap and each call pays only
+for the rooms it needs.
 """
 
 from __future__ import annotations
@@ -14,41 +20,213 @@ from typing import TYPE_CHECKING, Any
 from dockyard._version import __version__
 
 if TYPE_CHECKING:
+    from dockyard._api._archives import (
+        CopyResult,
+        ExportResult,
+        ImportResult,
+        LoadedImage,
+        LoadResult,
+        SaveResult,
+        cp,
+        export,
+        import_,
+        load,
+        save,
+    )
+    from dockyard._api._cleanup import (
+        CacheEntry,
+        CachePruneResult,
+        PruneResult,
+        cache_du,
+        cache_ls,
+        cache_prune,
+        prune,
+    )
+    from dockyard._api._containers import RunResult, run
+    from dockyard._api._images import (
+        ImageDetails,
+        ImageSummary,
+        RemoveResult,
+        TagResult,
+        history,
+        images,
+        inspect,
+        rmi,
+        tag,
+    )
+    from dockyard._api._registries import (
+        LoginResult,
+        LoginStatus,
+        LogoutResult,
+        PullResult,
+        PushResult,
+        get_login,
+        login,
+        logout,
+        pull,
+        push,
+    )
+    from dockyard._api._system import RuntimeStatus, SnapshotterStatus, SystemInfo, info
     from dockyard.api import BuildResult, StepResult, build
     from dockyard.errors import (
         BuildError,
         ContextError,
         DockerfileError,
         DockyardError,
+        ExecutorError,
+        LayerError,
         Location,
+        NotFoundError,
+        RegistryError,
         RunError,
+        StoreError,
+        UsageError,
     )
-
-__all__ = [
-    "BuildError",
-    "BuildResult",
-    "ContextError",
-    "DockerfileError",
-    "DockyardError",
-    "Location",
-    "RunError",
-    "StepResult",
-    "__version__",
-    "build",
-]
+    from dockyard.progress.events import Event, ProgressMessage
+    from dockyard.store.cache_gc import CacheUsage, KindUsage
+    from dockyard.store.images import HistoryItem
 
 # Imported on first use: `dockyard --version` must not pay for dataclasses and friends.
 _LAZY = {
+    # building
     "build": "dockyard.api",
     "BuildResult": "dockyard.api",
     "StepResult": "dockyard.api",
+    "Event": "dockyard.progress.events",
+    "ProgressMessage": "dockyard.progress.events",
+    # images in the store
+    "images": "dockyard._api._images",
+    "inspect": "dockyard._api._images",
+    "history": "dockyard._api._images",
+    "tag": "dockyard._api._images",
+    "rmi": "dockyard._api._images",
+    "ImageSummary": "dockyard._api._images",
+    "ImageDetails": "dockyard._api._images",
+    "TagResult": "dockyard._api._images",
+    "RemoveResult": "dockyard._api._images",
+    "HistoryItem": "dockyard.store.images",
+    # registries
+    "pull": "dockyard._api._registries",
+    "push": "dockyard._api._registries",
+    "login": "dockyard._api._registries",
+    "logout": "dockyard._api._registries",
+    "get_login": "dockyard._api._registries",
+    "PullResult": "dockyard._api._registries",
+    "PushResult": "dockyard._api._registries",
+    "LoginResult": "dockyard._api._registries",
+    "LoginStatus": "dockyard._api._registries",
+    "LogoutResult": "dockyard._api._registries",
+    # archives and files
+    "save": "dockyard._api._archives",
+    "load": "dockyard._api._archives",
+    "import_": "dockyard._api._archives",
+    "export": "dockyard._api._archives",
+    "cp": "dockyard._api._archives",
+    "SaveResult": "dockyard._api._archives",
+    "LoadResult": "dockyard._api._archives",
+    "LoadedImage": "dockyard._api._archives",
+    "ImportResult": "dockyard._api._archives",
+    "ExportResult": "dockyard._api._archives",
+    "CopyResult": "dockyard._api._archives",
+    # containers
+    "run": "dockyard._api._containers",
+    "RunResult": "dockyard._api._containers",
+    # freeing space
+    "prune": "dockyard._api._cleanup",
+    "cache_ls": "dockyard._api._cleanup",
+    "cache_du": "dockyard._api._cleanup",
+    "cache_prune": "dockyard._api._cleanup",
+    "PruneResult": "dockyard._api._cleanup",
+    "CacheEntry": "dockyard._api._cleanup",
+    "CachePruneResult": "dockyard._api._cleanup",
+    "CacheUsage": "dockyard.store.cache_gc",
+    "KindUsage": "dockyard.store.cache_gc",
+    # the host
+    "info": "dockyard._api._system",
+    "SystemInfo": "dockyard._api._system",
+    "RuntimeStatus": "dockyard._api._system",
+    "SnapshotterStatus": "dockyard._api._system",
+    # errors
     "BuildError": "dockyard.errors",
     "ContextError": "dockyard.errors",
     "DockerfileError": "dockyard.errors",
     "DockyardError": "dockyard.errors",
+    "ExecutorError": "dockyard.errors",
+    "LayerError": "dockyard.errors",
     "Location": "dockyard.errors",
+    "NotFoundError": "dockyard.errors",
+    "RegistryError": "dockyard.errors",
     "RunError": "dockyard.errors",
+    "StoreError": "dockyard.errors",
+    "UsageError": "dockyard.errors",
 }
+
+__all__ = [
+    "BuildError",
+    "BuildResult",
+    "CacheEntry",
+    "CachePruneResult",
+    "CacheUsage",
+    "ContextError",
+    "CopyResult",
+    "DockerfileError",
+    "DockyardError",
+    "Event",
+    "ExecutorError",
+    "ExportResult",
+    "HistoryItem",
+    "ImageDetails",
+    "ImageSummary",
+    "ImportResult",
+    "KindUsage",
+    "LayerError",
+    "LoadResult",
+    "LoadedImage",
+    "Location",
+    "LoginResult",
+    "LoginStatus",
+    "LogoutResult",
+    "NotFoundError",
+    "ProgressMessage",
+    "PruneResult",
+    "PullResult",
+    "PushResult",
+    "RegistryError",
+    "RemoveResult",
+    "RunError",
+    "RunResult",
+    "RuntimeStatus",
+    "SaveResult",
+    "SnapshotterStatus",
+    "StepResult",
+    "StoreError",
+    "SystemInfo",
+    "TagResult",
+    "UsageError",
+    "__version__",
+    "build",
+    "cache_du",
+    "cache_ls",
+    "cache_prune",
+    "cp",
+    "export",
+    "get_login",
+    "history",
+    "images",
+    "import_",
+    "info",
+    "inspect",
+    "load",
+    "login",
+    "logout",
+    "prune",
+    "pull",
+    "push",
+    "rmi",
+    "run",
+    "save",
+    "tag",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -58,3 +236,7 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -5,7 +5,7 @@
   made a layer, and ``cache mount`` for ``RUN --mount=type=cache`` directories). Layers an
   image also uses count in SIZE but not in RECLAIMABLE.
 * ``prune [-a] [--keep-storage SIZE] [--older-than DURATION]``: see
-  :mod:`dockyard.store.cache_gc` for the rules. Without options it removes the records no
+  :func:`dockyard.cache_prune` for the rules. Without options it removes the records no
   tagged image uses (like ``docker builder prune``); ``--all`` removes every record and the
   cache mounts. Tagged images always stay. Waits for running builds.
 """
@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
-from typing import Any
 
-from dockyard.cli.cmd_images import format_table, human_duration, human_size
+from dockyard.cli.cmd_images import format_table, human_duration, human_size, rfc3339
 
 __all__ = ["add_arguments", "run"]
 
@@ -56,17 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dockyard.store.db import Store
-
-    store = Store.open(Path(args.root))
-    try:
-        if args.cache_command == "ls":
-            return _ls(store, args)
-        if args.cache_command == "du":
-            return _du(store, args)
-        return _prune(store, args)
-    finally:
-        store.close()
+    if args.cache_command == "ls":
+        return _ls(args)
+    if args.cache_command == "du":
+        return _du(args)
+    return _prune(args)
 
 
 def _short(key: str) -> str:
@@ -83,52 +75,49 @@ def _ago(ts: float, now: float) -> str:
     return human_duration(max(now - ts, 0.0)) + " ago"
 
 
-def _ls(store: Any, args: argparse.Namespace) -> int:
-    from dockyard.store.cache_gc import cache_entries
-    from dockyard.store.db import format_time
+def _ls(args: argparse.Namespace) -> int:
+    from dockyard import cache_ls
 
     now = time.time()
-    entries = cache_entries(store)
+    entries = cache_ls(root=args.root)
     if args.format == "json":
         for e in entries:
-            r = e.record
             print(json.dumps({
-                "ID": r.key if args.no_trunc else _short(r.key),
-                "Key": r.key,
+                "ID": e.key if args.no_trunc else _short(e.key),
+                "Key": e.key,
                 "Kind": e.kind,
-                "Description": _description(r.description),
-                "DiffID": r.diff_id,
-                "ChainID": r.chain_id,
+                "Description": _description(e.description),
+                "DiffID": e.diff_id,
+                "ChainID": e.chain_id,
                 "Size": e.size,
                 "Shared": e.shared,
-                "InUse": e.in_tagged_image,
+                "InUse": e.in_use,
                 "LayerMissing": e.layer_missing,
-                "CreatedAt": format_time(r.created),
-                "LastUsedAt": format_time(r.last_used),
+                "CreatedAt": rfc3339(e.created),
+                "LastUsedAt": rfc3339(e.last_used),
             }, sort_keys=True))
         return 0
     rows = []
     for e in entries:
-        r = e.record
-        desc = _description(r.description)
+        desc = _description(e.description)
         if not args.no_trunc and len(desc) > 60:
             desc = desc[:57] + "..."
         size = "missing" if e.layer_missing else human_size(e.size) if e.has_layer else "0B"
         rows.append([
-            r.key if args.no_trunc else _short(r.key),
+            e.key if args.no_trunc else _short(e.key),
             size,
-            _ago(r.created, now),
-            _ago(r.last_used, now),
+            _ago(e.created, now),
+            _ago(e.last_used, now),
             desc,
         ])
     print(format_table(["ID", "SIZE", "CREATED", "LAST USED", "DESCRIPTION"], rows))
     return 0
 
 
-def _du(store: Any, args: argparse.Namespace) -> int:
-    from dockyard.store.cache_gc import cache_usage
+def _du(args: argparse.Namespace) -> int:
+    from dockyard import cache_du
 
-    usage = cache_usage(store)
+    usage = cache_du(root=args.root)
     if args.format == "json":
         print(json.dumps({
             "Records": usage.records,
@@ -149,27 +138,14 @@ def _du(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _prune(store: Any, args: argparse.Namespace) -> int:
-    from dockyard.store.cache_gc import PrunePolicy, parse_duration, parse_size, prune_cache
+def _prune(args: argparse.Namespace) -> int:
+    from dockyard import cache_prune
 
-    policy = PrunePolicy(
-        all=args.all,
-        keep_storage=parse_size(args.keep_storage) if args.keep_storage is not None else None,
-        older_than=parse_duration(args.older_than) if args.older_than is not None else None,
-    )
-    report = prune_cache(store, policy, timeout=args.timeout, snapshotter=_snapshotter(store))
+    report = cache_prune(all=args.all, keep_storage=args.keep_storage,
+                         older_than=args.older_than, timeout=args.timeout, root=args.root)
     print(f"Deleted build cache records: {report.records_removed}")
     if report.cache_mounts_removed:
         print(f"Deleted cache mounts: {report.cache_mounts_removed}")
     print(f"Deleted blobs: {report.blobs_removed}, snapshots: {report.snapshots_removed}")
     print(f"Total reclaimed space: {human_size(report.bytes_freed)}")
     return 0
-
-
-def _snapshotter(store: Any) -> Any:
-    """The snapshotter that made the store's snapshots (None when there are none)."""
-    from dockyard.snapshot import open_snapshotter
-
-    if not any(store.snapshots_dir.iterdir()):
-        return None
-    return open_snapshotter(store.snapshots_dir, "auto")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,18 +30,12 @@ def split_source(source: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dockyard import cp
     from dockyard.errors import UsageError
-    from dockyard.exporter import copy_from_image, read_image
-    from dockyard.store.db import Store
 
     image_name, path = split_source(args.source)
     if args.dest == "-" and sys.stdout.isatty():
         raise UsageError("refusing to write a tar to a terminal; redirect stdout")
-    store = Store.open(Path(args.root))
-    image = read_image(store, image_name)
-    with store.build_lock():
-        copy_from_image(store, image, path, args.dest, stdout=sys.stdout.buffer,
-                        follow_link=args.follow_link)
-    if args.dest == "-":
-        sys.stdout.buffer.flush()
+    cp(image_name, path, sys.stdout.buffer if args.dest == "-" else args.dest,
+       follow_link=args.follow_link, root=args.root)
     return 0

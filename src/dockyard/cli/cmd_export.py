@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,15 +12,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dockyard import export
     from dockyard.errors import UsageError
-    from dockyard.exporter import OutputSpec, export, read_image
-    from dockyard.store.db import Store
 
     if args.output is None and sys.stdout.isatty():
         raise UsageError("refusing to write a tar to a terminal; use -o FILE or redirect")
-    store = Store.open(Path(args.root))
-    image = read_image(store, args.image)
-    spec = OutputSpec(type="tar", dest="-" if args.output is None else args.output)
-    with store.build_lock():
-        export(store, image.id, spec, ())
+    export(args.image, args.output if args.output is not None else sys.stdout.buffer,
+           root=args.root)
     return 0

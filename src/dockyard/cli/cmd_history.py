@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from dockyard.cli.cmd_images import created_at, format_table, human_size, since
 
@@ -35,11 +34,9 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dockyard.store import Store
+    from dockyard import history
 
-    store = Store.open(Path(args.root))
-    image = store.get_image(args.image)
-    items = store.history(image)
+    items = history(args.image, root=args.root)
     rows = []
     for item in items:
         item_id = item.id

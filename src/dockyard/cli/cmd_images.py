@@ -11,9 +11,6 @@ import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-
-from dockyard.errors import UsageError
 
 __all__ = [
     "add_arguments",
@@ -21,6 +18,7 @@ __all__ = [
     "human_duration",
     "human_size",
     "parse_time",
+    "rfc3339",
     "run",
 ]
 
@@ -106,6 +104,11 @@ def since(text: str | None, now: float | None = None) -> str:
     return human_duration(max(age, 0.0)) + " ago"
 
 
+def rfc3339(ts: float) -> str:
+    """A unix time as RFC 3339 UTC with microseconds and a ``Z``, as Docker prints times."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def created_at(text: str | None) -> str:
     """Docker's CreatedAt form: ``2024-01-02 03:04:05 +0000 UTC``."""
     created = parse_time(text)
@@ -127,51 +130,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dockyard.image.reference import parse_reference
-    from dockyard.store import Store
-
-    store = Store.open(Path(args.root))
-    want_name: str | None = None
-    want_tag: str | None = None
-    if args.repository:
-        try:
-            ref = parse_reference(args.repository, default_tag=False)
-        except UsageError as err:
-            raise UsageError(f"images: {err}") from None
-        want_name, want_tag = ref.name, ref.tag
+    from dockyard import images
 
     rows: list[dict[str, str]] = []
-    for image in store.list_images():
-        image_id = image.id if args.no_trunc else image.short_id
-        entries: list[tuple[str, str, str]] = []  # (full name, familiar repo, tag)
-        for ref in image.tags:
-            entries.append((ref.name, ref.familiar_name, ref.tag or "<none>"))
-        if not entries:
-            digest_repos = sorted({(r.name, r.familiar_name) for r in image.digests})
-            entries = [(name, fam, "<none>") for name, fam in digest_repos] or [
-                ("", "<none>", "<none>")
-            ]
-        for full, repo, tag in entries:
-            if want_name is not None and (full != want_name or (want_tag and tag != want_tag)):
-                continue
-            digest = next(
-                (r.digest for r in image.digests if r.name == full and r.digest), "<none>"
-            )
-            rows.append(
-                {
-                    "Containers": "N/A",
-                    "CreatedAt": created_at(image.created),
-                    "CreatedSince": since(image.created),
-                    "Digest": digest,
-                    "ID": image_id,
-                    "Repository": repo,
-                    "SharedSize": "N/A",
-                    "Size": human_size(image.size),
-                    "Tag": tag,
-                    "UniqueSize": "N/A",
-                    "VirtualSize": human_size(image.size),
-                }
-            )
+    for image in images(args.repository or None, root=args.root):
+        rows.append(
+            {
+                "Containers": "N/A",
+                "CreatedAt": created_at(image.created),
+                "CreatedSince": since(image.created),
+                "Digest": image.digest,
+                "ID": image.id if args.no_trunc else image.short_id,
+                "Repository": image.repository,
+                "SharedSize": "N/A",
+                "Size": human_size(image.size),
+                "Tag": image.tag,
+                "UniqueSize": "N/A",
+                "VirtualSize": human_size(image.size),
+            }
+        )
     if args.quiet:
         for row in rows:
             print(row["ID"])

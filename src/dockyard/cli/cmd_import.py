@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,21 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dockyard.errors import UsageError
-    from dockyard.exporter import import_rootfs
-    from dockyard.store.db import Store
+    from dockyard import import_
 
-    platform: tuple[str, str] | None = None
-    if args.platform:
-        os_name, _, arch = args.platform.partition("/")
-        if not os_name or not arch:
-            raise UsageError(f"--platform must be os/arch, not {args.platform!r}")
-        platform = (os_name, arch.split("/")[0])
-    store = Store.open(Path(args.root))
     source = sys.stdin.buffer if args.source == "-" else args.source
-    names = [args.name] if args.name else []
-    with store.build_lock():
-        image = import_rootfs(store, source, names, changes=args.change, message=args.message,
-                              platform=platform)
-    print(image.id)
+    result = import_(source, args.name, changes=args.change, message=args.message,
+                     platform=args.platform, root=args.root)
+    print(result.image_id)
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from dockyard.errors import NotFoundError
@@ -16,17 +15,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dockyard.store import Store
+    from dockyard import inspect
 
-    store = Store.open(Path(args.root))
     out: list[dict[str, Any]] = []
     missing: list[str] = []
     for name in args.images:
-        record = store.find_image(name)
-        if record is None:
+        try:
+            out.append(inspect(name, root=args.root).to_dict())
+        except NotFoundError:
             missing.append(name)
-            continue
-        out.append(store.inspect_image(record))
     # Like docker: print what was found, then fail naming what was not.
     print(json.dumps(out, indent=4))
     if missing:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,22 +14,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dockyard import load
     from dockyard.errors import UsageError
-    from dockyard.exporter import load_archive
-    from dockyard.image.reference import parse_reference
-    from dockyard.store.db import Store
 
     if args.input is None and sys.stdin.isatty():
         raise UsageError("no archive: use -i FILE or pipe one to stdin")
-    store = Store.open(Path(args.root))
-    source = args.input if args.input is not None else sys.stdin.buffer
-    with store.build_lock():
-        loaded = load_archive(store, source)
+    result = load(args.input if args.input is not None else sys.stdin.buffer, root=args.root)
     if not args.quiet:
-        for image in loaded:
+        for image in result.images:
             if image.names:
-                for name in image.names:
-                    print(f"Loaded image: {parse_reference(name).familiar}")
+                for name in image.familiar_names:
+                    print(f"Loaded image: {name}")
             else:
                 print(f"Loaded image ID: {image.id}")
     return 0

@@ -33,40 +33,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_registry_arguments(parser)
 
 
-def _host(registry: str) -> str:
-    text = registry.strip()
-    if "://" in text:
-        text = text.split("://", 1)[1]
-    return text.split("/", 1)[0].lower() or "docker.io"
-
-
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from dockyard import get_login, login, logout
     from dockyard.errors import UsageError
-    from dockyard.registry.auth import (
-        Credentials,
-        load_credentials,
-        remove_credentials,
-        save_credentials,
-    )
-    from dockyard.registry.client import RegistryClient
 
-    host = _host(args.registry)
-    if host in ("index.docker.io", "registry-1.docker.io"):
-        host = "docker.io"
-    authfile = Path(args.authfile) if args.authfile else None
     if args.logout:
-        if not remove_credentials(host, authfile):
-            print(f"Not logged in to {host}", file=sys.stderr)
+        out = logout(args.registry, authfile=args.authfile)
+        if not out.removed:
+            print(f"Not logged in to {out.registry}", file=sys.stderr)
             return 0
-        print(f"Removing login credentials for {host}", file=sys.stderr)
+        print(f"Removing login credentials for {out.registry}", file=sys.stderr)
         return 0
     if args.get_login:
-        found = load_credentials(host, authfile)
-        if found is None:
-            raise UsageError(f"not logged in to {host}")
-        print(found.username)
+        status = get_login(args.registry, authfile=args.authfile)
+        if status.username is None:
+            raise UsageError(f"not logged in to {status.registry}")
+        print(status.username)
         return 0
     if args.password is not None and args.password_stdin:
         raise UsageError("--password and --password-stdin are mutually exclusive")
@@ -86,10 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("no password: use --password-stdin")
     if not password:
         raise UsageError("the password is empty")
-    credentials = Credentials(args.username, password)
-    with RegistryClient(host, registry_options(args), credentials=credentials) as client:
-        client.login()
-    path = save_credentials(host, credentials, authfile)
-    print(f"credentials saved in {path}", file=sys.stderr)
+    result = login(args.registry, args.username, password, **registry_options(args))
+    print(f"credentials saved in {result.config_path}", file=sys.stderr)
     print("Login Succeeded")
     return 0

@@ -6,15 +6,8 @@ Waits for running builds (they hold the store's shared lock); tagged images alwa
 from __future__ import annotations
 
 import argparse
-import contextlib
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from dockyard.store import Store
 
 from dockyard.cli.cmd_images import human_size
-from dockyard.errors import DockyardError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,44 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dockyard.store import Store, prune
+    from dockyard import prune
 
-    store = Store.open(Path(args.root))
-    report = prune(store, all_cache=args.all, timeout=args.timeout)
-    snapshots, snapshot_bytes = _sweep_snapshots(store, args.timeout)
+    result = prune(all=args.all, timeout=args.timeout, root=args.root)
     parts = [
-        f"{report.blobs_removed} blobs",
-        f"{report.snapshots_removed + snapshots} snapshots",
+        f"{result.blobs_removed} blobs",
+        f"{result.snapshots_removed} snapshots",
     ]
     if args.all:
-        parts.append(f"{report.cache_records_removed} cache records")
-        parts.append(f"{report.images_removed} untagged images")
+        parts.append(f"{result.cache_records_removed} cache records")
+        parts.append(f"{result.images_removed} untagged images")
     print("Deleted: " + ", ".join(parts))
-    print(f"Total reclaimed space: {human_size(report.bytes_freed + snapshot_bytes)}")
+    print(f"Total reclaimed space: {human_size(result.bytes_freed)}")
     return 0
-
-
-def _sweep_snapshots(store: Store, timeout: float) -> tuple[int, int]:
-    """Committed snapshots (kept by the snapshotter's own table) that nothing uses."""
-    from dockyard.snapshot import open_snapshotter
-    from dockyard.store.cache_gc import sweep_snapshots
-
-    if not any(store.snapshots_dir.iterdir()) if store.snapshots_dir.is_dir() else True:
-        return 0, 0
-    from dockyard.snapshot.base import cleanup_stale_mounts
-
-    snapshotter = open_snapshotter(store.snapshots_dir, "auto")
-    with store.exclusive_lock(timeout):
-        # No build runs while we hold the exclusive lock: whatever is still mounted, and every
-        # active snapshot or view, was left by a killed process.
-        from dockyard.executor.run import cleanup_stale_containers
-
-        cleanup_stale_containers(store.root / "run")
-        cleanup_stale_mounts(store.root)
-        leftovers = 0
-        for key in reversed(snapshotter.uncommitted()):
-            with contextlib.suppress(DockyardError):
-                snapshotter.remove(key)
-                leftovers += 1
-        removed, freed = sweep_snapshots(store, snapshotter)
-        return removed + leftovers, freed

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dockyard.registry.client import RegistryOptions
+    from dockyard import ProgressMessage
 
 
 def _bool(text: str) -> bool:
@@ -37,17 +37,24 @@ def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
                              "~/.docker/config.json)")
 
 
-def registry_options(args: argparse.Namespace) -> RegistryOptions:
-    """The RegistryOptions the command line asks for."""
-    from pathlib import Path
+def registry_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The registry keyword arguments of the API calls, as the command line gives them."""
+    return {
+        "tls_verify": args.tls_verify,
+        "insecure_registries": tuple(args.insecure_registries),
+        "authfile": args.authfile,
+    }
 
-    from dockyard.registry.client import RegistryOptions
 
-    return RegistryOptions.from_env(
-        tls_verify=args.tls_verify,
-        insecure_registries=tuple(args.insecure_registries),
-        auth_config=Path(args.authfile) if args.authfile else None,
-    )
+def show_progress(quiet: bool) -> Any:
+    """The ``on_event`` callback: each progress line to stderr, unless ``quiet``."""
+    if quiet:
+        return None
+
+    def on_event(event: ProgressMessage) -> None:
+        print(event.message, file=sys.stderr)
+
+    return on_event
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,24 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from dockyard import pull
 
-    from dockyard.image.reference import parse_reference
-    from dockyard.registry.pull import pull
-    from dockyard.store.db import Store
-
-    store = Store.open(Path(args.root))
-
-    def progress(message: str) -> None:
-        if not args.quiet:
-            print(message, file=sys.stderr)
-
-    result = pull(store, args.image, platform=args.platform, options=registry_options(args),
-                  on_progress=progress)
+    result = pull(args.image, platform=args.platform, root=args.root,
+                  on_event=show_progress(args.quiet), **registry_options(args))
     if not args.quiet:
         status = ("Image is up to date" if result.layers_downloaded == 0
                   else "Downloaded newer image")
-        print(f"Status: {status} for {parse_reference(result.reference).familiar}",
-              file=sys.stderr)
+        print(f"Status: {status} for {result.name}", file=sys.stderr)
     print(result.reference)
     return 0

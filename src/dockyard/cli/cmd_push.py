@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from dockyard.cli.cmd_pull import add_registry_arguments, registry_options
+from dockyard.cli.cmd_pull import add_registry_arguments, registry_options, show_progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,18 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dockyard.registry.push import push
-    from dockyard.store.db import Store
+    from dockyard import push
 
-    store = Store.open(Path(args.root))
-
-    def progress(message: str) -> None:
-        if not args.quiet:
-            print(message, file=sys.stderr)
-
-    result = push(store, args.image, args.destination, manifest_format=args.manifest_format,
-                  compression=args.compression, options=registry_options(args),
-                  on_progress=progress)
+    result = push(args.image, args.destination, manifest_format=args.manifest_format,
+                  compression=args.compression, root=args.root,
+                  on_event=show_progress(args.quiet), **registry_options(args))
     if args.digestfile:
         Path(args.digestfile).write_text(result.digest)
     print(result.digest)

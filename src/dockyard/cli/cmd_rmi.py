@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from dockyard.errors import DockyardError, StoreError
-
-if TYPE_CHECKING:
-    from dockyard.store import Store
+from dockyard.errors import DockyardError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,46 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _remove_one(store: Store, spec: str, force: bool) -> list[str]:
-    from dockyard.image.reference import parse_reference
-
-    image = store.get_image(spec)
-    lines: list[str] = []
-    by_name = False
-    try:
-        full = str(parse_reference(spec))
-        by_name = full in image.names
-    except DockyardError:
-        by_name = False
-    if by_name:
-        store.untag(full)
-        lines.append(f"Untagged: {parse_reference(full).familiar}")
-        if store.find_image(image.id) is not None and not store.get_image(image.id).names:
-            store.remove_image(image.id)
-            lines.append(f"Deleted: {image.id}")
-        return lines
-    if len(image.names) > 1 and not force:
-        raise StoreError(
-            f"unable to delete {image.short_id} (must be forced) - image is referenced "
-            "in multiple repositories"
-        )
-    for name in store.remove_image(image.id):
-        lines.append(f"Untagged: {parse_reference(name).familiar}")
-    lines.append(f"Deleted: {image.id}")
-    return lines
-
-
 def run(args: argparse.Namespace) -> int:
-    from dockyard.store import Store
+    from dockyard import rmi
 
-    store = Store.open(Path(args.root))
     failed: list[DockyardError] = []
     for spec in args.images:
         try:
-            for line in _remove_one(store, spec, args.force):
-                print(line)
+            result = rmi(spec, force=args.force, root=args.root)
         except DockyardError as error:
             failed.append(error)
+            continue
+        for name in result.untagged:
+            print(f"Untagged: {name}")
+        if result.deleted is not None:
+            print(f"Deleted: {result.deleted}")
     if not failed:
         return 0
     for earlier in failed[:-1]:

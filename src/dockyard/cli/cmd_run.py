@@ -1,8 +1,9 @@
 """``dockyard run [OPTIONS] IMAGE [CMD...]``: run an image's command, as ``docker run`` would.
 
-The process runs with the same executor as RUN steps (crun or runc), on a throw-away writable
-snapshot of the image's layers, which is always removed afterwards: ``--rm`` is accepted for
-docker compatibility and changes nothing. The command follows Docker's rules:
+A thin layer over :func:`dockyard.run`. The process runs with the same executor as RUN steps
+(crun or runc), on a throw-away writable snapshot of the image's layers, which is always
+removed afterwards: ``--rm`` is accepted for docker compatibility and changes nothing. The
+command follows Docker's rules:
 
 * CMD arguments replace the image's CMD and are appended to its ENTRYPOINT;
 * ``--entrypoint X`` replaces the ENTRYPOINT and drops the image's CMD (the arguments, if
@@ -21,16 +22,9 @@ while the container runs, so a concurrent ``prune`` waits instead of removing it
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
-from dockyard.errors import UsageError
+from dockyard._api._containers import merge_env, resolve_command
 
 __all__ = ["add_arguments", "merge_env", "resolve_command", "run"]
 
@@ -58,112 +52,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="command and arguments (replace the image's CMD)")
 
 
-def resolve_command(
-    entrypoint: Sequence[str] | None,
-    cmd: Sequence[str] | None,
-    args: Sequence[str],
-    entrypoint_override: str | None = None,
-) -> tuple[str, ...]:
-    """The argv Docker runs for an image with ``entrypoint``/``cmd`` given ``docker run``
-    arguments ``args`` and ``--entrypoint`` (None when not given). May be empty."""
-    if entrypoint_override is not None:
-        head: tuple[str, ...] = (entrypoint_override,) if entrypoint_override else ()
-        return (*head, *args)
-    tail = tuple(args) if args else tuple(cmd or ())
-    return (*tuple(entrypoint or ()), *tail)
-
-
-def merge_env(
-    image_env: Sequence[str], options: Sequence[str], host_env: Mapping[str, str]
-) -> tuple[str, ...]:
-    """The image's ``K=V`` list with ``-e`` options applied in order: an existing ``K`` is
-    replaced where it stands, a new one appended; ``-e K`` takes ``K`` from ``host_env``."""
-    merged: dict[str, str] = {}
-    for item in image_env:
-        name, _, value = item.partition("=")
-        merged[name] = value
-    for opt in options:
-        name, sep, value = opt.partition("=")
-        if not name:
-            raise UsageError(f"run: invalid environment variable {opt!r} (want K=V)")
-        if not sep:
-            if name not in host_env:
-                continue
-            value = host_env[name]
-        merged[name] = value
-    return tuple(f"{k}={v}" for k, v in merged.items())
-
-
-@contextlib.contextmanager
-def _signals_kill(executor: Any) -> Iterator[None]:
-    """SIGTERM and SIGINT kill the container, then unwind as Ctrl-C (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        executor.cancel()
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old_term = signal.signal(signal.SIGTERM, handler)
-    old_int = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
-
-
 def run(args: argparse.Namespace) -> int:
-    from dockyard.errors import ExecutorError
-    from dockyard.executor.run import Executor
-    from dockyard.executor.runtime import detect_runtime
-    from dockyard.executor.spec import RunSpec
-    from dockyard.solver.snapshots import LayerSnapshots
-    from dockyard.store.db import Store
+    from dockyard import run as run_image
 
-    command: list[str] = list(args.command)  # argparse already dropped a leading "--"
-    store = Store.open(Path(args.root))
-    try:
-        image = store.get_image(args.image)
-        config = store.read_config(image)
-        rc = config.config
-        argv = resolve_command(rc.entrypoint, rc.cmd, command, args.entrypoint)
-        if not argv:
-            raise UsageError(
-                f"run: no command specified: {args.image} has no ENTRYPOINT or CMD; "
-                "give one after the image name"
-            )
-        spec = RunSpec(
-            args=argv,
-            env=merge_env(rc.env, args.env, os.environ),
-            cwd=args.workdir or rc.working_dir or "/",
-            user=rc.user if args.user is None else args.user,
-            network="none" if args.network == "none" else "host",
-            mounts=(),
-            hostname=args.hostname,
-        )
-        state = store.root / "run"
-        runtime_name = args.runtime or os.environ.get("DOCKYARD_RUNTIME")
-        executor = Executor(detect_runtime(runtime_name, cache_dir=state), state)
-        out = sys.stdout.buffer
+    out = sys.stdout.buffer
 
-        def on_output(chunk: bytes) -> None:
-            out.write(chunk)
-            out.flush()
+    def on_output(chunk: bytes) -> None:
+        out.write(chunk)
+        out.flush()
 
-        layers = LayerSnapshots(store, args.snapshotter)
-        with (
-            store.build_lock(),
-            _signals_kill(executor),
-            layers.writable(list(config.diff_ids)) as rootfs,
-        ):
-            try:
-                code: int = executor.run(rootfs, spec, on_output=on_output)
-            except ExecutorError as err:
-                if str(err) == "cancelled":
-                    raise KeyboardInterrupt from None
-                raise
-        return code
-    finally:
-        store.close()
+    result = run_image(
+        args.image,
+        list(args.command),  # argparse already dropped a leading "--"
+        env=args.env,
+        entrypoint=args.entrypoint,
+        user=args.user,
+        workdir=args.workdir,
+        network=args.network,
+        hostname=args.hostname,
+        snapshotter=args.snapshotter,
+        runtime=args.runtime,
+        root=args.root,
+        on_output=on_output,
+    )
+    return result.exit_code

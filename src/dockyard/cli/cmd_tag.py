@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from dockyard.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,13 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dockyard.image.reference import parse_reference
-    from dockyard.store import Store
+    from dockyard import tag
 
-    target = parse_reference(args.target)
-    if target.digest is not None:
-        raise UsageError(f"refusing to create a tag with a digest reference: {args.target}")
-    store = Store.open(Path(args.root))
-    image = store.get_image(args.source)
-    store.tag(image.id, str(target))
+    tag(args.source, args.target, root=args.root)
     return 0

@@ -4,7 +4,8 @@ A step is a *vertex* numbered like BuildKit's plain output (``#1``, ``#2`` ...).
 
     VertexStarted -> (VertexLog)* -> VertexCached | VertexDone | VertexError
 
-Build-level events: ``Warning`` (any time) and ``BuildFinished`` (last).
+Build-level events: ``Warning`` (any time) and ``BuildFinished`` (last). Other operations
+(``dockyard.pull``, ``dockyard.push``) report ``ProgressMessage`` lines.
 Every event is a frozen dataclass with a ``kind`` and a ``to_dict()`` for rawjson.
 """
 
@@ -121,6 +122,20 @@ class BuildFinished:
     duration: float
     error: str | None = None
     kind: str = field(default="build_finished", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressMessage:
+    """A line of progress from an operation other than a build (``pull``, ``push``): not
+    part of a build's event stream, see :data:`Event`."""
+
+    operation: str  # "pull", "push"
+    message: str  # e.g. "Pulling sha256:1a2b3c4d5e6f: 2.1MB"
+    time: float
+    kind: str = field(default="progress", init=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,186 @@
+"""Images in the store: ``images``, ``inspect``, ``history``, ``tag``, ``rmi``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dockyard._api._common import Root, open_store
+from dockyard.errors import DockyardError, StoreError, UsageError
+
+if TYPE_CHECKING:
+    from dockyard.store.images import HistoryItem
+
+__all__ = [
+    "ImageDetails",
+    "ImageSummary",
+    "RemoveResult",
+    "TagResult",
+    "history",
+    "images",
+    "inspect",
+    "rmi",
+    "tag",
+]
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """One row of ``images``: an image under one of its names, as ``docker images`` lists
+    them. An image with no tag is listed once per repository it has a digest name in, or
+    once with ``<none>`` as repository and tag."""
+
+    id: str  # "sha256:..."
+    repository: str  # familiar name ("busybox", "localhost:5000/app"), or "<none>"
+    tag: str  # or "<none>"
+    digest: str  # the manifest digest this repository pins, or "<none>"
+    created: str | None  # the config's "created" (RFC 3339), as stored
+    size: int  # bytes: the sum of the uncompressed layer sizes
+
+    @property
+    def short_id(self) -> str:
+        """The 12-hex-digit id Docker shows."""
+        return self.id.removeprefix("sha256:")[:12]
+
+
+@dataclass(frozen=True)
+class ImageDetails:
+    """An image's details: the Docker ``inspect`` document (``Id``, ``RepoTags``, ``Config``,
+    ``RootFS`` ... plus ``Descriptor`` and ``Manifest``) and its main fields, typed."""
+
+    id: str
+    tags: tuple[str, ...]  # familiar names (RepoTags)
+    digests: tuple[str, ...]  # familiar name@digest (RepoDigests)
+    created: str
+    size: int
+    architecture: str
+    os: str
+    layers: tuple[str, ...]  # diff ids, base first
+    config: Mapping[str, Any]  # Docker's Config object (Env, Cmd, Entrypoint, Labels ...)
+    document: Mapping[str, Any] = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``inspect`` document, as ``dockyard inspect`` prints it."""
+        return dict(self.document)
+
+
+@dataclass(frozen=True)
+class TagResult:
+    """What ``tag`` did: ``name`` (a full reference) now points at ``image_id``."""
+
+    image_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    """What ``rmi`` did: the names removed (familiar form, in order) and the image deleted,
+    if its last name went (or it was removed by id)."""
+
+    untagged: tuple[str, ...]
+    deleted: str | None
+
+
+def images(reference: str | None = None, *, root: Root = None) -> tuple[ImageSummary, ...]:
+    """The images in the store, newest first, one entry per name (see :class:`ImageSummary`).
+
+    ``reference`` (``REPOSITORY[:TAG]``) keeps only the entries of that repository (and tag).
+    """
+    from dockyard.image.reference import parse_reference
+
+    want_name: str | None = None
+    want_tag: str | None = None
+    if reference:
+        try:
+            ref = parse_reference(reference, default_tag=False)
+        except UsageError as err:
+            raise UsageError(f"images: {err}") from None
+        want_name, want_tag = ref.name, ref.tag
+    out: list[ImageSummary] = []
+    with open_store(root) as store:
+        records = store.list_images()
+    for image in records:
+        entries: list[tuple[str, str, str]] = []  # (full name, familiar repo, tag)
+        for ref in image.tags:
+            entries.append((ref.name, ref.familiar_name, ref.tag or "<none>"))
+        if not entries:
+            digest_repos = sorted({(r.name, r.familiar_name) for r in image.digests})
+            entries = [(name, fam, "<none>") for name, fam in digest_repos] or [
+                ("", "<none>", "<none>")
+            ]
+        for full, repo, tag_ in entries:
+            if want_name is not None and (full != want_name or (want_tag and tag_ != want_tag)):
+                continue
+            digest = next(
+                (r.digest for r in image.digests if r.name == full and r.digest), "<none>"
+            )
+            out.append(ImageSummary(image.id, repo, tag_, digest, image.created, image.size))
+    return tuple(out)
+
+
+def inspect(image: str, *, root: Root = None) -> ImageDetails:
+    """The details of ``image`` (a name, id or id prefix). NotFoundError if there is none."""
+    with open_store(root) as store:
+        doc = store.inspect_image(store.get_image(image))
+    return ImageDetails(
+        id=doc["Id"],
+        tags=tuple(doc["RepoTags"]),
+        digests=tuple(doc["RepoDigests"]),
+        created=doc["Created"],
+        size=doc["Size"],
+        architecture=doc["Architecture"],
+        os=doc["Os"],
+        layers=tuple(doc["RootFS"]["Layers"]),
+        config=doc["Config"],
+        document=doc,
+    )
+
+
+def history(image: str, *, root: Root = None) -> tuple[HistoryItem, ...]:
+    """The history of ``image``, newest first, as ``docker history`` shows it: the top row
+    carries the image id, the rows below ``<missing>``; sizes are uncompressed."""
+    with open_store(root) as store:
+        return tuple(store.history(store.get_image(image)))
+
+
+def tag(source: str, target: str, *, root: Root = None) -> TagResult:
+    """Point ``target`` (``NAME[:TAG]``, default tag ``latest``) at the image ``source``."""
+    from dockyard.image.reference import parse_reference
+
+    ref = parse_reference(target)
+    if ref.digest is not None:
+        raise UsageError(f"refusing to create a tag with a digest reference: {target}")
+    with open_store(root) as store:
+        image = store.get_image(source)
+        store.tag(image.id, str(ref))
+    return TagResult(image.id, str(ref))
+
+
+def rmi(image: str, *, force: bool = False, root: Root = None) -> RemoveResult:
+    """Remove an image name, as ``docker rmi``: a name is untagged, and the image goes with
+    its last name; an id removes the image and all its names, which needs ``force`` when
+    several names point at it. Blobs are freed by :func:`dockyard.prune`."""
+    from dockyard.image.reference import parse_reference
+
+    with open_store(root) as store:
+        record = store.get_image(image)
+        try:
+            full = str(parse_reference(image))
+            by_name = full in record.names
+        except DockyardError:
+            by_name = False
+        if by_name:
+            store.untag(full)
+            untagged = (parse_reference(full).familiar,)
+            if store.find_image(record.id) is not None and not store.get_image(record.id).names:
+                store.remove_image(record.id)
+                return RemoveResult(untagged, record.id)
+            return RemoveResult(untagged, None)
+        if len(record.names) > 1 and not force:
+            raise StoreError(
+                f"unable to delete {record.short_id} (must be forced) - image is referenced "
+                "in multiple repositories"
+            )
+        names = store.remove_image(record.id)
+    return RemoveResult(tuple(parse_reference(n).familiar for n in names), record.id)

@@ -1,0 +1,94 @@
+"""``info``: the OCI runtime, cgroup mode, snapshotter and store root a build would use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from dockyard._api._common import Root, store_root
+
+__all__ = ["RuntimeStatus", "SnapshotterStatus", "SystemInfo", "info"]
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    """The OCI runtime found, or ``error`` saying why none works."""
+
+    name: str = ""
+    path: str = ""
+    version: str = ""
+    args: tuple[str, ...] = ()  # global arguments dockyard passes it
+    cgroup2_hidden: bool = False  # run with the host's cgroup2 mount hidden (hybrid host)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"error": self.error}
+        return {"name": self.name, "path": self.path, "version": self.version,
+                "args": list(self.args), "cgroup2_hidden": self.cgroup2_hidden}
+
+
+@dataclass(frozen=True)
+class SnapshotterStatus:
+    """The snapshotter that works here, or ``error``; ``overlay_error`` says why ``auto``
+    fell back to the copy-based one."""
+
+    name: str = ""
+    overlay_error: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"error": self.error}
+        out: dict[str, Any] = {"name": self.name}
+        if self.overlay_error is not None:
+            out["overlay_error"] = self.overlay_error
+        return out
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    """What ``dockyard info`` reports."""
+
+    root: str
+    cgroup_mode: str
+    runtime: RuntimeStatus
+    snapshotter: SnapshotterStatus
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``dockyard info --format json`` document."""
+        return {"root": self.root, "cgroup_mode": self.cgroup_mode,
+                "runtime": self.runtime.to_dict(), "snapshotter": self.snapshotter.to_dict()}
+
+
+def info(
+    *,
+    runtime: str | None = None,
+    snapshotter: Literal["auto", "overlay", "native"] = "auto",
+    root: Root = None,
+) -> SystemInfo:
+    """Probe the runtime (``runtime``: a name or path; default ``$DOCKYARD_RUNTIME``, else
+    crun, then runc) and the snapshotter on the store's file system. Problems are reported
+    in the result, not raised. Creates the store root if missing."""
+    from dockyard.errors import DockyardError
+    from dockyard.executor.runtime import cgroup_mode, detect_runtime
+    from dockyard.snapshot import open_snapshotter, overlay_supported
+
+    path = store_root(root)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        rt = detect_runtime(runtime, cache_dir=path / "run")
+        rt_status = RuntimeStatus(rt.name, rt.path, rt.version, tuple(rt.global_args),
+                                  bool(rt.wrapper))
+    except DockyardError as err:
+        rt_status = RuntimeStatus(error=str(err))
+    try:
+        sn = open_snapshotter(Path(path), snapshotter)
+        overlay_error = None
+        if snapshotter == "auto" and sn.name == "native":
+            overlay_error = overlay_supported(path)[1]
+        sn_status = SnapshotterStatus(sn.name, overlay_error)
+    except DockyardError as err:
+        sn_status = SnapshotterStatus(error=str(err))
+    return SystemInfo(str(path), cgroup_mode(), rt_status, sn_status)

@@ -1,0 +1,79 @@
+"""The curated public API: ``dockyard.__all__`` is exactly the list below, every name in it
+resolves (lazily), and ``import dockyard`` imports nothing else. Adding to the API is a
+decision: update this list and docs/api.md together."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import dockyard
+
+FUNCTIONS = [
+    "build", "cache_du", "cache_ls", "cache_prune", "cp", "export", "get_login", "history",
+    "images", "import_", "info", "inspect", "load", "login", "logout", "prune", "pull",
+    "push", "rmi", "run", "save", "tag",
+]
+RESULTS = [
+    "BuildResult", "CacheEntry", "CachePruneResult", "CacheUsage", "CopyResult",
+    "ExportResult", "HistoryItem", "ImageDetails", "ImageSummary", "ImportResult",
+    "KindUsage", "LoadResult", "LoadedImage", "LoginResult", "LoginStatus", "LogoutResult",
+    "PruneResult", "PullResult", "PushResult", "RemoveResult", "RunResult", "RuntimeStatus",
+    "SaveResult", "SnapshotterStatus", "StepResult", "SystemInfo", "TagResult",
+]
+EVENTS = ["Event", "ProgressMessage"]
+ERRORS = [
+    "BuildError", "ContextError", "DockerfileError", "DockyardError", "ExecutorError",
+    "LayerError", "Location", "NotFoundError", "RegistryError", "RunError", "StoreError",
+    "UsageError",
+]
+
+
+def test_all_is_the_curated_list() -> None:
+    expected = sorted([*FUNCTIONS, *RESULTS, *EVENTS, *ERRORS, "__version__"])
+    assert sorted(dockyard.__all__) == expected
+    assert list(dockyard.__all__) == sorted(dockyard.__all__)
+    assert sorted(dir(dockyard)) == expected
+
+
+def test_every_name_resolves() -> None:
+    for name in dockyard.__all__:
+        value = getattr(dockyard, name)
+        assert value is not None, name
+    for name in FUNCTIONS:
+        assert callable(getattr(dockyard, name)), name
+        assert inspect.getdoc(getattr(dockyard, name)), f"dockyard.{name} has no docstring"
+    for name in ERRORS[:-1]:
+        if name != "Location":
+            assert issubclass(getattr(dockyard, name), dockyard.DockyardError), name
+
+
+def test_unknown_names_raise_attribute_error() -> None:
+    try:
+        dockyard.no_such_thing  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as err:
+        assert "no_such_thing" in str(err)
+    else:
+        raise AssertionError("dockyard.no_such_thing resolved")
+
+
+def test_import_dockyard_stays_cheap() -> None:
+    code = ("import sys, dockyard; "
+            "print(sorted(m for m in sys.modules if m.startswith('dockyard')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "['dockyard', 'dockyard._version']"
+
+
+def test_api_calls_take_keyword_options() -> None:
+    """Options are keyword-only after the operands, and every store call takes ``root``."""
+    for name in FUNCTIONS:
+        params = inspect.signature(getattr(dockyard, name)).parameters
+        for param in params.values():
+            if param.default is not inspect.Parameter.empty and param.kind not in (
+                    param.KEYWORD_ONLY, param.VAR_KEYWORD):
+                assert name in ("build", "logout", "get_login", "images", "import_", "push",
+                                "run"), f"{name}({param.name}) should be keyword-only"
+        if name not in ("login", "logout", "get_login"):
+            assert "root" in params, f"dockyard.{name} takes no root="
