@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import dockyard
 
@@ -77,3 +78,35 @@ def test_api_calls_take_keyword_options() -> None:
                                 "run"), f"{name}({param.name}) should be keyword-only"
         if name not in ("login", "logout", "get_login"):
             assert "root" in params, f"dockyard.{name} takes no root="
+
+
+DOCS = Path(__file__).parents[2] / "docs" / "api.md"
+
+
+def doc_sections() -> dict[str, str]:
+    """docs/api.md's level-2 sections, by heading."""
+    sections: dict[str, str] = {}
+    heading = ""
+    for line in DOCS.read_text().splitlines(keepends=True):
+        if line.startswith("## "):
+            heading = line[3:].strip()
+            sections[heading] = ""
+        elif heading:
+            sections[heading] += line
+    return sections
+
+
+def test_docs_cover_every_function_and_type() -> None:
+    """Each function has its own section with a runnable example that calls it (the
+    examples are run by tests/integration/test_api_docs.py), and each type is named."""
+    sections = doc_sections()
+    for name in FUNCTIONS:
+        found = [h for h in sections if h.startswith(f"`dockyard.{name}(")]
+        assert found, f"docs/api.md has no section for dockyard.{name}"
+        body = sections[found[0]]
+        assert "```python" in body, f"the section of dockyard.{name} has no example"
+        assert f"dockyard.{name}(" in body.split("```python", 1)[1], (
+            f"the example of dockyard.{name} does not call it")
+    text = DOCS.read_text()
+    for name in RESULTS + EVENTS + ERRORS:
+        assert f"`{name}`" in text or f"`{name}(" in text, f"docs/api.md never names {name}"
