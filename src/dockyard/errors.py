@@ -13,7 +13,8 @@ The hierarchy::
     ├── StoreError                   the local store
     │   └── NotFoundError            an image, tag or blob that is not there
     ├── ExecutorError                the OCI runtime could not be found or started
-    └── RegistryError                a registry reply we cannot use
+    ├── RegistryError                a registry reply we cannot use
+    └── NoSpaceError                 the disk (or a quota) is full while writing something
 
 Errors that belong to a Dockerfile line carry a :class:`Location` and render like
 BuildKit's source block, with the failing line marked::
@@ -42,6 +43,7 @@ __all__ = [
     "ExpansionError",
     "LayerError",
     "Location",
+    "NoSpaceError",
     "NotFoundError",
     "RegistryError",
     "RunError",
@@ -203,3 +205,16 @@ class ExecutorError(_Located):
 
 class RegistryError(DockyardError):
     """A registry reply that dockyard cannot use (auth, protocol, digest mismatch)."""
+
+
+class NoSpaceError(DockyardError):
+    """The disk (or a quota) filled up while dockyard was writing something.
+
+    Renders as ``no space left on device while writing <what> (<path>)``; ``what`` says
+    what was being written (a layer, a blob, the store database, an export) and ``path``
+    where."""
+
+    def __init__(self, what: str, path: str) -> None:
+        super().__init__(f"no space left on device while writing {what} ({path})")
+        self.what = what
+        self.path = path

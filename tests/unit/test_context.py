@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.context.archive import _extract
 from dockyard.context.context import BuildContext, open_named_contexts
 from dockyard.errors import ContextError, UsageError
 
@@ -116,31 +115,3 @@ def test_resolve_never_leaves_the_context(tmp_path: Path) -> None:
     assert ctx.resolve("up/x") == ctx.root / "x"
 
 
-def test_fallback_extractor_is_safe(tmp_path: Path) -> None:
-    """The stand-in extractor used before layers.apply existed: clamps, whiteouts."""
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    (dest / "old").write_text("old")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        link = tarfile.TarInfo("evil")
-        link.type = tarfile.SYMTYPE
-        link.linkname = str(outside)
-        tar.addfile(link)
-        for name in ("../../escaped", "evil/through-link", "d/f", ".wh.old"):
-            info = tarfile.TarInfo(name)
-            info.size = 1
-            tar.addfile(info, io.BytesIO(b"!"))
-        hard = tarfile.TarInfo("hard")
-        hard.type = tarfile.LNKTYPE
-        hard.linkname = "../../../d/f"
-        tar.addfile(hard)
-    buf.seek(0)
-    _extract(buf, dest)
-    assert list(outside.iterdir()) == []
-    assert not (tmp_path / "escaped").exists()
-    assert (dest / "escaped").read_text() == "!"
-    assert (dest / "d" / "f").stat().st_ino == (dest / "hard").stat().st_ino
-    assert not (dest / "old").exists()

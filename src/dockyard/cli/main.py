@@ -45,6 +45,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Global flags of the limits (dockyard/limits.py) -> the environment variable each sets.
+_LIMIT_FLAGS: dict[str, str] = {
+    "--max-layer-size": "DOCKYARD_MAX_LAYER_SIZE",
+    "--max-ratio": "DOCKYARD_MAX_RATIO",
+    "--max-entries": "DOCKYARD_MAX_ENTRIES",
+    "--max-path-depth": "DOCKYARD_MAX_PATH_DEPTH",
+}
+
+
 def default_root() -> str:
     """The store root: ``DOCKYARD_ROOT``, else /var/lib/dockyard for root, else ~/.local/share."""
     env = os.environ.get("DOCKYARD_ROOT")
@@ -66,6 +75,10 @@ def _usage() -> str:
         "  --root DIR   store root (default: $DOCKYARD_ROOT, /var/lib/dockyard as root,",
         "               ~/.local/share/dockyard otherwise)",
         "  --debug      show tracebacks for errors",
+        "  --max-layer-size SIZE   decompressed bytes per layer or archive (default 64GiB)",
+        "  --max-ratio N           decompressed/compressed bytes past 256 MiB (default 100)",
+        "  --max-entries N         entries per layer or archive (default 2000000)",
+        "  --max-path-depth N      path components of an entry (default 256); 0: no limit",
         "  --version    print the version and exit",
         "",
         "commands:",
@@ -111,6 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             root = args_in.pop(0)
         elif opt.startswith("--root="):
             root = opt.split("=", 1)[1]
+        elif opt.split("=", 1)[0] in _LIMIT_FLAGS:
+            flag, eq, value = opt.partition("=")
+            if not eq:
+                if not args_in:
+                    print(f"dockyard: {flag} needs a value", file=sys.stderr)
+                    return 2
+                value = args_in.pop(0)
+            # The environment carries it to every unpack (dockyard/limits.py reads it).
+            os.environ[_LIMIT_FLAGS[flag]] = value
         else:
             print(f"dockyard: unknown global option {opt}\n\n{_usage()}", file=sys.stderr)
             return 2
@@ -142,6 +164,10 @@ def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
     from dockyard.errors import DockyardError
 
     try:
+        if any(os.environ.get(env) for env in _LIMIT_FLAGS.values()):
+            from dockyard.limits import current
+
+            current()  # a bad limit is a usage error now, not in the middle of an unpack
         try:
             parser = build_parser(name)
         except ModuleNotFoundError as err:
@@ -163,6 +189,19 @@ def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
             traceback.print_exc()
         print(err.render(), file=sys.stderr)
         return err.exit_code
+    except Exception as err:
+        # A full disk is an ordinary error wherever it is met (docs/reliability.md).
+        from dockyard._fs import as_no_space
+
+        full = as_no_space(err, root)
+        if full is None:
+            raise
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(full.render(), file=sys.stderr)
+        return full.exit_code
     except KeyboardInterrupt:
         print("dockyard: interrupted", file=sys.stderr)
         return 130

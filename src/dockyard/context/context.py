@@ -206,7 +206,7 @@ def _unpack(archive: Path, tmpdir: Path) -> Path:
         raise ContextError(f"unable to prepare context: {archive} is not a directory or a tar")
     root = tmpdir / "context"
     root.mkdir(parents=True, exist_ok=True)
-    extract_archive(archive, root)
+    extract_archive(archive, root, devices=False)
     return root.resolve()
 
 

@@ -209,7 +209,8 @@ class StatCache:
                 )
                 for row in cursor:
                     found[row[0]] = row[1:]
-            rest = [p for p in dict.fromkeys(paths) if p not in found]
+            # A name that is not UTF-8 cannot be a key (it is hashed each time instead).
+            rest = [p for p in dict.fromkeys(paths) if p not in found and _utf8(p)]
             if prefixes:
                 rest = [p for p in rest if not p.startswith(tuple(prefixes))]
             for start in range(0, len(rest), _SQL_BATCH):
@@ -220,6 +221,7 @@ class StatCache:
         return found
 
     def _store(self, rows: list[tuple[str, int, int, int, int, int, int, str, str]]) -> None:
+        rows = [r for r in rows if _utf8(r[0])]
         try:
             with self._db_lock, self._db:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -255,6 +257,15 @@ class StatCache:
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 return list(pool.map(self._hash_one, paths, stats))
         return [self._hash_one(p, st) for p, st in zip(paths, stats, strict=True)]
+
+
+def _utf8(path: str) -> bool:
+    """Whether ``path`` is valid UTF-8 text (a file name that is not holds surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _encode_xattrs(xattrs: _Xattrs) -> str:

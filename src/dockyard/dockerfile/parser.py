@@ -504,9 +504,21 @@ def _parse_ignore(rest: str, escape: str) -> _Parsed:
     return [""], False, None
 
 
+_MAX_ONBUILD_NESTING = 8
+
+
 def _parse_sub_command(rest: str, escape: str) -> _Parsed:
     if rest == "":
         return [], False, None
+    # BuildKit parses nested triggers recursively and refuses them later; a line of
+    # hundreds of ONBUILDs must not exhaust the stack first (the same error, sooner).
+    nested = rest
+    for _ in range(_MAX_ONBUILD_NESTING):
+        word, _sep, nested = _trim_space(nested).partition(" ")
+        if go_lower(word) != "onbuild":
+            break
+    else:
+        raise _SyntaxError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
     return [], False, _node_from_line(rest, escape, 0, 0)
 
 

@@ -140,9 +140,35 @@ def _is_executable_in(rootfs: Path, path: str) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
+# Linux's execve(2) limits: one argument or environment string (MAX_ARG_STRLEN, 32 pages
+# with its NUL), and all of them with their pointers (a quarter of the stack limit; 2 MiB
+# with the usual 8 MiB stack).
+_MAX_ARG_STRLEN = 32 * 4096
+_MAX_ARGS_TOTAL = 2 << 20
+
+
+def _check_exec_size(spec: RunSpec) -> None:
+    """E2BIG said in plain words before the runtime fails with its raw JSON log line."""
+    total = 0
+    for kind, items in (("argument", spec.args), ("environment variable", spec.env)):
+        for item in items:
+            size = len(item.encode("utf-8", "surrogateescape")) + 1
+            total += size + 8
+            if size > _MAX_ARG_STRLEN:
+                name = item.split("=", 1)[0] if kind != "argument" else item[:40] + "..."
+                raise ExecutorError(
+                    f"the {kind} {name} is {size:,} bytes: Linux allows at most "
+                    f"{_MAX_ARG_STRLEN:,} bytes for one (E2BIG, argument list too long)")
+    if total > _MAX_ARGS_TOTAL:
+        raise ExecutorError(
+            f"the command and its environment take {total:,} bytes: more than the "
+            f"{_MAX_ARGS_TOTAL:,} Linux allows (E2BIG, argument list too long)")
+
+
 def _check_command(rootfs: Path, spec: RunSpec) -> None:
     if not spec.args:
         raise ExecutorError("no command given")
+    _check_exec_size(spec)
     prog = spec.args[0]
     if prog.startswith("/"):
         if _is_executable_in(rootfs, prog):

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from dockyard._fs import remove_tree, walk
 from dockyard.errors import LayerError, NotFoundError, UsageError
 from dockyard.exporter._stored import StoredImage, open_blob
 from dockyard.layers.apply import apply_layer
@@ -50,8 +51,11 @@ def scratch_dir(store: Store) -> Iterator[Path]:
     """A temporary directory on the store's file system, always removed."""
     tmp_root = store.root / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="flatten-", dir=tmp_root) as tmp:
+    tmp = tempfile.mkdtemp(prefix="flatten-", dir=tmp_root)
+    try:
         yield Path(tmp)
+    finally:
+        remove_tree(tmp, ignore_errors=True)  # any depth (shutil.rmtree recurses)
 
 
 def write_rootfs_tar(store: Store, image: StoredImage, out: BinaryIO) -> None:
@@ -159,13 +163,54 @@ def _tar_tree(src: Path, arcname: str, out: BinaryIO) -> None:
 
 def _copy_entry(src: Path, dest: Path) -> None:
     if src.is_symlink():
+        _replace(dest)
         os.symlink(os.readlink(src), dest)
     elif src.is_dir():
-        shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+        _copy_tree(src, dest)
     elif stat.S_ISREG(src.lstat().st_mode):
+        _replace(dest)
         shutil.copy2(src, dest)
     else:
         raise UsageError(f"cannot copy {src.name}: not a regular file, directory or symlink")
+
+
+def _replace(dest: Path) -> None:
+    """Make room for a new entry at ``dest``: what is there goes (as ``docker cp`` does),
+    except a directory, which only a directory may merge into."""
+    try:
+        st = dest.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"cannot overwrite directory {dest} with a non-directory")
+    dest.unlink()
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    """Copy directory ``src`` to ``dest``, merging into what is there and replacing files
+    and symlinks of the same name (no recursion, no symlink followed)."""
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        _replace(dest)
+    dest.mkdir(exist_ok=True)
+    shutil.copystat(src, dest, follow_symlinks=False)
+    for dirpath, dirnames, filenames in walk(src):
+        rel = os.path.relpath(dirpath, src)
+        out = dest if rel == "." else dest / rel
+        for name in dirnames:
+            s, d = Path(dirpath, name), out / name
+            if s.is_symlink():
+                _copy_entry(s, d)
+                continue
+            if d.is_symlink() or (d.exists() and not d.is_dir()):
+                d.unlink()
+            d.mkdir(exist_ok=True)
+        for name in filenames:
+            _copy_entry(Path(dirpath, name), out / name)
+    # directory times last, children first, as the copy changed them
+    for dirpath, _dirnames, _filenames in walk(src, topdown=False):
+        rel = os.path.relpath(dirpath, src)
+        with contextlib.suppress(OSError):
+            shutil.copystat(dirpath, dest if rel == "." else dest / rel, follow_symlinks=False)
 
 
 def copy_from_image(
@@ -216,6 +261,7 @@ def copy_from_image(
         if not target.parent.is_dir():
             raise UsageError(f"destination directory {target.parent} must exist")
         try:
-            shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True)
-        except shutil.Error as err:
-            raise LayerError(f"copy to {dest} failed: {err}") from err
+            _copy_tree(src, target)
+        except OSError as err:
+            raise LayerError(f"copy to {dest} failed: {err.strerror} "
+                             f"({err.filename or dest})") from err

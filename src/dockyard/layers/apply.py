@@ -30,15 +30,19 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, cast
 
-from dockyard.errors import LayerError
+from dockyard._fs import is_no_space
+from dockyard.errors import LayerError, NoSpaceError
 from dockyard.layers._tarfmt import WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX
 from dockyard.layers.compress import open_decompressed
+from dockyard.limits import Limits, hint, human_bytes
+from dockyard.limits import current as current_limits
 
 __all__ = ["ApplyStats", "LayerEntry", "apply_layer", "iter_layer_entries"]
 
 _CHUNK: Final = 1 << 20
+_ZEROS: Final = bytes(_CHUNK)
 _MAX_SYMLINKS: Final = 40
 # tarfile's stream reader copies its whole buffer on every read: keep it small.
 _TAR_BUFSIZE: Final = 64 << 10
@@ -110,7 +114,7 @@ def _entry_type(member: tarfile.TarInfo) -> str:
         return "file"
     kind = _TYPES.get(member.type)
     if kind is None:
-        raise LayerError(f"{member.name!r}: unsupported tar entry type {member.type!r}")
+        raise LayerError(f"{shown(member.name)}: unsupported tar entry type {member.type!r}")
     return kind
 
 
@@ -126,18 +130,54 @@ def _normalize(name: str, what: str) -> list[str]:
     """Components of an archive path, ``..`` resolved lexically; refuses absolute names and
     names that climb above the root."""
     if name.startswith("/"):
-        raise LayerError(f"{what} {name!r}: absolute path in layer")
+        raise LayerError(f"{what} {shown(name)}: absolute path in layer")
     parts: list[str] = []
     for part in name.split("/"):
         if part in ("", "."):
             continue
         if part == "..":
             if not parts:
-                raise LayerError(f"{what} {name!r}: path escapes the root")
+                raise LayerError(f"{what} {shown(name)}: path escapes the root")
             parts.pop()
         else:
             parts.append(part)
     return parts
+
+
+def shown(name: str, limit: int = 120) -> str:
+    """``name`` as an error shows it: quoted, and cut short when it is very long."""
+    if len(name) <= limit:
+        return repr(name)
+    return repr(name[: limit // 2]) + f"...({len(name)} characters)...{name[-limit // 4:]!r}"
+
+
+class _Counter:
+    """Holds one archive to the entry, size and depth limits."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.entries = 0
+        self.unpacked = 0
+
+    def check(self, member: tarfile.TarInfo) -> None:
+        lim = self.limits
+        self.entries += 1
+        if member.size < 0:
+            raise LayerError(f"entry {shown(member.name)}: negative size {member.size}")
+        if lim.max_entries and self.entries > lim.max_entries:
+            raise LayerError(f"more than {lim.max_entries:,} entries ({hint('max_entries')})")
+        if member.isreg():
+            self.unpacked += max(member.size, 0)
+            if lim.max_layer_size and self.unpacked > lim.max_layer_size:
+                raise LayerError(
+                    f"entry {shown(member.name)}: the files add up to more than "
+                    f"{human_bytes(lim.max_layer_size)} ({hint('max_layer_size')})")
+        if lim.max_path_depth:
+            depth = sum(1 for part in member.name.split("/") if part not in ("", "."))
+            if depth > lim.max_path_depth:
+                raise LayerError(
+                    f"entry {shown(member.name)}: {depth} levels deep, more than "
+                    f"{lim.max_path_depth} ({hint('max_path_depth')})")
 
 
 def _entries(stream: BinaryIO) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
@@ -162,9 +202,23 @@ def _entries(stream: BinaryIO) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInf
             yield tf, member
 
 
+def check_tar(stream: BinaryIO, limits: Limits | None = None) -> int:
+    """Read a whole (uncompressed) tar stream, holding it to ``limits``; returns its entry
+    count. LayerError for a corrupt archive or one past a limit. Memory stays bounded."""
+    counter = _Counter(limits or current_limits())
+    for _tf, member in _entries(stream):
+        counter.check(member)
+        _entry_type(member)
+        if member.sparse is not None:
+            _check_sparse(member)
+    return counter.entries
+
+
 def iter_layer_entries(stream: BinaryIO) -> Iterator[LayerEntry]:
     """The entries of a layer (any supported compression), in archive order."""
+    counter = _Counter(current_limits())
     for _tf, member in _entries(open_decompressed(stream)):
+        counter.check(member)
         try:
             parts = _normalize(member.name, "entry")
             yield LayerEntry(
@@ -176,43 +230,74 @@ def iter_layer_entries(stream: BinaryIO) -> Iterator[LayerEntry]:
         except LayerError:
             raise
         except Exception as err:
-            raise LayerError(f"entry {member.name!r}: {err}") from err
+            raise LayerError(f"entry {shown(member.name)}: {err}") from err
 
 
-def apply_layer(stream: BinaryIO, root: Path, *, overlay_whiteouts: bool = False) -> ApplyStats:
+def apply_layer(
+    stream: BinaryIO, root: Path, *, overlay_whiteouts: bool = False,
+    limits: Limits | None = None, devices: bool = True,
+) -> ApplyStats:
     """Unpack a layer (gzip/zstd/bzip2/xz/plain, autodetected) into ``root``.
 
     Nothing outside ``root`` is ever touched. With ``overlay_whiteouts=False`` whiteouts
     delete from ``root`` (flattening layers into one tree); with ``overlay_whiteouts=True``
     ``root`` is an overlay lower/upper dir and whiteouts are written in overlay form (0:0
     character devices, ``trusted.overlay.opaque=y``). Directory times and modes are set last.
-    Raises :class:`LayerError` for an unsafe or corrupt layer, naming the entry."""
+    Sparse files stay sparse (so do runs of zeros a MiB long). The layer is held to
+    ``limits`` (default :func:`dockyard.limits.current`): decompressed size, entries, path
+    depth. ``devices=False`` refuses character and block devices (for trees unpacked on the
+    host outside the store, such as a build context). Raises :class:`LayerError` for an
+    unsafe or corrupt layer, naming the entry, and :class:`NoSpaceError` when the disk fills
+    up."""
+    limits = limits or current_limits()
     try:
         os.makedirs(root, exist_ok=True)
         real_root = os.path.realpath(root)
-        reader = _HashingReader(open_decompressed(stream))
+        reader = _HashingReader(open_decompressed(stream, limits))
     except LayerError:
         raise
     except Exception as err:
+        if is_no_space(err):
+            raise NoSpaceError("a layer", str(root)) from err
         raise LayerError(f"cannot open layer for {root}: {err}") from err
-    applier = _Applier(real_root, overlay_whiteouts=overlay_whiteouts)
-    count = 0
+    applier = _Applier(real_root, overlay_whiteouts=overlay_whiteouts, devices=devices)
+    counter = _Counter(limits)
     for tf, member in _entries(reader):  # type: ignore[arg-type]
-        count += 1
+        counter.check(member)
         try:
             applier.apply(tf, member)
         except LayerError:
             raise
         except Exception as err:
-            raise LayerError(f"entry {member.name!r}: {_describe(err)}") from err
+            if is_no_space(err):
+                raise NoSpaceError("a layer", str(root)) from err
+            raise LayerError(f"entry {shown(member.name)}: {_describe(err)}") from err
     try:
         applier.finish()
         reader.drain()
     except LayerError:
         raise
     except Exception as err:
+        if is_no_space(err):
+            raise NoSpaceError("a layer", str(root)) from err
         raise LayerError(f"cannot finish applying layer: {_describe(err)}") from err
-    return ApplyStats(diff_id=reader.digest(), size=reader.size, entries=count)
+    return ApplyStats(diff_id=reader.digest(), size=reader.size, entries=counter.entries)
+
+
+def _check_sparse(member: tarfile.TarInfo) -> list[tuple[int, int]]:
+    """The data blocks of a sparse member, refused unless in order, apart and in the file."""
+    blocks: list[tuple[int, int]] = []
+    end = 0
+    sparse = cast("list[tuple[int, int]]", member.sparse or [])  # typeshed says int
+    for offset, size in sparse:
+        if size == 0:
+            continue  # old GNU headers pad their map with (0, 0); GNU tar ends it with (size, 0)
+        if offset < end or size < 0 or offset + size > member.size:
+            raise LayerError(f"entry {shown(member.name)}: invalid sparse map "
+                             f"(block {offset}+{size} of a {member.size}-byte file)")
+        blocks.append((offset, size))
+        end = offset + size
+    return blocks
 
 
 def _describe(err: BaseException) -> str:
@@ -244,9 +329,10 @@ class _DirMeta:
 
 
 class _Applier:
-    def __init__(self, root: str, *, overlay_whiteouts: bool) -> None:
+    def __init__(self, root: str, *, overlay_whiteouts: bool, devices: bool = True) -> None:
         self.root = root
         self.overlay = overlay_whiteouts
+        self.devices = devices
         self.is_root = os.geteuid() == 0
         self.written: set[str] = set()  # paths this layer created: whiteouts spare them
         self.dirs: list[_DirMeta] = []
@@ -333,6 +419,8 @@ class _Applier:
             self.whiteout(member, parts[:-1], base[len(WHITEOUT_PREFIX):])
             return
         kind = _entry_type(member)
+        if kind in ("char", "block") and not self.devices:
+            raise LayerError(f"entry {shown(name)}: a device node, which is not allowed here")
         parent = self.resolve_dir(parts[:-1], name, create=True)
         assert parent is not None
         path = os.path.join(parent, base)
@@ -377,21 +465,37 @@ class _Applier:
         os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
 
     def write_file(self, tf: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
+        """The file's data; holes (a sparse entry's, and zero runs of a whole chunk) are
+        skipped, so they take no space on disk."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         try:
             if member.size:
-                src = tf.extractfile(member)
-                assert src is not None
-                remaining = member.size
-                while remaining:
-                    data = src.read(min(remaining, _CHUNK))
-                    if not data:
-                        raise LayerError(f"entry {member.name!r}: truncated file data")
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    remaining -= len(data)
+                exfile = tf.extractfile(member)
+                assert exfile is not None
+                # The unbuffered reader under it: its seek just moves to a sparse block (the
+                # stream under it only ever moves forward), reading a hole costs nothing.
+                src = exfile.raw  # type: ignore[attr-defined]
+                blocks = ([(0, member.size)] if member.sparse is None
+                          else _check_sparse(member))
+                for offset, size in blocks:
+                    if offset:
+                        src.seek(offset)
+                    pos = offset
+                    end = offset + size
+                    while pos < end:
+                        data = src.read(min(end - pos, _CHUNK))
+                        if not data:
+                            raise LayerError(f"entry {shown(member.name)}: truncated file data")
+                        if not _ZEROS.startswith(data):
+                            view = memoryview(data)
+                            at = pos
+                            while view:
+                                n = os.pwrite(fd, view, at)
+                                view = view[n:]
+                                at += n
+                        pos += len(data)
+                os.ftruncate(fd, member.size)
         finally:
             os.close(fd)
 
@@ -417,9 +521,11 @@ class _Applier:
         try:
             os.mknod(path, mode, device)
         except PermissionError as err:
+            why = ("this process may not create device nodes (no CAP_MKNOD here)"
+                   if self.is_root else "device nodes need root")
             raise LayerError(
-                f"entry {name!r}: cannot create a device node ({err.strerror}); "
-                "device nodes need root") from err
+                f"entry {shown(name)}: cannot create a device node ({err.strerror}); {why}"
+            ) from err
 
     def set_owner(self, path: str, member: tarfile.TarInfo) -> None:
         if self.is_root:

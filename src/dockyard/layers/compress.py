@@ -8,15 +8,18 @@ and no file name, and zstd's multi-threaded framing depends only on level and th
 from __future__ import annotations
 
 import bz2
+import contextlib
 import io
 import lzma
 from typing import BinaryIO, Final, Literal, Protocol, cast
 
-from dockyard.errors import LayerError
+from dockyard.errors import DockyardError, LayerError
 from dockyard.layers._tarfmt import HashingWriter
+from dockyard.limits import Limits, hint, human_bytes
+from dockyard.limits import current as current_limits
 
-__all__ = ["GZIP_LEVEL", "ZSTD_LEVEL", "ZSTD_THREADS", "compress", "open_decompressed",
-           "sniff"]
+__all__ = ["GZIP_LEVEL", "ZSTD_LEVEL", "ZSTD_THREADS", "Decompressed", "compress",
+           "open_decompressed", "sniff"]
 
 # Measured on a 2-core machine (bench/bench_layers.py): on text-like data isal level 1 runs
 # at ~290-340 MiB/s for a 0.456 ratio, level 2 at ~260 MiB/s for 0.418, zlib level 6 at
@@ -85,11 +88,12 @@ def sniff(head: bytes) -> Kind:
 
 
 class _Prefixed(io.RawIOBase):
-    """A stream with bytes already read from it put back in front."""
+    """A stream with bytes already read from it put back in front; counts what it gives."""
 
     def __init__(self, head: bytes, rest: BinaryIO) -> None:
         self._head = head
         self._rest = rest
+        self.count = 0
 
     def readable(self) -> bool:
         return True
@@ -99,10 +103,87 @@ class _Prefixed(io.RawIOBase):
             n = min(len(buffer), len(self._head))
             buffer[:n] = self._head[:n]
             self._head = self._head[n:]
+            self.count += n
             return n
         data = self._rest.read(len(buffer))
         buffer[: len(data)] = data
+        self.count += len(data)
         return len(data)
+
+
+class Decompressed:
+    """The uncompressed bytes of a stream, held to the :mod:`dockyard.limits`.
+
+    Whatever the decompressor raises on bad data (isal's ``IsalError``, zstandard's
+    ``ZstdError``, ``EOFError`` for a truncated stream, ``lzma.LZMAError``...) comes out as
+    :class:`LayerError` ``corrupt gzip data: ...``; going past the size or ratio limit is a
+    LayerError naming the limit and its flag. Callers add the file name.
+    """
+
+    def __init__(self, inner: BinaryIO, raw: _Prefixed, kind: Kind, limits: Limits) -> None:
+        self._inner = inner
+        self._raw = raw
+        self.kind: Kind = kind
+        self._limits = limits
+        self.size = 0
+
+    @property
+    def compressed_size(self) -> int:
+        """Bytes read from the underlying stream so far."""
+        return self._raw.count
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._inner.closed)
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self._inner.read(n)
+        except DockyardError:
+            raise
+        except Exception as err:
+            raise self._corrupt(err) from err
+        self.size += len(data)
+        self._check()
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _corrupt(self, err: BaseException) -> LayerError:
+        text = str(err) or type(err).__name__
+        if isinstance(err, EOFError):
+            text = "the stream ends too early"
+        what = "archive" if self.kind == "none" else f"{self.kind} data"
+        return LayerError(f"corrupt {what}: {text}")
+
+    def _check(self) -> None:
+        lim = self._limits
+        if lim.max_layer_size and self.size > lim.max_layer_size:
+            raise LayerError(
+                f"more than {human_bytes(lim.max_layer_size)} when decompressed "
+                f"({hint('max_layer_size')})")
+        if (self.kind != "none" and lim.max_ratio and self.size > lim.ratio_floor
+                and self.size > lim.max_ratio * max(self._raw.count, 1)):
+            raise LayerError(
+                f"decompresses to more than {lim.max_ratio} times its size "
+                f"({human_bytes(self.size)} from {human_bytes(self._raw.count)}): a "
+                f"decompression bomb? ({hint('max_ratio')})")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._inner.close()
+
+    def __enter__(self) -> Decompressed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _read_head(f: BinaryIO, n: int) -> bytes:
@@ -115,25 +196,35 @@ def _read_head(f: BinaryIO, n: int) -> bytes:
     return head
 
 
-def open_decompressed(f: BinaryIO) -> BinaryIO:
+def open_decompressed(f: BinaryIO, limits: Limits | None = None) -> BinaryIO:
     """A readable stream of ``f``'s uncompressed bytes, whatever it is compressed with
-    (gzip, zstd, bzip2, xz or nothing), found by its magic bytes."""
-    head = _read_head(f, 6)
-    raw = io.BufferedReader(_Prefixed(head, f), buffer_size=_CHUNK)
+    (gzip, zstd, bzip2, xz or nothing), found by its magic bytes, held to ``limits``
+    (default: :func:`dockyard.limits.current`). It is a :class:`Decompressed`."""
+    try:
+        head = _read_head(f, 6)
+    except DockyardError:
+        raise
+    except Exception as err:
+        raise LayerError(f"cannot read: {err}") from err
+    prefixed = _Prefixed(head, f)
+    raw = io.BufferedReader(prefixed, buffer_size=_CHUNK)
     kind = sniff(head)
-    if kind == "gzip":
-        from isal import igzip
+    inner: BinaryIO = cast(BinaryIO, raw)
+    try:
+        if kind == "gzip":
+            from isal import igzip
 
-        gz = igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
-        return cast(BinaryIO, gz)
-    if kind == "zstd":
-        import zstandard
+            inner = cast(BinaryIO, igzip.IGzipFile(fileobj=raw, mode="rb"))  # type: ignore[no-untyped-call]
+        elif kind == "zstd":
+            import zstandard
 
-        dctx = zstandard.ZstdDecompressor()
-        reader = dctx.stream_reader(raw, read_size=_CHUNK, read_across_frames=True)
-        return io.BufferedReader(reader, buffer_size=_CHUNK)
-    if kind == "bzip2":
-        return cast(BinaryIO, bz2.BZ2File(raw, mode="rb"))
-    if kind == "xz":
-        return cast(BinaryIO, lzma.LZMAFile(raw, mode="rb"))
-    return raw
+            dctx = zstandard.ZstdDecompressor()
+            reader = dctx.stream_reader(raw, read_size=_CHUNK, read_across_frames=True)
+            inner = cast(BinaryIO, io.BufferedReader(reader, buffer_size=_CHUNK))
+        elif kind == "bzip2":
+            inner = cast(BinaryIO, bz2.BZ2File(raw, mode="rb"))
+        elif kind == "xz":
+            inner = cast(BinaryIO, lzma.LZMAFile(raw, mode="rb"))  # noqa: SIM115
+    except Exception as err:
+        raise LayerError(f"corrupt {kind} data: {err}") from err
+    return cast(BinaryIO, Decompressed(inner, prefixed, kind, limits or current_limits()))

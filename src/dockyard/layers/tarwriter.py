@@ -35,6 +35,8 @@ from dockyard.layers._tarfmt import (
     encode_header,
     pad,
 )
+from dockyard.limits import current as current_limits
+from dockyard.limits import hint
 
 __all__ = ["LayerStats", "TarWriter", "keep_xattr", "write_layer_from_dir"]
 
@@ -263,25 +265,42 @@ def _sort_key(name: str) -> bytes:
     return os.fsencode(name)
 
 
-def _walk(root: str, rel: str) -> Iterator[tuple[str, str, os.stat_result]]:
-    """Depth-first, children sorted by their bytes: exactly the order of sorting by path
-    components, so parents always come before their children."""
+def _names(root: str, rel: str) -> list[str]:
     directory = os.path.join(root, rel) if rel else root
     try:
         with os.scandir(directory) as it:
-            names = sorted((entry.name for entry in it), key=_sort_key)
+            return sorted((entry.name for entry in it), key=_sort_key)
     except OSError as err:
         raise LayerError(f"cannot list {rel or '.'!r}: {err.strerror}") from err
-    for name in names:
-        child_rel = f"{rel}/{name}" if rel else name
+
+
+def _walk(root: str, rel: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """Depth-first, children sorted by their bytes: exactly the order of sorting by path
+    components, so parents always come before their children. No recursion: a tree deeper
+    than the path depth limit (:mod:`dockyard.limits`) is a LayerError."""
+    max_depth = current_limits().max_path_depth
+    stack: list[tuple[str, Iterator[str]]] = [(rel, iter(_names(root, rel)))]
+    while stack:
+        parent, names = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
+        child_rel = f"{parent}/{name}" if parent else name
         path = os.path.join(root, child_rel)
+        if max_depth and len(stack) > max_depth:
+            raise LayerError(
+                f"{child_rel[:60]!r}...: a path more than {max_depth} levels deep "
+                f"({hint('max_path_depth')})")
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             continue
+        except OSError as err:
+            raise LayerError(f"cannot add {child_rel[:200]!r}: {err.strerror}") from err
         yield child_rel, path, st
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(root, child_rel)
+            stack.append((child_rel, iter(_names(root, child_rel))))
 
 
 def _selected(root: str, paths: Iterable[str]) -> Iterator[tuple[str, str, os.stat_result]]:

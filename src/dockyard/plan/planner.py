@@ -257,7 +257,8 @@ class _Planner:
                 for node in result.nodes
             ]
         except DockerfileError as err:
-            raise self.fail(f"invalid ONBUILD trigger {trigger!r} in the base image: "
+            shown = trigger if len(trigger) <= 80 else trigger[:77] + "..."
+            raise self.fail(f"invalid ONBUILD trigger {shown!r} in the base image: "
                             f"{err.message}", location) from None
 
     # ------------------------------------------------------------------ dispatch

@@ -11,13 +11,13 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from dockyard._fs import remove_tree
 from dockyard.errors import NotFoundError, StoreError
 from dockyard.snapshot.topdir import spread_subdirs
 
@@ -135,10 +135,17 @@ class MetaTable:
                 if praw is None or praw["kind"] != "committed":
                     raise NotFoundError(f"parent snapshot {parent} not found (or not committed)")
             sid = int(data["next"])
+            # A directory nothing records (left by a crash of an older dockyard) is never
+            # reused; ``sweep`` removes it.
+            while (self.dir / str(sid)).exists():
+                sid += 1
             data["next"] = sid + 1
-            (self.dir / str(sid)).mkdir(parents=True, exist_ok=False)
             data["snapshots"][key] = {"id": sid, "kind": kind, "parent": parent}
+            # The record first, then the directory: a crash in between leaves a record whose
+            # directory is missing (``sweep`` and ``store check`` drop it), never a directory
+            # that blocks every later create.
             self._save(data)
+            (self.dir / str(sid)).mkdir(parents=True, exist_ok=True)
         return Record(sid, kind, parent)
 
     def commit(self, name: str, key: str) -> Record:
@@ -157,7 +164,11 @@ class MetaTable:
         return self._record(raw)
 
     def remove(self, key: str) -> None:
-        """Delete ``key`` and its directory; refuses a snapshot others are built on."""
+        """Delete ``key`` and its directory; refuses a snapshot others are built on.
+
+        Mark, then sweep: the record moves to the table's ``removing`` list (so nothing uses
+        it and its id is never given again), the directory goes, then the id leaves the list.
+        A crash in between leaves an id that :meth:`sweep` finishes."""
         with self._locked():
             data = self._load(for_write=True)
             raw = data["snapshots"].get(key)
@@ -167,8 +178,69 @@ class MetaTable:
             if children:
                 raise StoreError(f"snapshot {key} has children: {', '.join(sorted(children))}")
             del data["snapshots"][key]
+            sid = int(raw["id"])
+            data.setdefault("removing", []).append(sid)
             self._save(data)
-            shutil.rmtree(self.dir / str(raw["id"]), ignore_errors=True)
+        self._finish_removal([sid])
+
+    def _finish_removal(self, ids: list[int]) -> int:
+        """Delete the directories of ``ids`` (listed as removing), then unlist them; returns
+        the bytes freed."""
+        freed = 0
+        done: list[int] = []
+        for sid in ids:
+            freed += remove_tree(self.dir / str(sid), ignore_errors=True)
+            if not (self.dir / str(sid)).exists():
+                done.append(sid)
+        if done:
+            with self._locked():
+                data = self._load(for_write=True)
+                data["removing"] = [i for i in data.get("removing", []) if i not in done]
+                if not data["removing"]:
+                    del data["removing"]
+                self._save(data)
+        return freed
+
+    def orphans(self) -> tuple[list[int], list[int], list[str]]:
+        """What a crash can leave: (directories no record names, ids still listed as
+        removing, keys whose directory is missing)."""
+        with self._locked():
+            data = self._load()
+            recorded = {int(v["id"]) for v in data["snapshots"].values()}
+            removing = [int(i) for i in data.get("removing", [])]
+            unrecorded = sorted(
+                int(e.name) for e in os.scandir(self.dir)
+                if e.name.isdigit() and int(e.name) not in recorded and int(e.name) not in removing
+            )
+            missing = sorted(k for k, v in data["snapshots"].items()
+                             if not (self.dir / str(v["id"])).is_dir())
+        return unrecorded, removing, missing
+
+    def sweep(self, *, drop_missing: bool = True) -> tuple[int, int]:
+        """Finish what crashes left: remove directories no record names and those still
+        listed as removing, and (``drop_missing``) forget uncommitted records whose directory
+        is gone. Returns (directories removed, bytes freed). Call with no build running
+        (under the store's exclusive lock): an unrecorded directory is then a leftover."""
+        with self._locked():
+            data = self._load(for_write=True)
+            recorded = {int(v["id"]) for v in data["snapshots"].values()}
+            removing = [int(i) for i in data.get("removing", [])]
+            orphans = [int(e.name) for e in os.scandir(self.dir)
+                       if e.name.isdigit() and int(e.name) not in recorded
+                       and int(e.name) not in removing]
+            changed = bool(orphans)
+            if drop_missing:
+                for k, v in list(data["snapshots"].items()):
+                    gone = not (self.dir / str(v["id"])).is_dir()
+                    if gone and v["kind"] != "committed" and not any(
+                            c.get("parent") == k for c in data["snapshots"].values()):
+                        del data["snapshots"][k]
+                        changed = True
+            if changed:
+                data["removing"] = sorted(set(removing) | set(orphans))
+                self._save(data)
+        ids = sorted(set(removing) | set(orphans))
+        return len(ids), self._finish_removal(ids) if ids else 0
 
     def chain(self, name: str | None) -> list[Record]:
         """Committed ``name`` and its ancestors, newest first."""

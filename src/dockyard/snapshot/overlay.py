@@ -13,8 +13,10 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from dockyard._fs import walk
 from dockyard.errors import StoreError
 from dockyard.layers.tarwriter import is_overlay_opaque
+from dockyard.limits import current as current_limits
 from dockyard.snapshot._meta import MetaBacked
 from dockyard.snapshot.base import Mount
 
@@ -46,7 +48,8 @@ def redundant_dirs(upper: Path, lowers: list[Path]) -> set[str]:
     Paths are relative to ``upper`` (``"etc"``, ``"usr/lib"``).
     """
     redundant: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(upper, topdown=False):
+    for dirpath, dirnames, filenames in walk(upper, topdown=False,
+                                             max_depth=current_limits().max_path_depth):
         rel = os.path.relpath(dirpath, upper)
         if rel == ".":
             continue
@@ -157,7 +160,7 @@ class OverlaySnapshotter(MetaBacked):
         paths: list[str] | None = None
         if skip:
             paths = []
-            for dirpath, dirnames, filenames in os.walk(upper):
+            for dirpath, dirnames, filenames in walk(upper):
                 rel = os.path.relpath(dirpath, upper)
                 dirnames[:] = [d for d in dirnames if _join(rel, d) not in skip]
                 paths.extend(_join(rel, n) for n in dirnames + filenames)
