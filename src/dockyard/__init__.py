@@ -43,6 +43,15 @@ if TYPE_CHECKING:
         prune,
     )
     from dockyard._api._containers import RunResult, run
+    from dockyard._api._frontend import (
+        CheckResult,
+        StageInfo,
+        StagesResult,
+        check,
+        expand_word,
+        parse_dockerfile,
+        resolve_stages,
+    )
     from dockyard._api._images import (
         ImageDetails,
         ImageSummary,
@@ -66,8 +75,10 @@ if TYPE_CHECKING:
         pull,
         push,
     )
+    from dockyard._api._root import default_root
     from dockyard._api._system import RuntimeStatus, SnapshotterStatus, SystemInfo, info
     from dockyard.api import BuildResult, StepResult, build
+    from dockyard.dockerfile.check import Finding
     from dockyard.errors import (
         BuildError,
         ContextError,
@@ -92,8 +103,18 @@ _LAZY = {
     "build": "dockyard.api",
     "BuildResult": "dockyard.api",
     "StepResult": "dockyard.api",
+    "default_root": "dockyard._api._root",
     "Event": "dockyard.progress.events",
     "ProgressMessage": "dockyard.progress.events",
+    # the Dockerfile, without a build
+    "check": "dockyard._api._frontend",
+    "parse_dockerfile": "dockyard._api._frontend",
+    "expand_word": "dockyard._api._frontend",
+    "resolve_stages": "dockyard._api._frontend",
+    "CheckResult": "dockyard._api._frontend",
+    "StagesResult": "dockyard._api._frontend",
+    "StageInfo": "dockyard._api._frontend",
+    "Finding": "dockyard.dockerfile.check",
     # images in the store
     "images": "dockyard._api._images",
     "inspect": "dockyard._api._images",
@@ -167,6 +188,7 @@ __all__ = [
     "CacheEntry",
     "CachePruneResult",
     "CacheUsage",
+    "CheckResult",
     "ContextError",
     "CopyResult",
     "DockerfileError",
@@ -174,6 +196,7 @@ __all__ = [
     "Event",
     "ExecutorError",
     "ExportResult",
+    "Finding",
     "HistoryItem",
     "ImageDetails",
     "ImageSummary",
@@ -198,6 +221,8 @@ __all__ = [
     "RuntimeStatus",
     "SaveResult",
     "SnapshotterStatus",
+    "StageInfo",
+    "StagesResult",
     "StepResult",
     "StoreError",
     "SystemInfo",
@@ -208,7 +233,10 @@ __all__ = [
     "cache_du",
     "cache_ls",
     "cache_prune",
+    "check",
     "cp",
+    "default_root",
+    "expand_word",
     "export",
     "get_login",
     "history",
@@ -219,9 +247,11 @@ __all__ = [
     "load",
     "login",
     "logout",
+    "parse_dockerfile",
     "prune",
     "pull",
     "push",
+    "resolve_stages",
     "rmi",
     "run",
     "save",

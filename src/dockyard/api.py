@@ -78,7 +78,7 @@ def build(
     *,
     dockerfile: str | None = None,
     tags: Sequence[str] = (),
-    build_args: Mapping[str, str] | None = None,
+    build_args: Mapping[str, str] | Iterable[str] | None = None,
     target: str | None = None,
     no_cache: bool = False,
     no_cache_filter: Iterable[str] = (),
@@ -109,7 +109,8 @@ def build(
     recorder (``dockyard.quick``), told about the store's generation.
     Raises the same located errors as the CLI (``DockerfileError``, ``BuildError`` ...).
     """
-    from dockyard.cli.main import default_root
+    from dockyard._api._frontend import parse_build_args
+    from dockyard._api._root import default_root
     from dockyard.context.context import BuildContext, open_named_contexts
     from dockyard.dockerfile.stages import host_platform, load_dockerfile, resolve
     from dockyard.plan.planner import plan_build
@@ -147,7 +148,7 @@ def build(
         df = load_dockerfile(text, filename)
         for message, line in df.parse.warnings:
             emit(BuildWarning(message, time.time(), f"{filename}:{line}"))
-        args = dict(build_args or {})
+        args = parse_build_args(build_args or {})
         graph = resolve(df, args, target, platform or None)
         for warning in graph.warnings:
             emit(BuildWarning(warning, time.time()))

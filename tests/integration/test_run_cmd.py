@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bases import busybox_rootfs_tar, need_runtime
-from dockyard.cli.cmd_run import merge_env, resolve_command
+from dockyard._api._containers import merge_env, resolve_command
 
 pytestmark = pytest.mark.skipif(need_runtime() is not None, reason=str(need_runtime()))
 

@@ -1,6 +1,10 @@
 """The CLI is a client of the library API: no module of ``dockyard.cli`` reaches into the
 store, snapshot, executor or registry rooms, at the top or lazily inside a function, under
-``TYPE_CHECKING`` or through ``importlib``. They call ``dockyard.<command>`` instead."""
+``TYPE_CHECKING`` or through ``importlib``. They call ``dockyard.<command>`` instead.
+
+Stricter still, the CLI imports only the API (``dockyard`` and the names of its
+``__all__``), ``dockyard.errors``, the renderers (``dockyard.progress``), its own modules,
+and the start-up machinery that must run before the API loads (:data:`STARTUP`)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,11 @@ import pytest
 import dockyard.cli
 
 FORBIDDEN = ("dockyard.store", "dockyard.snapshot", "dockyard.executor", "dockyard.registry")
+ALLOWED_ROOMS = ("dockyard.errors", "dockyard.progress", "dockyard.cli")
+# before any API call: the version, the dataclass cache, the build-level up-to-date check
+# (answered before the API is imported at all), the limits' and full-disk error mapping
+STARTUP = ("dockyard._version", "dockyard._dccache", "dockyard.quick", "dockyard.limits",
+           "dockyard._fs")
 CLI_DIR = Path(dockyard.cli.__file__).parent
 
 
@@ -62,3 +71,23 @@ from dockyard.errors import UsageError
 '''
     flagged = {line for line, module in _imports(ast.parse(source)) if _is_forbidden(module)}
     assert flagged == {2, 3, 4, 6, 8, 9}  # not the API or errors imports on lines 10-11
+
+
+def _is_allowed(module: str) -> bool:
+    import dockyard
+
+    if module in ("dockyard", "dockyard.") or any(module == m or module.startswith(m + ".") for m in STARTUP):
+        return True
+    head, _, name = module.partition(".")
+    if head == "dockyard" and name in dockyard.__all__:
+        return True  # from dockyard import build
+    return any(module == room or module.startswith(room + ".") for room in ALLOWED_ROOMS)
+
+
+@pytest.mark.parametrize("path", sorted(CLI_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_cli_module_imports_only_the_api(path: Path) -> None:
+    tree = ast.parse(path.read_text(), str(path))
+    bad = [f"{path.name}:{line}: {module}" for line, module in _imports(tree)
+           if module.startswith("dockyard") and not _is_allowed(module)]
+    assert not bad, "the CLI imports only the dockyard API, errors and renderers:\n" + \
+        "\n".join(bad)

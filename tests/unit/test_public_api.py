@@ -12,18 +12,21 @@ from pathlib import Path
 import dockyard
 
 FUNCTIONS = [
-    "build", "cache_du", "cache_ls", "cache_prune", "cp", "export", "get_login", "history",
-    "images", "import_", "info", "inspect", "load", "login", "logout", "prune", "pull",
-    "push", "rmi", "run", "save", "tag",
+    "build", "cache_du", "cache_ls", "cache_prune", "check", "cp", "default_root",
+    "expand_word", "export", "get_login", "history", "images", "import_", "info", "inspect",
+    "load", "login", "logout", "parse_dockerfile", "prune", "pull", "push", "resolve_stages",
+    "rmi", "run", "save", "tag",
 ]
 RESULTS = [
-    "BuildResult", "CacheEntry", "CachePruneResult", "CacheUsage", "CopyResult",
+    "BuildResult", "CacheEntry", "CheckResult", "Finding", "StageInfo", "StagesResult", "CachePruneResult", "CacheUsage", "CopyResult",
     "ExportResult", "HistoryItem", "ImageDetails", "ImageSummary", "ImportResult",
     "KindUsage", "LoadResult", "LoadedImage", "LoginResult", "LoginStatus", "LogoutResult",
     "PruneResult", "PullResult", "PushResult", "RemoveResult", "RunResult", "RuntimeStatus",
     "SaveResult", "SnapshotterStatus", "StepResult", "SystemInfo", "TagResult",
 ]
 EVENTS = ["Event", "ProgressMessage"]
+# calls that never open the store
+STORELESS = ("check", "default_root", "expand_word", "parse_dockerfile", "resolve_stages")
 ERRORS = [
     "BuildError", "ContextError", "DockerfileError", "DockyardError", "ExecutorError",
     "LayerError", "Location", "NotFoundError", "RegistryError", "RunError", "StoreError",
@@ -74,9 +77,9 @@ def test_api_calls_take_keyword_options() -> None:
         for param in params.values():
             if param.default is not inspect.Parameter.empty and param.kind not in (
                     param.KEYWORD_ONLY, param.VAR_KEYWORD):
-                assert name in ("build", "logout", "get_login", "images", "import_", "push",
-                                "run"), f"{name}({param.name}) should be keyword-only"
-        if name not in ("login", "logout", "get_login"):
+                assert name in ("build", "check", "logout", "get_login", "images", "import_",
+                                "push", "run"), f"{name}({param.name}) should be keyword-only"
+        if name not in ("login", "logout", "get_login", *STORELESS):
             assert "root" in params, f"dockyard.{name} takes no root="
 
 

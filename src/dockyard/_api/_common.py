@@ -20,7 +20,7 @@ def store_root(root: Root) -> Path:
     root, else ~/.local/share/dockyard)."""
     if root is not None:
         return Path(root)
-    from dockyard.cli.main import default_root
+    from dockyard._api._root import default_root
 
     return Path(default_root())
 

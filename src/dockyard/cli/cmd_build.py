@@ -87,8 +87,7 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from dockyard.api import build
-    from dockyard.dockerfile.stages import parse_build_args
+    from dockyard import build
     from dockyard.progress.render import make_renderer
     from dockyard.quick import Recorder
 
@@ -107,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             args.context,
             dockerfile=args.dockerfile,
             tags=args.tags,
-            build_args=parse_build_args(args.build_args),
+            build_args=args.build_args,
             target=args.target,
             no_cache=args.no_cache,
             no_cache_filter=[s for item in args.no_cache_filter for s in item.split(",")],

@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dockyard._api._containers import merge_env, resolve_command
-
-__all__ = ["add_arguments", "merge_env", "resolve_command", "run"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

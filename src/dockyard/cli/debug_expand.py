@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dockyard.errors import UsageError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dockyard debug expand``."""
@@ -28,20 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the expansion (or its words); an expansion error propagates as ExpansionError."""
-    from dockyard.dockerfile.shell import Lexer
+    from dockyard import expand_word
 
-    escape: str = args.escape
-    if escape not in ("\\", "`"):
-        raise UsageError(f"--escape must be \\ or `, not {escape!r}")
     env: dict[str, str] = {}
     for item in args.env:
         # As BuildKit's BuildEnvs: "K" alone is K set to the empty string; later ones win.
         key, _, value = item.partition("=")
         env[key] = value
-    lexer = Lexer(escape)
-    if args.words:
-        for word in lexer.process_words(args.word, env):
-            sys.stdout.write(word + "\n")
-    else:
-        sys.stdout.write(lexer.process_word(args.word, env) + "\n")
+    for word in expand_word(args.word, env, words=args.words, escape=args.escape):
+        sys.stdout.write(word + "\n")
     return 0

@@ -13,9 +13,6 @@ import json
 import sys
 from typing import Any
 
-from dockyard.dockerfile.parser import Node, parse
-from dockyard.errors import UsageError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``-f/--file`` and ``--dump``."""
@@ -28,18 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read(path: str) -> tuple[str, str]:
-    """(text, name shown in errors); undecodable bytes survive as surrogate escapes."""
-    if path == "-":
-        return sys.stdin.buffer.read().decode("utf-8", "surrogateescape"), "Dockerfile"
-    try:
-        with open(path, "rb") as file:
-            return file.read().decode("utf-8", "surrogateescape"), path
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from None
-
-
-def node_to_json(node: Node) -> dict[str, Any]:
+def node_to_json(node: Any) -> dict[str, Any]:
     """The JSON object of one node (ONBUILD's nested instruction under ``inner``)."""
     obj: dict[str, Any] = {
         "instruction": node.instruction.upper(),
@@ -62,8 +48,11 @@ def node_to_json(node: Node) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Parse the file and print the tree; raises DockerfileError where BuildKit's parser fails."""
-    text, name = _read(args.file)
-    result = parse(text, name)
+    from dockyard import parse_dockerfile
+    from dockyard.cli.debug_stages import read_dockerfile
+
+    text, name = read_dockerfile(args.file)
+    result = parse_dockerfile(text, filename=name)
     for message, line in result.warnings:
         print(f"WARNING: {name}:{line}: {message}", file=sys.stderr)
     out = sys.stdout

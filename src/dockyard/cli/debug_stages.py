@@ -28,43 +28,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_dockerfile(path: str) -> str:
-    """The Dockerfile text (``-`` reads stdin); a missing file is a UsageError."""
+def read_dockerfile(path: str) -> tuple[str, str]:
+    """(text, name shown in errors) of the Dockerfile at ``path`` (``-``: standard input);
+    undecodable bytes survive as surrogate escapes. A missing file is a UsageError."""
     if path == "-":
-        return sys.stdin.read()
+        return sys.stdin.buffer.read().decode("utf-8", "surrogateescape"), "Dockerfile"
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return f.read()
+        with open(path, "rb") as file:
+            return file.read().decode("utf-8", "surrogateescape"), path
     except OSError as err:
         raise UsageError(f"cannot read Dockerfile {path}: {err.strerror}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the resolved stage graph as JSON; warnings go to stderr."""
-    from dockyard.dockerfile.stages import load_dockerfile, parse_build_args, resolve
+    from dockyard import resolve_stages
 
-    filename: str = args.file
-    dockerfile = load_dockerfile(read_dockerfile(filename), filename)
-    graph = resolve(dockerfile, parse_build_args(args.build_args), args.target, args.platform)
-    for warning in graph.warnings:
+    text, filename = read_dockerfile(args.file)
+    result = resolve_stages(text, filename=filename, build_args=args.build_args, target=args.target,
+                            platform=args.platform)
+    for warning in result.warnings:
         print(warning, file=sys.stderr)
-    target = graph.target_stage
-    doc = {
-        "target": {"index": target.index, "name": target.name},
-        "stages": [
-            {
-                "index": s.index,
-                "name": s.name,
-                "base": s.base,
-                "base_kind": s.base_kind,
-                "platform": s.platform,
-                "depends_on": list(s.depends_on),
-                "needed": s.needed,
-                "line": s.location.start_line,
-            }
-            for s in graph.stages
-        ],
-        "unused_build_args": list(graph.unused_build_args),
-    }
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     return 0

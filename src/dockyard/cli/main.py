@@ -54,16 +54,6 @@ _LIMIT_FLAGS: dict[str, str] = {
 }
 
 
-def default_root() -> str:
-    """The store root: ``DOCKYARD_ROOT``, else /var/lib/dockyard for root, else ~/.local/share."""
-    env = os.environ.get("DOCKYARD_ROOT")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return "/var/lib/dockyard"
-    return os.path.join(os.path.expanduser("~"), ".local", "share", "dockyard")
-
-
 def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = [
@@ -147,7 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (did you mean {close[0]}?)" if close else ""
         print(f"dockyard: unknown command {name!r}{hint}", file=sys.stderr)
         return 2
-    root = root or default_root()
+    if root is None:
+        from dockyard import default_root
+
+        root = default_root()
     if name == "build":
         from dockyard.quick import try_build
 
