@@ -101,7 +101,8 @@ class Invocation:
         paths = [os.path.join(self.context, ".dockerignore")]
         if self.dockerfile is None:
             names = [os.path.join(self.context, "Dockerfile"),
-                     os.path.join(self.context, "dockerfile")]
+                     os.path.join(self.context, "dockerfile"),
+                     os.path.join(self.context, "Containerfile")]
         elif os.path.isabs(self.dockerfile):
             names = [self.dockerfile]
         else:
@@ -123,6 +124,8 @@ class Invocation:
             dockerfile = os.path.join(ctx, "Dockerfile")
             if not os.path.isfile(dockerfile):
                 dockerfile = os.path.join(ctx, "dockerfile")
+            if not os.path.isfile(dockerfile):
+                dockerfile = os.path.join(ctx, "Containerfile")
         elif os.path.isabs(self.dockerfile):
             dockerfile = self.dockerfile
         else:

@@ -123,7 +123,8 @@ class BuildContext:
             text = _decode(dockerfile_path.read_bytes())
         except OSError as err:
             raise ContextError(f"cannot read {dockerfile_path}: {err.strerror}") from None
-        display = dockerfile or "Dockerfile"
+        display = dockerfile or ("Containerfile" if dockerfile_path.name == "Containerfile"
+                                 else "Dockerfile")
         return cls(
             root,
             ignore_patterns=load_dockerignore(root, str(dockerfile_path)),
@@ -241,8 +242,13 @@ def _find_dockerfile(root: Path, dockerfile: str | None, *, in_place: bool) -> P
         lower = root_path(root, "dockerfile")
         if lower.is_file():
             return lower
+        # Podman's and Buildah's name, which the docker CLI does not look for
+        containerfile = root_path(root, "Containerfile")
+        if containerfile.is_file():
+            return containerfile
         raise ContextError(
             f"failed to read dockerfile: open {root / 'Dockerfile'}: no such file or directory"
+            " (nor a Containerfile)"
         )
     path = Path(dockerfile)
     tried = []
