@@ -200,6 +200,11 @@ def build(
             secrets=_load_secrets(secrets),
             ssh=_parse_ssh(ssh),
             platform=host,
+            image_contexts={
+                name.lower(): spec.removeprefix("docker-image://")
+                for name, spec in (build_contexts or {}).items()
+                if spec.startswith("docker-image://")
+            },
         )
         history_key = str(ctx.dockerfile_path or filename)
         target_name = graph.target_stage.name or str(graph.target)
@@ -221,7 +226,7 @@ def build(
             error = err
             raise
         finally:
-            history = _merge_history(previous, solver.history_record())
+            history = solver.history_record()
             # A no-op rebuild records exactly what is there: skip the rewrite.
             if previous is None or history["steps"] != previous.get("steps"):
                 store.put_build_history(history_key, target_name, history)
@@ -350,14 +355,6 @@ def _compressed_descriptor(store: Any, diff_id: str) -> dict[str, Any]:
 
 def _rfc3339(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
-
-
-def _merge_history(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """The previous build's steps updated with this build's (a step this build did not reach
-    keeps its last record)."""
-    steps = dict((previous or {}).get("steps") or {})
-    steps.update(new.get("steps") or {})
-    return {"steps": steps, "time": new.get("time")}
 
 
 def _locate(err: DockyardError, source: str) -> None:

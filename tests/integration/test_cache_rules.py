@@ -3,7 +3,7 @@
 1. Changed files miss, touched files hit (content digests, stat cache guarded by ctime).
 2. Stale RUN steps can be refreshed: ``--no-cache`` and ``--cache-ttl``.
 3. A miss invalidates what follows; static steps before the COPY stay cached.
-Plus build args: a changed ARG invalidates from its first use.
+Plus build args: a changed ARG invalidates every RUN in its scope (BuildKit's rule).
 """
 
 from __future__ import annotations
@@ -152,9 +152,12 @@ def test_miss_invalidates_later_steps_static_before_stay(root: Path, tmp_path: P
     assert "an earlier step changed (line 6)" in (second.step(9).reason or "")
 
 
-def test_changed_build_arg_invalidates_from_first_use(root: Path, tmp_path: Path) -> None:
+def test_changed_build_arg_invalidates_from_its_declaration(root: Path, tmp_path: Path) -> None:
+    """As BuildKit: every ARG in scope is in a RUN's environment, so in its key, whether the
+    command names it or not; steps before the ARG's declaration keep their cache."""
     ctx = write_tree(tmp_path / "ctx", {
         "Dockerfile": "FROM busybox\n"
+                      "RUN echo before > /b\n"
                       "ARG V=0\n"
                       "ARG UNUSED=a\n"
                       "RUN echo static > /s\n"
@@ -163,18 +166,21 @@ def test_changed_build_arg_invalidates_from_first_use(root: Path, tmp_path: Path
     })
     build(ctx, root, build_args={"V": "1", "UNUSED": "a"})
     second = build(ctx, root, build_args={"V": "2", "UNUSED": "a"}, tags=["args"])
-    assert second.cached_by_line() == {4: True, 5: False, 6: False}
-    assert (second.step(5).reason or "").endswith("ARG V changed 1 -> 2")
-    assert "an earlier step changed (line 5)" in (second.step(6).reason or "")
+    assert second.cached_by_line() == {2: True, 5: False, 6: False, 7: False}
+    for line in (5, 6, 7):
+        assert (second.step(line).reason or "").endswith("ARG V changed 1 -> 2")
     fs = flatten(root, "args", tmp_path / "fs")
     assert (fs / "w").read_text() == "2\n"
-    # an unused ARG's change invalidates nothing
+    # an ARG the commands do not name is in their environment too
     third = build(ctx, root, build_args={"V": "2", "UNUSED": "b"})
-    assert third.result.cached_all
+    assert third.cached_by_line() == {2: True, 5: False, 6: False, 7: False}
+    assert (third.step(5).reason or "").endswith("ARG UNUSED changed a -> b")
+    again = build(ctx, root, build_args={"V": "2", "UNUSED": "b"})
+    assert again.result.cached_all
     # the default applies when the arg is not given
-    fourth = build(ctx, root)
-    assert fourth.cached_by_line() == {4: True, 5: False, 6: False}
-    assert "ARG V changed 2 -> 0" in (fourth.step(5).reason or "")
+    fourth = build(ctx, root, build_args={"UNUSED": "b"})
+    assert fourth.cached_by_line() == {2: True, 5: False, 6: False, 7: False}
+    assert "ARG V changed 2 -> 0" in (fourth.step(6).reason or "")
 
 
 def test_metadata_change_only_invalidates_steps_that_see_it(root: Path, tmp_path: Path) -> None:

@@ -203,6 +203,38 @@ def test_parse_errors_raise() -> None:
         check_text("FORM alpine\n")
 
 
+def test_secrets_used_in_arg_or_env() -> None:
+    text = """\
+ARG GLOBAL_TOKEN=x
+FROM alpine:3
+ARG NPM_TOKEN
+ARG VERSION=1 db_password=hunter2
+ENV API_KEY=abc PUBLIC_KEY=pk TOKEN_FILE=/run/t MONKEY=1 Auth=y
+"""
+    found = only(text, "SecretsUsedInArgOrEnv")
+    assert [(f.line, f.level, f.message) for f in found] == [
+        (3, "warning", 'Do not use ARG or ENV instructions for sensitive data (ARG "NPM_TOKEN")'),
+        (4, "warning",
+         'Do not use ARG or ENV instructions for sensitive data (ARG "db_password")'),
+        (5, "warning", 'Do not use ARG or ENV instructions for sensitive data (ENV "API_KEY")'),
+        (5, "warning", 'Do not use ARG or ENV instructions for sensitive data (ENV "Auth")'),
+    ]
+
+
+@pytest.mark.parametrize(("name", "secret"), [
+    ("NPM_TOKEN", True), ("API_KEY", True), ("apikey", True), ("AWS_SECRET_ACCESS_KEY", True),
+    ("GITHUB_AUTH", True), ("DB_PASSWD", True), ("MY_PWORD", True), ("CREDENTIALS", True),
+    ("GCP_CREDENTIAL_JSON", True), ("secret_MESSAGE", True), ("token", True),
+    ("PUBLIC_KEY", False), ("TOKEN_FILE", False), ("KEY_VERSION", False), ("MONKEY", False),
+    ("PASSWORDS", False), ("TOKENIZER", False), ("VERSION", False), ("", False),
+    ("AUTHOR", False), ("\u017fECRET", True),  # Go's (?i) folds the long s to s
+])
+def test_looks_secret_follows_buildkits_word_rule(name: str, secret: bool) -> None:
+    from dockyard.dockerfile.sensitive import looks_secret
+
+    assert looks_secret(name) is secret
+
+
 def test_every_rule_has_a_level() -> None:
     assert {level for level, _ in RULES.values()} == {"warning", "error"}
 

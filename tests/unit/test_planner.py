@@ -197,9 +197,10 @@ def test_run_env_and_key_env() -> None:
                            "RUN echo ${USED}\n"))
     op = run_op(run)
     assert "UNUSED=x" in op.env and "USED=u" in op.env  # the process sees every ARG in scope
-    assert "UNUSED=x" not in op.key_env and "USED=u" in op.key_env
+    # and so does the key (BuildKit: every build arg is in the exec's env), named or not
+    assert "UNUSED=x" in op.key_env and "USED=u" in op.key_env
     assert "E=e" in op.key_env
-    assert run.used_args == (("USED", "u"),)
+    assert run.used_args == (("UNUSED", "x"), ("USED", "u"))
 
 
 def test_proxy_args_reach_run_but_not_the_key() -> None:
@@ -207,6 +208,12 @@ def test_proxy_args_reach_run_but_not_the_key() -> None:
                            {"HTTP_PROXY": "http://proxy:3128"}))
     assert "HTTP_PROXY=http://proxy:3128" in run_op(run).env
     assert not any(e.startswith("HTTP_PROXY=") for e in run_op(run).key_env)
+
+
+def test_declared_proxy_arg_is_in_the_key() -> None:
+    (run,) = ops(make_plan("FROM busybox\nARG HTTP_PROXY\nRUN wget x\n",
+                           {"HTTP_PROXY": "http://proxy:3128"}))
+    assert "HTTP_PROXY=http://proxy:3128" in run_op(run).key_env
 
 
 def test_copy_from_stage_and_image() -> None:

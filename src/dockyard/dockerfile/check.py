@@ -2,7 +2,7 @@
 
 Rule names follow BuildKit's checks where BuildKit has the rule (``MaintainerDeprecated``,
 ``JSONArgsRecommended``, ``UndefinedVar``, ``UndefinedArgInFrom``, ``StageNameCasing``,
-``NoEmptyContinuation``); the others are dockyard's own (``CopyAllBeforeInstall``,
+``NoEmptyContinuation``, ``SecretsUsedInArgOrEnv``); the others are dockyard's own (``CopyAllBeforeInstall``,
 ``AptGetUpdateAlone``, ``NoCdInRun``, ``FromWithoutTag``).
 
 Parse errors are not findings: :func:`check_text` raises the DockerfileError. Errors that only
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import re
 import shlex
 from collections.abc import Iterable, Mapping
@@ -38,6 +39,7 @@ from dockyard.dockerfile.instructions import (
     VolumeInstruction,
     WorkdirInstruction,
 )
+from dockyard.dockerfile.sensitive import looks_secret
 from dockyard.dockerfile.shell import Lexer
 from dockyard.dockerfile.stages import (
     EMPTY_IMAGE,
@@ -70,6 +72,9 @@ RULES: dict[str, tuple[Level, str]] = {
     "FromWithoutTag": ("warning", "a base image without a tag or digest"),
     "NoEmptyContinuation": ("warning", "empty continuation lines"),
     "InvalidDockerfile": ("error", "the stages cannot be resolved"),
+    "SecretsUsedInArgOrEnv": (
+        "warning", "Sensitive data should not be used in the ARG or ENV commands"
+    ),
 }
 
 
@@ -366,6 +371,9 @@ class _Linter:
             self._undefined(inst, env, declared)
             if isinstance(inst, ArgInstruction):
                 declared.update(key for key, _ in inst.args)
+                self._lint_secret_names("ARG", [key for key, _ in inst.args], line)
+            elif isinstance(inst, EnvInstruction):
+                self._lint_secret_names("ENV", [key for key, _ in inst.pairs], line)
             apply_env_instruction(inst, env, globals_, {}, self.lexer)
             if isinstance(inst, MaintainerInstruction):
                 self.add(
@@ -390,6 +398,18 @@ class _Linter:
             elif isinstance(inst, RunInstruction):
                 self._lint_run(inst, pending_copy)
         return shell_set
+
+    def _lint_secret_names(self, instruction: str, names: list[str], line: int) -> None:
+        """BuildKit's check: a stage's ARG or ENV named like a secret (its value ends up in
+        the image's history or config)."""
+        for name in names:
+            if looks_secret(name):
+                self.add(
+                    "SecretsUsedInArgOrEnv",
+                    line,
+                    "Do not use ARG or ENV instructions for sensitive data "
+                    f"({instruction} {json.dumps(name)})",
+                )
 
     def _lint_run(
         self, inst: RunInstruction, pending_copy: list[CopyInstruction | AddInstruction]

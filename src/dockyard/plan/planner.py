@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +38,6 @@ ImageConfigLookup = Callable[[str, Location], tuple[str, dict[str, Any]]]
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_VAR_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 def plan_build(
@@ -411,20 +409,15 @@ class _Planner:
             args = tuple(run.command)
             command_text = json.dumps(list(run.command))
 
-        # ARGs in scope reach the process; the key sees only those the command uses,
-        # and never the proxy ARGs unless the Dockerfile declares them.
-        referenced = {m.group(1) or m.group(2) for m in _VAR_REF.finditer(command_text)}
+        # As BuildKit: every ARG in scope is in the RUN's environment (the LLB state env), so
+        # in its key, whether the command text names it or not (a script, make or go build
+        # reads it too). The predefined proxy ARGs passed with --build-arg but not declared
+        # reach the process only (BuildKit's ProxyEnv, which its exec key leaves out).
         process_env = [f"{key}={value}" for key, value in state.env.items()]
-        key_env: list[str] = []
-        used: dict[str, str] = {}
+        key_env = list(process_env)
+        used: dict[str, str] = {}  # the build args among them, for miss explanations
         for key, value in state.env.items():
-            if key in env_map:
-                # an ENV (or base image) variable, possibly overridden by a later ARG
-                key_env.append(f"{key}={value}")
-                if env_map[key] != value and key in referenced:
-                    used[key] = value
-            elif key in referenced:
-                key_env.append(f"{key}={value}")
+            if key in state.args and (key not in env_map or env_map[key] != value):
                 used[key] = value
         for key in PROXY_ARGS:
             if key in self.build_args and key not in state.env:

@@ -1,4 +1,4 @@
-"""Cache keys, version 1. The exact rules are written down in docs/cache.md.
+"""Cache keys, version 2. The exact rules are written down in docs/cache.md.
 
 A key is ``"sha256:" + sha256(canonical JSON of a dict)``. Each dict carries ``"v"`` (the key
 format version) and ``"kind"``; layer steps chain to their parent's key, so a miss changes every
@@ -15,7 +15,10 @@ from typing import Any
 
 from dockyard.plan.model import CopyOp, MkdirOp, RunOp
 
-KEY_VERSION = "dockyard.cache.v1"
+KEY_VERSION = "dockyard.cache.v2"
+# v1 -> v2: a RUN keys every build arg in scope (not only those written as $NAME), the
+# network mode it actually gets (build-wide --network included), and a bind mount's image by
+# its id and a named context by its content; every layer step keys SOURCE_DATE_EPOCH.
 
 
 def digest_of(obj: Any) -> str:
@@ -32,18 +35,27 @@ def scratch_key(platform: str) -> str:
     return digest_of({"v": KEY_VERSION, "kind": "scratch", "platform": platform})
 
 
-def run_components(op: RunOp, mounts: Sequence[dict[str, Any]], platform: str) -> dict[str, Any]:
-    """What a RUN key is made of (besides its parent); also kept for explaining misses."""
+def run_components(
+    op: RunOp,
+    mounts: Sequence[dict[str, Any]],
+    platform: str,
+    *,
+    network: str,
+    source_date_epoch: int | None,
+) -> dict[str, Any]:
+    """What a RUN key is made of (besides its parent); also kept for explaining misses.
+    ``network``: the mode the process gets (``RUN --network``, else the build's)."""
     return {
         "args": list(op.args),
         "env": list(op.key_env),
         "user": op.user,
         "workdir": op.workdir,
-        "network": op.network,
+        "network": network,
         "security": op.security,
         "mounts": list(mounts),
         "scripts": [[p, hashlib.sha256(c.encode()).hexdigest()] for p, c in op.script_files],
         "platform": platform,
+        "source_date_epoch": source_date_epoch,
     }
 
 
@@ -53,6 +65,8 @@ def copy_components(
     source_id: str | None,
     chown: tuple[int, int] | None,
     platform: str,
+    *,
+    source_date_epoch: int | None,
 ) -> dict[str, Any]:
     """What a COPY/ADD key is made of: the operation and the content digest of its sources."""
     return {
@@ -72,11 +86,15 @@ def copy_components(
         "checksum": op.checksum,
         "keep_git_dir": op.keep_git_dir,
         "platform": platform,
+        "source_date_epoch": source_date_epoch,
     }
 
 
-def mkdir_components(op: MkdirOp, platform: str) -> dict[str, Any]:
-    return {"path": op.path, "user": op.user, "platform": platform}
+def mkdir_components(
+    op: MkdirOp, platform: str, *, source_date_epoch: int | None
+) -> dict[str, Any]:
+    return {"path": op.path, "user": op.user, "platform": platform,
+            "source_date_epoch": source_date_epoch}
 
 
 def step_key(kind: str, parent: str | None, components: dict[str, Any]) -> str:

@@ -64,6 +64,8 @@ class SolveOptions:
     secrets: dict[str, bytes] = field(default_factory=dict)
     ssh: dict[str, str] = field(default_factory=dict)
     platform: str = "linux/amd64"
+    # --build-context NAME=docker-image://REF: lower-cased NAME -> REF
+    image_contexts: dict[str, str] = field(default_factory=dict)
 
 
 def rfc3339(ts: float) -> str:

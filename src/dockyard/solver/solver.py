@@ -91,7 +91,7 @@ class Solver:
         self.layers = LayerSnapshots(store, snapshotter_kind)
         self.cache: CacheBackend = LocalCache(store, self.layers)
         self.sources = SourceDigests(store, lambda: self.stat_cache, self.view_of)
-        self.explainer = Explainer(self.previous)
+        self.explainer = Explainer(self.previous, plan)
         self._executor: Any = None
         self._cancelled = False
         self._stat_cache: Any = None
@@ -442,7 +442,8 @@ class Solver:
 
     # ------------------------------------------------------------------ explain
     def history_record(self) -> dict[str, Any]:
-        """This build's steps for the next build's explanations."""
+        """This build's steps for the next build's explanations (the whole record to store:
+        steps this build did not reach keep their previous record)."""
         return self.explainer.history_record(self.records)
 
     def warn(self, message: str, location: Location | None = None) -> None:

@@ -31,7 +31,10 @@ class Copy:
         chown = resolve_chown(ctx, op, state, step) if op.chown else None
         return CacheInputs(
             kind="copy",
-            components=keys.copy_components(op, digest, source_id, chown, stage.platform),
+            components=keys.copy_components(
+                op, digest, source_id, chown, stage.platform,
+                source_date_epoch=ctx.options.source_date_epoch,
+            ),
             link=op.link,
             explain={"files": files},
             prepared=chown,
@@ -87,8 +90,9 @@ def source_layers(ctx: OpContext, op: CopyOp, step: Step) -> tuple[list[str], st
         st = ctx.states[op.source_stage]
         return list(st.diff_ids), f"stage:{st.key}"
     assert op.source_name is not None
+    name = ctx.options.image_contexts.get(op.source_name.lower(), op.source_name)
     try:
-        image = ctx.store.get_image(op.source_name)
+        image = ctx.store.get_image(name)
     except DockyardError:
         raise located(
             ctx, step,

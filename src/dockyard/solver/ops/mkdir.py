@@ -25,7 +25,8 @@ class Mkdir:
     ) -> CacheInputs:
         op = step.op
         assert isinstance(op, MkdirOp)
-        return CacheInputs(kind="mkdir", components=keys.mkdir_components(op, stage.platform))
+        return CacheInputs(kind="mkdir", components=keys.mkdir_components(
+            op, stage.platform, source_date_epoch=ctx.options.source_date_epoch))
 
     def execute(self, ctx: OpContext, job: Execution) -> Finish | None:
         op = job.step.op

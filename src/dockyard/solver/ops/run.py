@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dockyard.errors import BuildError, DockyardError, RunError
 from dockyard.plan.model import RunOp, StagePlan, Step
@@ -34,7 +34,10 @@ class Run:
         mounts = mount_key_parts(ctx, op, step)
         return CacheInputs(
             kind="run",
-            components=keys.run_components(op, mounts, stage.platform),
+            components=keys.run_components(
+                op, mounts, stage.platform, network=network_mode(op, ctx.options.network),
+                source_date_epoch=ctx.options.source_date_epoch,
+            ),
             explain={"used_args": dict(step.used_args)},
         )
 
@@ -46,7 +49,7 @@ class Run:
         if op.security == "insecure" and not ctx.options.allow_insecure:
             raise located(ctx, step, "RUN --security=insecure is not allowed",
                           hint="pass --allow security.insecure to permit it")
-        network = op.network if op.network != "default" else ctx.options.network
+        network = network_mode(op, ctx.options.network)
         tail: list[bytes] = []
 
         def on_output(chunk: bytes) -> None:
@@ -66,7 +69,7 @@ class Run:
                 env=(*op.env, *extra_env),
                 cwd=op.workdir,
                 user=op.user,
-                network="none" if network == "none" else "host",
+                network=network,
                 mounts=tuple(mounts),
                 security="insecure" if op.security == "insecure" else "sandbox",
             )
@@ -93,6 +96,12 @@ class Run:
 
 
 # ---------------------------------------------------------------------- key
+def network_mode(op: RunOp, build_network: str) -> Literal["host", "none"]:
+    """The network the process gets: ``RUN --network``, else the build's ``--network``."""
+    network = op.network if op.network != "default" else build_network
+    return "none" if network == "none" else "host"
+
+
 def mount_key_parts(ctx: OpContext, op: RunOp, step: Step) -> list[dict[str, Any]]:
     """Each ``--mount`` as the key sees it (never a secret's value)."""
     if not op.mounts:
@@ -112,7 +121,7 @@ def mount_key_parts(ctx: OpContext, op: RunOp, step: Step) -> list[dict[str, Any
             part.update(id=m.id, sharing=m.sharing)
         elif m.type == "bind":
             part["source"] = m.source
-            part["from"] = bind_source_identity(ctx, m.from_, m.source or "/")
+            part["from"] = bind_source_identity(ctx, m.from_, m.source or "/", step)
             part["rw"] = not m.readonly
         elif m.type == "ssh":
             part["id"] = m.id
@@ -120,15 +129,36 @@ def mount_key_parts(ctx: OpContext, op: RunOp, step: Step) -> list[dict[str, Any
     return parts
 
 
-def bind_source_identity(ctx: OpContext, ref: str | None, source: str) -> str:
-    """What a bind mount shows, as the key sees it."""
+def bind_source_identity(ctx: OpContext, ref: str | None, source: str, step: Step) -> str:
+    """What a bind mount shows, as the key sees it: the content of the selected context files
+    (the build context or a named one), the chain key of a stage, or an image's id (its
+    config digest: re-tagging the name to another image changes the key). Never a name or a
+    path of this machine."""
     if not ref:
         sel = ctx.sources.context(ctx.context, [source.lstrip("/") or "."], ())
         return f"context:{sel.digest}"
     idx = ctx.stage_index(ref)
     if idx is not None:
         return f"stage:{ctx.states[idx].key}"
-    return f"image:{ref}"
+    named = ctx.named_contexts.get(ref.lower())
+    if named is not None:
+        sel = ctx.sources.context(named, [source.lstrip("/") or "."], ())
+        return f"context:{sel.digest}"
+    return f"image:{mount_image(ctx, ref, step).id}"
+
+
+def mount_image(ctx: OpContext, ref: str, step: Step) -> Any:
+    """The image record ``RUN --mount=from=REF`` names: an image context
+    (``--build-context REF=docker-image://IMAGE``) or an image in the local store."""
+    name = ctx.options.image_contexts.get(ref.lower(), ref)
+    try:
+        return ctx.store.get_image(name)
+    except DockyardError:
+        raise located(
+            ctx, step,
+            f"RUN --mount from={ref}: no stage, build context or image of that name "
+            "(images must be in the local store: dockyard load/import/pull)",
+        ) from None
 
 
 # ---------------------------------------------------------------------- execution
@@ -149,20 +179,23 @@ def run_mounts(
             if rm.type == "ssh":
                 ssh_index += 1
             if rm.type == "bind":
+                idx = ctx.stage_index(rm.from_) if rm.from_ else None
                 if not rm.from_:
                     src_root = ctx.context.root
+                elif idx is None and rm.from_.lower() in ctx.named_contexts:
+                    src_root = ctx.named_contexts[rm.from_.lower()].root
                 else:
-                    idx = ctx.stage_index(rm.from_)
                     if idx is not None:
-                        src_root = stack.enter_context(ctx.view_of(ctx.states[idx].diff_ids))
-                    elif rm.from_ in ctx.named_contexts:
-                        src_root = ctx.named_contexts[rm.from_].root
+                        diff_ids = list(ctx.states[idx].diff_ids)
                     else:
-                        image = ctx.store.get_image(rm.from_)
+                        image = mount_image(ctx, rm.from_, step)
                         cfg = ctx.store.read_config(image).to_dict()
-                        src_root = stack.enter_context(
-                            ctx.view_of(list(cfg.get("rootfs", {}).get("diff_ids") or []))
-                        )
+                        diff_ids = list(cfg.get("rootfs", {}).get("diff_ids") or [])
+                    # read-write: a throw-away snapshot, so writes are allowed and discarded
+                    # (as BuildKit); read-only: a view
+                    src_root = stack.enter_context(
+                        ctx.view_of(diff_ids) if rm.readonly else ctx.layers.writable(diff_ids)
+                    )
                 specs.append(m.bind_mount_spec(rm, src_root))
             elif rm.type == "tmpfs":
                 specs.append(m.tmpfs_mount_spec(rm))
