@@ -184,3 +184,19 @@ def test_secret_looking_arg_values_are_never_shown(root: Path, tmp_path: Path) -
     assert not any("s3cret" in text for text in shown)
     third = build(ctx, root, build_args={"NPM_TOKEN": "new-s3cret-456", "VERSION": "2"})
     assert (third.step(4).reason or "").endswith("ARG VERSION changed 1 -> 2")
+
+
+def test_inserted_step_is_explained_by_identity(root: Path, tmp_path: Path) -> None:
+    text = "FROM busybox\nRUN echo a > /a\n{extra}RUN echo b > /b\nRUN echo c > /c\n"
+    ctx = write_tree(tmp_path / "ctx", {"Dockerfile": text.format(extra="")})
+    build(ctx, root)
+    (ctx / "Dockerfile").write_text(text.format(extra="RUN echo new > /new\n"))
+    second = build(ctx, root, tags=["img"])
+    assert second.cached_by_line() == {2: True, 3: False, 4: False, 5: False}
+    assert (second.step(3).reason or "").endswith("no earlier build of this step in this store")
+    assert (second.step(4).reason or "").endswith("an earlier step changed (line 3)")
+    assert (second.step(5).reason or "").endswith("an earlier step changed (line 3)")
+    assert read(root, "img", "/new", tmp_path / "fs") == "new\n"
+    (ctx / "Dockerfile").write_text(text.format(extra=""))  # and deleted again
+    third = build(ctx, root)
+    assert third.result.cached_all  # the first build's results are still there
