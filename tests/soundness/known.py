@@ -14,12 +14,7 @@ KNOWN: dict[str, str] = {
     "rw-bind": "#12 item 1: RUN --mount=type=bind,rw writes into the build context",
     "edit-ignored-bound": "#12 item 2: context bind mounts show .dockerignore'd files, "
                           "which are not in the key",
-    "build-arg-indirect": "#12 item 3: a build arg not spelled $NAME in the RUN text "
-                          "(a script reads it, ${#NAME}) is not in the key",
-    "retag-bind-image": "#12 item 4: RUN --mount=type=bind,from=IMAGE keyed by the name",
-    "network": "#12 item 5: the build-wide --network is not in the RUN key",
     "edit-during-build": "#12 item 6: a COPY source edited during the copy poisons the cache",
-    "sde": "#12 item 7: SOURCE_DATE_EPOCH is in no key",
     "umask": "#12 item 8: the caller's umask leaks into WORKDIR and ADD parent directories",
     "coarse-timestamps": "#12 item 9: a same-size edit in the same second as a build, on a "
                          "filesystem with 1-second timestamps",
@@ -27,7 +22,6 @@ KNOWN: dict[str, str] = {
                                 "directory, which the up-to-date check does not walk",
     "edit-pattern-file": "#12 item 10: an ignore line that looks plain but is a pattern (v]^)",
     "edit-url": "#12: ADD of a URL stays cached when the server's content changes",
-    "rw-bind-stage": "#12: a read-write bind mount from=<stage> fails with a read-only error",
     "copy-nlink": "FINDINGS.md soundness-1: after an incremental COPY, RUN steps see link "
                   "counts a fresh build does not give",
     "hardlink": "FINDINGS.md soundness-2: splitting a hardlink pair (same content) keeps the "
