@@ -16,11 +16,6 @@ KNOWN: dict[str, str] = {
                           "which are not in the key",
     "edit-during-build": "#12 item 6: a COPY source edited during the copy poisons the cache",
     "umask": "#12 item 8: the caller's umask leaks into WORKDIR and ADD parent directories",
-    "coarse-timestamps": "#12 item 9: a same-size edit in the same second as a build, on a "
-                         "filesystem with 1-second timestamps",
-    "edit-via-ignored-symlink": "#12 item 10: a COPY through a symlink inside an ignored "
-                                "directory, which the up-to-date check does not walk",
-    "edit-pattern-file": "#12 item 10: an ignore line that looks plain but is a pattern (v]^)",
     "edit-url": "#12: ADD of a URL stays cached when the server's content changes",
     "copy-nlink": "FINDINGS.md soundness-1: after an incremental COPY, RUN steps see link "
                   "counts a fresh build does not give",
