@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Profile dockyard on one bench case (issue 18: profile before optimising): for each mode
-# (cold after a reset, cached = no-op, change after the case's change.sh), a py-spy
-# profile of the build (samples of running Python threads; `--format raw`, summarised by
-# bench/pyspy_top.py; its max RSS there is py-spy's or dockyard's, whichever is larger:
-# take dockyard's from the bench's raw.csv, maxrss_kb) and per-step times (`--progress plain` DONE lines), and
-# for the change build, `python -X importtime` (what a build that misses imports).
+# Profile dockyard on one bench case (issue 18: profile before optimising). For each mode
+# (first: a cold build on a freshly loaded base; cold: after a reset; cached: the no-op;
+# change: after the case's change.sh) it writes MODE.pyspy.txt (py-spy, `--format raw`),
+# MODE.top.md (bench/pyspy_top.py --phases), MODE.steps (the `--progress plain` step lines)
+# and MODE.time (/usr/bin/time of py-spy + dockyard: its max RSS is the larger of the two;
+# dockyard's own is change2.rss here and maxrss_kb in the bench's raw.csv). Then one more
+# change build under `-X importtime`: importtime.txt and importtime.md (bench/importtime.py).
 #   PEERS_EXTRA=$PWD/bench/peers/dockyard.sh bench/profile.sh files100k [cold cached change]
 # Needs the bench extra (WITH_BENCH=1 scripts/setup.sh: py-spy) and setup.sh's state (the
 # bases' OCI archives in $W/bases). Its own store (PROFILE_ROOT, default $W/dockyard-profile;
 # the bases are loaded into it on first use), so it can run beside a bench run. Uses the
 # copy of the bench's context $W/ctx/CASE in $W/ctx-profile/ (or the case's prepare.sh).
-# Mode `first` drops the case's base image and loads it again before a cold build: the
-# first build on a freshly loaded base (the base layer is unpacked then, not at load).
+# `first` drops the case's bases and loads them again first (dockyard unpacks a base layer
+# on its first use, not at load).
 # Output: OUT (default $W/profiles/CASE).
 # env: RATE (py-spy samples/s, default 200), SHARED, OUT, PROFILE_ROOT
 set -euo pipefail

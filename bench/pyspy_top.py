@@ -20,7 +20,7 @@ PHASES = (
     ("up-to-date check (quick.py walk)", ("signature (",)),
     ("base layer unpack", ("apply_layer (",)),
     ("layer diff (tar + sha256 of the upper dir)", ("OverlaySnapshotter.diff (",)),
-    ("miss explanation", ("Solver._explain (",)),
+    ("miss explanation", ("Solver._explain (", "Explainer.explain (")),
     ("cache key: context digest", ("digest_selection (", "StatCache.", "hash_file (")),
     ("COPY: reuse links", ("FileReuse.",)),
     ("COPY: copy files", ("copy_into (", "_Copier.copy_files.<locals>.run (")),
