@@ -93,6 +93,8 @@ for r in rows:
 print("| peer | export | median s | MB of layers (uncompressed) | median MB/s |")
 print("|---|---|---|---|---|")
 for (peer, what), rs in g.items():
+    if peer.startswith("docker_") and what == "oci":
+        what = "docker save (no OCI exporter)"
     print(f"| {peer} | {what} | {statistics.median(float(r['wall_s']) for r in rs):.2f} | "
           f"{int(rs[-1]['size_bytes']) / 1e6:.1f} | {statistics.median(float(r['mb_per_s']) for r in rs):.0f} |")
 PY
