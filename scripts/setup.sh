@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PKGS=(crun runc skopeo umoci docker-registry busybox-static debootstrap e2fsprogs
-      git tar xz-utils bzip2 curl time iproute2 openssl apache2-utils)
+      git tar xz-utils bzip2 curl time iproute2 openssl apache2-utils
+      qemu-user-static binfmt-support)
+# Foreign architectures whose packages the test bases are made from (busybox-static:arm64,
+# fetched with apt-get download), and whose binaries RUN steps emulate through QEMU.
+FOREIGN_ARCHS=(arm64)
 # The differential (conformance) suite also needs the reference builders.
 if [ -n "${WITH_PEERS:-}" ]; then PKGS+=(docker.io containerd buildah podman); fi
 
@@ -22,6 +26,41 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: apt-get install ${missing[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+# Package lists for the foreign architectures (apt-get download busybox-static:arm64).
+if [ -z "${NO_APT:-}" ] && [ "$(id -u)" = 0 ]; then
+  added=""
+  for a in "${FOREIGN_ARCHS[@]}"; do
+    if ! dpkg --print-foreign-architectures | grep -qx "$a"; then
+      dpkg --add-architecture "$a"
+      added=1
+    fi
+  done
+  if [ -n "$added" ]; then
+    echo "setup: dpkg --add-architecture ${FOREIGN_ARCHS[*]}; apt-get update" >&2
+    apt-get update -qq
+  fi
+fi
+
+# QEMU user-mode emulation in binfmt_misc, for RUN steps of foreign platforms. Without a
+# service manager (containers, CI) nothing mounts binfmt_misc or registers the handlers:
+# do both. Debian's qemu-user-static registers with the F flag (fix binary), so the
+# interpreter is opened now and works inside the build containers.
+if [ "$(id -u)" = 0 ] && command -v update-binfmts >/dev/null 2>&1; then
+  bfm=/proc/sys/fs/binfmt_misc
+  if [ ! -e "$bfm/register" ] && grep -qw binfmt_misc /proc/filesystems; then
+    mount -t binfmt_misc binfmt_misc "$bfm" 2>/dev/null \
+      || echo "setup: cannot mount binfmt_misc (foreign-platform RUN steps will fail)" >&2
+  fi
+  if [ -e "$bfm/register" ]; then
+    for f in /usr/share/binfmts/qemu-*; do
+      [ -e "$f" ] || continue
+      name=$(basename "$f")
+      [ -e "$bfm/$name" ] || update-binfmts --enable "$name" >/dev/null 2>&1 \
+        || echo "setup: update-binfmts --enable $name failed" >&2
+    done
   fi
 fi
 

@@ -1,6 +1,10 @@
 """Base images for tests: a busybox root filesystem tarball built from Debian's busybox-static,
 as /work/shared/peers/bases/mk-busybox.sh builds it, plus a user ``app`` (1000:1000).
 
+For another architecture (``arch="arm64"``) the busybox binary comes from Debian's
+``busybox-static:<arch>`` package, fetched with ``apt-get download`` (scripts/setup.sh adds
+the architecture to dpkg), and its applet list is read by running it under QEMU.
+
 The tarball is cached (keyed by the busybox binary's digest and this recipe's version) under
 ``$DOCKYARD_TEST_BASES`` or /var/tmp/dockyard-test-bases, so building it is paid once.
 """
@@ -17,11 +21,18 @@ from pathlib import Path
 __all__ = [
     "busybox_rootfs_tar",
     "default_cache_dir",
+    "emulator",
     "extract_rootfs",
+    "foreign_busybox",
+    "need_emulation",
     "need_root",
     "need_runtime",
     "static_busybox",
 ]
+
+# dpkg architecture -> the QEMU user-mode emulator and binfmt_misc entry Debian names
+_QEMU = {"arm64": "aarch64", "armhf": "arm", "ppc64el": "ppc64le", "s390x": "s390x",
+         "riscv64": "riscv64"}
 
 _RECIPE = 2
 _PASSWD = (
@@ -49,13 +60,70 @@ def static_busybox() -> str | None:
     return bb
 
 
-def busybox_rootfs_tar(cache_dir: Path | None = None) -> Path:
-    """A deterministic busybox rootfs tarball (built once, then cached); raises RuntimeError
-    when no static busybox is installed (Debian: ``apt-get install busybox-static``)."""
-    bb = static_busybox()
-    if bb is None:
-        raise RuntimeError("no static busybox; apt-get install busybox-static")
+def emulator(arch: str) -> str | None:
+    """The qemu-user-static binary for a dpkg architecture, or None."""
+    name = _QEMU.get(arch)
+    return shutil.which(f"qemu-{name}-static") if name else None
+
+
+def need_emulation(arch: str = "arm64") -> str | None:
+    """A pytest skip reason when binaries of ``arch`` cannot run here (QEMU user-mode
+    emulation registered in binfmt_misc), else None."""
+    name = _QEMU.get(arch, arch)
+    if os.uname().machine in (name, arch):
+        return None
+    if emulator(arch) is None:
+        return f"no QEMU emulator for {arch} (apt-get install qemu-user-static)"
+    if not os.path.exists(f"/proc/sys/fs/binfmt_misc/qemu-{name}"):
+        return (f"qemu-{name} is not registered in binfmt_misc (apt-get install "
+                "binfmt-support; scripts/setup.sh registers it)")
+    return None
+
+
+def foreign_busybox(arch: str, cache_dir: Path | None = None) -> Path:
+    """Debian's static busybox binary for ``arch`` (from ``busybox-static:<arch>``, cached);
+    raises RuntimeError naming what is missing."""
     cache_dir = cache_dir or default_cache_dir()
+    out = cache_dir / f"busybox-static-{arch}"
+    if out.exists():
+        return out
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        os.chmod(tmp, 0o755)  # apt's sandbox user writes the download here
+        proc = subprocess.run(
+            ["apt-get", "download", f"busybox-static:{arch}"], cwd=tmp,
+            capture_output=True, text=True, check=False,
+        )
+        debs = list(Path(tmp).glob("busybox-static_*.deb"))
+        if proc.returncode != 0 or not debs:
+            raise RuntimeError(
+                f"apt-get download busybox-static:{arch} failed ({proc.stderr.strip()[-300:]});"
+                f" run scripts/setup.sh (dpkg --add-architecture {arch}; apt-get update)")
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "x")], check=True)
+        bb = Path(tmp) / "x" / "bin" / "busybox"
+        os.chmod(bb, 0o755)
+        os.replace(bb, out)
+    return out
+
+
+def busybox_rootfs_tar(cache_dir: Path | None = None, arch: str | None = None) -> Path:
+    """A deterministic busybox rootfs tarball (built once, then cached); raises RuntimeError
+    when no static busybox is installed (Debian: ``apt-get install busybox-static``).
+
+    ``arch`` (a dpkg architecture, e.g. ``arm64``) makes one for that architecture from
+    Debian's ``busybox-static:<arch>`` (needs QEMU to list its applets)."""
+    cache_dir = cache_dir or default_cache_dir()
+    runner: list[str] = []
+    if arch is None:
+        bb = static_busybox()
+        if bb is None:
+            raise RuntimeError("no static busybox; apt-get install busybox-static")
+    else:
+        bb = str(foreign_busybox(arch, cache_dir))
+        qemu = emulator(arch)
+        if qemu is None:
+            raise RuntimeError(f"no QEMU emulator for {arch}; apt-get install qemu-user-static")
+        runner = [qemu]
     digest = hashlib.sha256(Path(bb).read_bytes()).hexdigest()[:16]
     out = cache_dir / f"busybox-{digest}-r{_RECIPE}.tar"
     if out.exists():
@@ -71,7 +139,7 @@ def busybox_rootfs_tar(cache_dir: Path | None = None) -> Path:
         shutil.copy2(bb, r / "bin" / "busybox")
         os.chmod(r / "bin" / "busybox", 0o755)
         applets = subprocess.run(
-            [str(r / "bin" / "busybox"), "--list-full"], capture_output=True, text=True,
+            [*runner, str(r / "bin" / "busybox"), "--list-full"], capture_output=True, text=True,
             check=True,
         ).stdout.split()
         for p in applets:

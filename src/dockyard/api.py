@@ -26,18 +26,37 @@ from dockyard.solver.solver import StepResult
 if TYPE_CHECKING:
     from dockyard.quick import Recorder
 
-__all__ = ["BuildResult", "StepResult", "build"]
+__all__ = ["BuildResult", "PlatformResult", "StepResult", "build", "parse_platforms"]
+
+
+@dataclass(frozen=True)
+class PlatformResult:
+    """One platform's image of a multi-platform build."""
+
+    platform: str  # os/arch[/variant]
+    image_id: str  # config digest
+    manifest_digest: str
+    steps: tuple[StepResult, ...]
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class BuildResult:
-    """What a build produced."""
+    """What a build produced.
 
-    image_id: str  # config digest, "sha256:..."
+    A multi-platform build (``platform="linux/amd64,linux/arm64"``) gives one image per
+    platform, in ``platforms``, and an image index listing them: ``image_id`` and
+    ``manifest_digest`` are then the index's digest (what BuildKit's ``--iidfile`` and
+    ``containerimage.digest`` give), ``steps`` every platform's steps in order, and
+    ``config`` the first platform's image config.
+    """
+
+    image_id: str  # config digest, "sha256:..." (the index digest for several platforms)
     manifest_digest: str
     tags: tuple[str, ...]
     steps: tuple[StepResult, ...]  # RUN/COPY/ADD steps in Dockerfile order across stages
     config: dict[str, Any] = field(default_factory=dict)
+    platforms: tuple[PlatformResult, ...] = ()
 
     @property
     def cached_all(self) -> bool:
@@ -45,11 +64,28 @@ class BuildResult:
 
     def metadata(self) -> dict[str, Any]:
         """The ``--metadata-file`` document."""
-        out: dict[str, Any] = {
-            "containerimage.digest": self.manifest_digest,
-            "containerimage.config.digest": self.image_id,
-            "steps": [s.to_dict() for s in self.steps if s.instruction in ("RUN", "COPY", "ADD")],
-        }
+        layer_steps = ("RUN", "COPY", "ADD")
+        out: dict[str, Any]
+        if self.platforms:
+            out = {
+                "containerimage.digest": self.manifest_digest,
+                "containerimage.descriptor": {
+                    "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "digest": self.manifest_digest,
+                },
+                "platforms": [
+                    {"platform": p.platform, "containerimage.digest": p.manifest_digest,
+                     "containerimage.config.digest": p.image_id} for p in self.platforms],
+                "steps": [{**s.to_dict(), "platform": p.platform}
+                          for p in self.platforms for s in p.steps
+                          if s.instruction in layer_steps],
+            }
+        else:
+            out = {
+                "containerimage.digest": self.manifest_digest,
+                "containerimage.config.digest": self.image_id,
+                "steps": [s.to_dict() for s in self.steps if s.instruction in layer_steps],
+            }
         if self.tags:
             out["image.name"] = ",".join(self.tags)
         return out
@@ -114,7 +150,6 @@ def build(
     from dockyard.context.context import BuildContext, open_named_contexts
     from dockyard.dockerfile.stages import host_platform, load_dockerfile, resolve
     from dockyard.plan.planner import plan_build
-    from dockyard.solver.solver import SolveOptions, Solver
     from dockyard.store.db import Store
 
     emit = on_event or (lambda event: None)
@@ -122,15 +157,9 @@ def build(
     if pull not in ("always", "missing", "never"):
         raise UsageError(f"--pull={pull}: expected always, missing or never")
     host = str(host_platform())
-    if platform and platform.lower() not in (host, host.rsplit("/", 1)[0], "local"):
-        from dockyard.dockerfile.stages import Platform
-
-        wanted = str(Platform.parse(platform))
-        if wanted != host:
-            raise UsageError(
-                f"--platform {platform}: only the host platform ({host}) can be built here "
-                "(no emulation)"
-            )
+    # None: the host's, implicitly (the image then keeps its base image's platform fields)
+    targets: list[str | None] = list(parse_platforms(platform)) or [None]
+    multi = len(targets) > 1
     # absolute: the runtime resolves a relative rootfs against its bundle directory
     store_root = (Path(root) if root is not None else Path(default_root())).absolute()
     store = Store.open(store_root)
@@ -149,111 +178,204 @@ def build(
         for message, line in df.parse.warnings:
             emit(BuildWarning(message, time.time(), f"{filename}:{line}"))
         args = parse_build_args(build_args or {})
-        graph = resolve(df, args, target, platform or None)
-        for warning in graph.warnings:
-            emit(BuildWarning(warning, time.time()))
+        pulled_here: set[tuple[str, str]] = set()
 
-        def image_config(ref: str, location: Location) -> tuple[str, dict[str, Any]]:
+        def image_config(ref: str, location: Location, plat: str) -> tuple[str, dict[str, Any]]:
             if ref in named:
                 raise DockerfileError(
                     f"FROM a named context ({ref}) is not supported yet", location,
                     source=text)
+            # Without --platform a stored image is used whatever its platform (as before);
+            # with one, only that platform's image of the name (a manifest list's entry).
+            wanted = plat if explicit else None
             image = None
-            if pull != "always":
+            if pull != "always" or (ref, plat) in pulled_here:
                 try:
-                    image = store.get_image(ref)
-                except DockyardError:
+                    image = store.get_image(ref, platform=wanted)
+                except DockyardError as err:
                     if pull == "never":
                         raise DockerfileError(
-                            f"base image {ref!r} is not in the local store",
+                            f"base image {ref!r} is not in the local store"
+                            + (f" for {plat}" if wanted else ""),
                             location,
-                            hint="--pull=never: pull it, or load it with 'dockyard load' or "
-                            "'dockyard import'",
+                            hint=f"--pull=never: {err}; pull it, or load it with 'dockyard "
+                            "load' or 'dockyard import'",
                             source=text,
                         ) from None
             if image is None:
                 from dockyard.registry.pull import pull as pull_image
 
                 try:
-                    pulled = pull_image(store, ref, platform=host)
+                    pulled = pull_image(store, ref, platform=plat)
                 except DockyardError as err:
                     raise DockerfileError(
-                        f"base image {ref!r} is not in the local store and cannot be "
-                        f"pulled: {err}",
+                        f"base image {ref!r} is not in the local store"
+                        + (f" for {plat}" if wanted else "") + f" and cannot be pulled: {err}",
                         location,
                         source=text,
                     ) from None
+                pulled_here.add((ref, plat))
                 image = store.get_image(pulled.image_id)
             return image.id, store.read_config(image).to_dict()
 
-        plan = plan_build(graph, image_config, platform=host, build_args=args)
+        explicit = targets != [None]
         sde_text = os.environ.get("SOURCE_DATE_EPOCH") or args.get("SOURCE_DATE_EPOCH")
-        options = SolveOptions(
-            no_cache=no_cache,
-            no_cache_filter=frozenset(s.strip().lower() for s in no_cache_filter if s.strip()),
-            cache_ttl=_parse_duration(cache_ttl) if cache_ttl else None,
-            cache_ttl_text=cache_ttl or "",
-            jobs=jobs or os.cpu_count() or 1,
-            network="none" if network == "none" else "host",
-            source_date_epoch=int(sde_text) if sde_text else None,
-            allow_insecure="security.insecure" in allow,
-            secrets=_load_secrets(secrets),
-            ssh=_parse_ssh(ssh),
-            platform=host,
-            image_contexts={
-                name.lower(): spec.removeprefix("docker-image://")
-                for name, spec in (build_contexts or {}).items()
-                if spec.startswith("docker-image://")
-            },
-        )
         history_key = str(ctx.dockerfile_path or filename)
-        target_name = graph.target_stage.name or str(graph.target)
-        previous = store.get_build_history(history_key, target_name)
-        solver = Solver(plan, store, ctx, named, options, emit,
-                        snapshotter_kind=snapshotter, runtime=runtime, history=previous)
-        stack.callback(solver.close)
-        error: BaseException | None = None
         lock = stack.enter_context(store.build_lock())
         del lock
-        try:
-            with _terminate_as_interrupt(solver):
-                final = solver.solve()
-        except DockyardError as err:
-            error = err
-            _locate(err, text)
-            raise
-        except KeyboardInterrupt as err:
-            error = err
-            raise
-        finally:
-            history = solver.history_record()
-            # A no-op rebuild records exactly what is there: skip the rewrite.
-            if previous is None or history["steps"] != previous.get("steps"):
-                store.put_build_history(history_key, target_name, history)
-            if error is not None:
-                emit(BuildFinished(time.time(), None, time.time() - started, error=str(error)))
-
-        target_plan = plan.stages[plan.target]
-        _config_digest, manifest_digest, config = _assemble(
-            store, final, target_plan.config, host, options.source_date_epoch, labels or {},
-            target_plan.base.kind,
-        )
+        built: list[PlatformResult] = []
+        offset = 0  # each platform's vertices are numbered after the previous platform's
+        for number, target_platform in enumerate(targets):
+            plat = target_platform or host
+            graph = resolve(df, args, target, plat)
+            if number == 0:
+                for warning in graph.warnings:
+                    emit(BuildWarning(warning, time.time()))
+            plan = plan_build(graph, image_config, platform=plat, build_args=args)
+            emit_here = _platform_events(emit, plat, offset) if multi else emit
+            offset += max([s.from_vertex for s in plan.stages]
+                          + [st.vertex for s in plan.stages for st in s.steps] + [0])
+            target_name = graph.target_stage.name or str(graph.target)
+            # a foreign platform's steps are explained against that platform's last build
+            history_name = target_name if plat == host else f"{target_name}@{plat}"
+            final, solver = _solve(
+                plan, store, ctx, named, emit_here, text, history_key, history_name,
+                snapshotter=snapshotter, runtime=runtime, started=started,
+                options=_options(no_cache, no_cache_filter, cache_ttl, jobs, network, sde_text,
+                                 allow, secrets, ssh, plat, build_contexts or {}),
+            )
+            target_plan = plan.stages[plan.target]
+            _config_digest, manifest_digest, config = _assemble(
+                store, final, target_plan.config, plat,
+                int(sde_text) if sde_text else None, labels or {}, target_plan.base.kind,
+            )
+            record = store.put_image(*_image_bytes(store, manifest_digest),
+                                     names=() if multi else tuple(tags))
+            steps = tuple(solver.results[v] for v in sorted(solver.results))
+            built.append(PlatformResult(plat, record.id, manifest_digest, steps, config))
         full_tags = tuple(tags)
-        record = store.put_image(*_image_bytes(store, manifest_digest), names=full_tags)
-        steps = tuple(solver.results[v] for v in sorted(solver.results))
-        result = BuildResult(record.id, manifest_digest, full_tags, steps, config)
+        if multi:
+            index_digest = store.put_platform_images(
+                [(b.platform, b.image_id) for b in built], full_tags)
+            result = BuildResult(index_digest, index_digest, full_tags,
+                                 tuple(s for b in built for s in b.steps), built[0].config,
+                                 tuple(built))
+            default = store.get_image(built[0].image_id if not full_tags else full_tags[0]).id
+        else:
+            one = built[0]
+            result = BuildResult(one.image_id, one.manifest_digest, full_tags, one.steps,
+                                 one.config)
+            default = one.image_id
         for spec_text in outputs:
             from dockyard.exporter import export, parse_output
 
-            export(store, record.id, parse_output(spec_text), list(full_tags))
+            export(store, default, parse_output(spec_text), list(full_tags),
+                   platforms=[(b.platform, b.image_id) for b in built] if multi else ())
         if iidfile:
-            Path(iidfile).write_text(record.id)
+            Path(iidfile).write_text(result.image_id)
         if metadata_file:
             Path(metadata_file).write_text(json.dumps(result.metadata(), indent=2) + "\n")
         if quick is not None:
             quick.end(store)
-        emit(BuildFinished(time.time(), record.id, time.time() - started))
+        emit(BuildFinished(time.time(), result.image_id, time.time() - started))
         return result
+
+
+def parse_platforms(text: str | None) -> tuple[str, ...]:
+    """``--platform`` values: comma-separated ``os/arch[/variant]`` (normalized, in order,
+    without repeats); ``local`` is this machine's. Empty: none given."""
+    from dockyard.dockerfile.stages import Platform, host_platform
+
+    out: list[str] = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        plat = str(host_platform()) if item.lower() == "local" else str(Platform.parse(item))
+        if plat not in out:
+            out.append(plat)
+    return tuple(out)
+
+
+def _options(
+    no_cache: bool, no_cache_filter: Iterable[str], cache_ttl: str | None, jobs: int | None,
+    network: str, sde_text: str | None, allow: Sequence[str], secrets: Sequence[str],
+    ssh: Sequence[str], platform: str, build_contexts: Mapping[str, str],
+) -> Any:
+    from dockyard.solver.solver import SolveOptions
+
+    return SolveOptions(
+        no_cache=no_cache,
+        no_cache_filter=frozenset(s.strip().lower() for s in no_cache_filter if s.strip()),
+        cache_ttl=_parse_duration(cache_ttl) if cache_ttl else None,
+        cache_ttl_text=cache_ttl or "",
+        jobs=jobs or os.cpu_count() or 1,
+        network="none" if network == "none" else "host",
+        source_date_epoch=int(sde_text) if sde_text else None,
+        allow_insecure="security.insecure" in allow,
+        secrets=_load_secrets(secrets),
+        ssh=_parse_ssh(ssh),
+        platform=platform,
+        image_contexts={
+            name.lower(): spec.removeprefix("docker-image://")
+            for name, spec in build_contexts.items()
+            if spec.startswith("docker-image://")
+        },
+    )
+
+
+def _solve(
+    plan: Any, store: Any, ctx: Any, named: Any, emit: Callable[[Event], None], text: str,
+    history_key: str, history_name: str, *, snapshotter: str, runtime: str | None,
+    started: float, options: Any,
+) -> tuple[Any, Any]:
+    """Solve one platform's plan; records its history for the next build's explanations."""
+    from dockyard.solver.solver import Solver
+
+    previous = store.get_build_history(history_key, history_name)
+    solver = Solver(plan, store, ctx, named, options, emit,
+                    snapshotter_kind=snapshotter, runtime=runtime, history=previous)
+    error: BaseException | None = None
+    try:
+        with _terminate_as_interrupt(solver):
+            final = solver.solve()
+    except DockyardError as err:
+        error = err
+        _locate(err, text)
+        raise
+    except KeyboardInterrupt as err:
+        error = err
+        raise
+    finally:
+        solver.close()
+        history = solver.history_record()
+        # A no-op rebuild records exactly what is there: skip the rewrite.
+        if previous is None or history["steps"] != previous.get("steps"):
+            store.put_build_history(history_key, history_name, history)
+        if error is not None:
+            emit(BuildFinished(time.time(), None, time.time() - started, error=str(error)))
+    return final, solver
+
+
+def _platform_events(
+    emit: Callable[[Event], None], platform: str, offset: int,
+) -> Callable[[Event], None]:
+    """One platform's events of a multi-platform build: vertices numbered apart from the
+    other platforms', and step names prefixed with the platform as BuildKit shows them
+    (``[linux/arm64 builder 2/4] RUN make``)."""
+    import dataclasses
+
+    def handle(event: Event) -> None:
+        vertex = getattr(event, "vertex", None)
+        if isinstance(vertex, int) and vertex > 0:
+            changes: dict[str, Any] = {"vertex": vertex + offset}
+            name = getattr(event, "name", None)
+            if isinstance(name, str) and name.startswith("["):
+                changes["name"] = f"[{platform} {name[1:]}"
+            event = dataclasses.replace(event, **changes)
+        emit(event)
+
+    return handle
 
 
 def _image_bytes(store: Any, manifest_digest: str) -> tuple[bytes, bytes]:

@@ -31,7 +31,7 @@ BASE: dict[str, Any] = {"Env": ["PATH=/bin"], "Cmd": ["sh"]}
 def make_plan(text: str, build_args: Mapping[str, str] | None = None) -> BuildPlan:
     args = dict(build_args or {})
 
-    def lookup(ref: str, location: Location) -> tuple[str, dict[str, Any]]:
+    def lookup(ref: str, location: Location, platform: str) -> tuple[str, dict[str, Any]]:
         return "sha256:" + "0" * 64, {"config": BASE}
 
     return plan_build(resolve(load_dockerfile(text), args, None, None), lookup,

@@ -26,7 +26,7 @@ def make_plan(
     """Plan ``text`` with base images answered from ``images`` (default: a busybox-like one)."""
     args = dict(build_args or {})
 
-    def lookup(ref: str, location: Location) -> tuple[str, dict[str, Any]]:
+    def lookup(ref: str, location: Location, platform: str) -> tuple[str, dict[str, Any]]:
         if asked is not None:
             asked.append(ref)
         config = (images or {}).get(ref, BASE_CONFIG)

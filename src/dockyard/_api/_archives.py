@@ -115,7 +115,13 @@ def save(
     """Write ``images`` (names or ids) to one archive at ``dest``: a ``docker load`` tar
     (``format="docker"``) or an OCI image layout tar (``"oci"``). An image named by name
     carries that name in the archive; one named by id carries none."""
-    from dockyard.exporter import ArchiveImage, read_image, write_docker_archive, write_oci_layout
+    from dockyard.exporter import (
+        ArchiveImage,
+        StoredImage,
+        read_image,
+        write_docker_archive,
+        write_oci_layout,
+    )
     from dockyard.image.reference import parse_reference
 
     if not images:
@@ -127,9 +133,14 @@ def save(
             names: tuple[str, ...] = ()
             if not _looks_like_id(arg, image.id):
                 names = (str(parse_reference(arg)),)
-            prev = chosen.get(image.id)
+            platforms: tuple[tuple[str, StoredImage], ...] = ()
+            if names and store.get_index(arg) is not None:  # a multi-platform name: all of it
+                platforms = tuple((plat, read_image(store, rec.id))
+                                  for plat, rec in store.index_images(arg))
+            key = image.id if not platforms else "index:" + names[0]
+            prev = chosen.get(key)
             merged = (prev.names if prev else ()) + names
-            chosen[image.id] = ArchiveImage(image, tuple(dict.fromkeys(merged)))
+            chosen[key] = ArchiveImage(image, tuple(dict.fromkeys(merged)), platforms)
         with store.build_lock():
             if format == "oci":
                 write_oci_layout(store, list(chosen.values()), _dest(dest))

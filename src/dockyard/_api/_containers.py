@@ -112,21 +112,33 @@ def run(
     runtime: str | None = None,
     root: Root = None,
     on_output: Callable[[bytes], None] | None = None,
+    platform: str | None = None,
 ) -> RunResult:
     """Run ``image``'s command (see the module docstring for Docker's rules) and wait for it.
 
     ``runtime``: ``crun``, ``runc`` or a path (default ``$DOCKYARD_RUNTIME``, then the first
     that works). Needs root. UsageError when there is no command to run.
+
+    ``platform`` (``os/arch[/variant]``) runs that platform's image of a multi-platform
+    name; an image of a foreign platform runs under QEMU user-mode emulation, and
+    ExecutorError names the packages when this host has none for it.
     """
     from dockyard.errors import ExecutorError
+    from dockyard.executor.emulation import check_runnable
     from dockyard.executor.run import Executor
     from dockyard.executor.runtime import detect_runtime
     from dockyard.executor.spec import RunSpec
     from dockyard.solver.snapshots import LayerSnapshots
 
+    wanted = None
+    if platform:
+        from dockyard.dockerfile.stages import Platform
+
+        wanted = str(Platform.parse(platform))
     with open_store(root) as store:
-        record = store.get_image(image)
+        record = store.get_image(image, platform=wanted)
         config = store.read_config(record)
+        check_runnable(str(config.platform.normalized()))
         rc = config.config
         argv = resolve_command(rc.entrypoint, rc.cmd, command, entrypoint)
         if not argv:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -153,7 +153,11 @@ def tag(source: str, target: str, *, root: Root = None) -> TagResult:
         raise UsageError(f"refusing to create a tag with a digest reference: {target}")
     with open_store(root) as store:
         image = store.get_image(source)
-        store.tag(image.id, str(ref))
+        index = store.get_index(source)
+        if index is not None:  # a multi-platform name: the new name is multi-platform too
+            store.put_index(store.blobs.read_bytes(index[0]), [str(ref)])
+        else:
+            store.tag(image.id, str(ref))
     return TagResult(image.id, str(ref))
 
 
@@ -173,7 +177,9 @@ def rmi(image: str, *, force: bool = False, root: Root = None) -> RemoveResult:
         if by_name:
             store.untag(full)
             untagged = (parse_reference(full).familiar,)
-            if store.find_image(record.id) is not None and not store.get_image(record.id).names:
+            if (store.find_image(record.id) is not None
+                    and not store.get_image(record.id).names
+                    and record.id not in store.indexed_image_ids()):  # a platform of a name
                 store.remove_image(record.id)
                 return RemoveResult(untagged, record.id)
             return RemoveResult(untagged, None)
@@ -184,3 +190,36 @@ def rmi(image: str, *, force: bool = False, root: Root = None) -> RemoveResult:
             )
         names = store.remove_image(record.id)
     return RemoveResult(tuple(parse_reference(n).familiar for n in names), record.id)
+
+
+@dataclass(frozen=True)
+class ManifestResult:
+    """What :func:`manifest_create` stored: the index digest, the name, its platforms."""
+
+    digest: str
+    name: str
+    platforms: tuple[str, ...]
+
+
+def manifest_create(name: str, images: Sequence[str], *, root: Root = None) -> ManifestResult:
+    """Name local images of several platforms as one multi-platform image (an index), as
+    ``docker manifest create`` does in a registry: each image's platform comes from its
+    config; a multi-platform image brings all its platforms. Two images of one platform are
+    refused (UsageError)."""
+    from dockyard.image.reference import parse_reference
+
+    ref = parse_reference(name)
+    if ref.digest is not None:
+        raise UsageError(f"refusing to create a name with a digest reference: {name}")
+    with open_store(root) as store:
+        entries: dict[str, str] = {}
+        for spec in images:
+            for platform, image in store.index_images(spec) or [
+                    (str(store.read_config(store.get_image(spec)).platform.normalized()),
+                     store.get_image(spec))]:
+                if entries.get(platform, image.id) != image.id:
+                    raise UsageError(f"two images for {platform}: {entries[platform][7:19]} "
+                                     f"and {image.short_id} ({spec})")
+                entries[platform] = image.id
+        digest = store.put_platform_images(list(entries.items()), [str(ref)])
+    return ManifestResult(digest, str(ref), tuple(entries))

@@ -48,6 +48,22 @@ class SnapshotterStatus:
 
 
 @dataclass(frozen=True)
+class PlatformStatus:
+    """A platform this host can run, and how: natively or through a QEMU emulator."""
+
+    platform: str
+    native: bool
+    emulator: str | None = None  # the binfmt_misc entry, e.g. qemu-aarch64
+    interpreter: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"platform": self.platform, "native": self.native}
+        if not self.native:
+            out.update(emulator=self.emulator, interpreter=self.interpreter)
+        return out
+
+
+@dataclass(frozen=True)
 class SystemInfo:
     """What ``dockyard info`` reports."""
 
@@ -55,11 +71,14 @@ class SystemInfo:
     cgroup_mode: str
     runtime: RuntimeStatus
     snapshotter: SnapshotterStatus
+    # the platforms this host runs: natively, or emulated (QEMU registered in binfmt_misc)
+    platforms: tuple[PlatformStatus, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The ``dockyard info --format json`` document."""
         return {"root": self.root, "cgroup_mode": self.cgroup_mode,
-                "runtime": self.runtime.to_dict(), "snapshotter": self.snapshotter.to_dict()}
+                "runtime": self.runtime.to_dict(), "snapshotter": self.snapshotter.to_dict(),
+                "platforms": [p.to_dict() for p in self.platforms]}
 
 
 def info(
@@ -91,4 +110,8 @@ def info(
         sn_status = SnapshotterStatus(sn.name, overlay_error)
     except DockyardError as err:
         sn_status = SnapshotterStatus(error=str(err))
-    return SystemInfo(str(path), cgroup_mode(), rt_status, sn_status)
+    from dockyard.executor.emulation import runnable_platforms
+
+    platforms = tuple(PlatformStatus(p.platform, p.native, p.emulator, p.interpreter)
+                      for p in runnable_platforms())
+    return SystemInfo(str(path), cgroup_mode(), rt_status, sn_status, platforms)

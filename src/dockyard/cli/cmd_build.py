@@ -32,7 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="type=oci|docker|local|tar,dest=PATH[,...] or type=registry")
     parser.add_argument("--label", dest="labels", action="append", default=[], metavar="K=V",
                         help="add a label to the image")
-    parser.add_argument("--platform", help="target platform (only the host's is supported)")
+    parser.add_argument("--platform", dest="platforms", action="append", default=[],
+                        metavar="OS/ARCH[/VARIANT][,...]",
+                        help="target platform(s) (default: the host's); several build one "
+                             "multi-platform image (an index); RUN steps of a foreign "
+                             "platform run under QEMU emulation (see dockyard info)")
     parser.add_argument("--network", choices=("default", "host", "none"), default="default",
                         help="network for RUN steps (default: the host's)")
     parser.add_argument("--secret", dest="secrets", action="append", default=[],
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             cache_ttl=args.cache_ttl,
             outputs=[*args.outputs, "type=image,push=true"] if args.push else args.outputs,
             labels=_pairs(args.labels, "--label"),
-            platform=args.platform,
+            platform=",".join(args.platforms) or None,
             network=args.network,
             secrets=args.secrets,
             ssh=args.ssh,

@@ -39,4 +39,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"Cgroups:      {result.cgroup_mode}")
     print(f"Snapshotter:  {sn_line}")
     print(f"Store root:   {result.root}")
+    native = [p.platform for p in result.platforms if p.native]
+    emulated = [f"{p.platform} ({p.emulator})" for p in result.platforms if not p.native]
+    print(f"Platforms:    {', '.join(native)}" + (" (native)" if native else ""))
+    print(f"Emulated:     {', '.join(emulated) if emulated else 'none'}"
+          + ("" if emulated else " (apt-get install qemu-user-static binfmt-support)"))
     return 0

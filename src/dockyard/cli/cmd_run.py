@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="snapshotter for the container's filesystem (default: auto)")
     parser.add_argument("--runtime", metavar="NAME|PATH",
                         help="OCI runtime: crun or runc (default: $DOCKYARD_RUNTIME, then probe)")
+    parser.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                        help="run this platform's image of a multi-platform name (a foreign "
+                             "one under QEMU emulation; see dockyard info)")
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
                         help="command and arguments (replace the image's CMD)")
@@ -72,5 +75,6 @@ def run(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         root=args.root,
         on_output=on_output,
+        platform=args.platform,
     )
     return result.exit_code

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("dockyard.cli.cmd_inspect", "Show an image's details as JSON"),
     "history": ("dockyard.cli.cmd_history", "Show an image's history"),
     "tag": ("dockyard.cli.cmd_tag", "Give an image another name"),
+    "manifest": ("dockyard.cli.cmd_manifest", "Name images of several platforms as one"),
     "rmi": ("dockyard.cli.cmd_rmi", "Remove image names (and unreferenced images)"),
     "prune": ("dockyard.cli.cmd_prune", "Remove unreferenced blobs and snapshots"),
     "cp": ("dockyard.cli.cmd_cp", "Copy files out of an image (IMAGE:PATH DEST)"),

@@ -120,12 +120,20 @@ class Platform:
     def parse(cls, text: str) -> Platform:
         """Parse ``os/arch[/variant]`` (also ``arch`` alone, meaning linux)."""
         parts = text.strip().lower().split("/")
+        if len(parts) == 1 and parts[0] in _KNOWN_OS:
+            # an OS alone means this machine's architecture on it (containerd's rule)
+            host = host_platform()
+            return cls(parts[0], host.architecture, host.variant)
         if len(parts) == 1 and parts[0]:
             return cls("linux", _normalize_arch(parts[0])[0], _normalize_arch(parts[0])[1])
         if len(parts) in (2, 3) and all(parts):
             arch, variant = _normalize_arch(parts[1], parts[2] if len(parts) == 3 else "")
             return cls(parts[0], arch, variant)
         raise UsageError(f"invalid platform {text!r}: expected os/arch[/variant]")
+
+
+_KNOWN_OS = frozenset({"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd",
+                       "solaris", "illumos", "android", "ios", "js", "wasip1", "plan9"})
 
 
 def _normalize_arch(arch: str, variant: str = "") -> tuple[str, str]:
@@ -162,7 +170,7 @@ class ResolvedStage:
     base: str                      # expanded FROM image word
     base_kind: BaseKind
     base_stage: int | None         # index of the base stage when base_kind == "stage"
-    platform: str | None           # expanded --platform
+    platform: str | None           # expanded and normalized --platform (None: not given)
     depends_on: tuple[int, ...]    # stages this one needs (base stage, COPY --from, mounts)
     needed: bool                   # the target needs it
     location: Location
@@ -546,6 +554,14 @@ def resolve(
                 raise res.fail(
                     f"empty platform value from expression {stage.platform}", stage.location
                 )
+            try:
+                platform_value = str(Platform.parse(platform_value))
+            except UsageError:
+                raise res.fail(
+                    f"failed to parse platform {stage.platform}: {platform_value!r} is not "
+                    "os/arch[/variant]", stage.location,
+                    hint="e.g. --platform=$BUILDPLATFORM or --platform=linux/arm64",
+                ) from None
 
         deps: list[int] = []
         images: list[str] = []

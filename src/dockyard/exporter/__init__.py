@@ -31,6 +31,7 @@ __all__ = [
     "import_rootfs",
     "load_archive",
     "parse_output",
+    "platform_dir",
     "read_image",
     "write_docker_archive",
     "write_oci_layout",
@@ -52,36 +53,55 @@ def export(
     names: Sequence[str],
     *,
     stdout: BinaryIO | None = None,
+    platforms: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Write the image ``image_id`` from the store as ``spec`` says, carrying ``names``
     (image references, e.g. the ``-t`` values) where the format has names.
 
     ``type=image`` writes nothing: the image is already in the store. ``type=registry`` (or
-    ``push=true``) pushes it to every name's registry."""
+    ``push=true``) pushes it to every name's registry.
+
+    ``platforms`` (``(os/arch[/variant], image id)`` pairs) makes the output a multi-platform
+    image, as BuildKit writes one: an OCI index in ``oci`` and ``docker`` archives and in the
+    registry, and one directory per platform (``linux_amd64``, ``linux_arm_v7``) for
+    ``local`` and ``tar``; ``image_id`` is then the default platform's image."""
     all_names = tuple(names) + ((spec.name,) if spec.name else ())
     if spec.push:  # as buildx: the output's name= wins over the -t names
-        _push(store, image_id, spec, (spec.name,) if spec.name else tuple(names))
+        _push(store, image_id, spec, (spec.name,) if spec.name else tuple(names), platforms)
     if spec.type in ("image", "registry"):
         return
     image = read_image(store, image_id)
+    each = tuple((plat, read_image(store, pid)) for plat, pid in platforms)
     if spec.type == "oci":
-        write_oci_layout(store, [ArchiveImage(image, all_names)], _dest(spec.dest, stdout),
-                         as_tar=spec.tar, compression=spec.compression)
+        write_oci_layout(store, [ArchiveImage(image, all_names, each)],
+                         _dest(spec.dest, stdout), as_tar=spec.tar,
+                         compression=spec.compression)
     elif spec.type == "docker":
-        write_docker_archive(store, [ArchiveImage(image, all_names)], _dest(spec.dest, stdout))
+        write_docker_archive(store, [ArchiveImage(image, all_names, each)],
+                             _dest(spec.dest, stdout))
     elif spec.type == "local":
         assert spec.dest is not None
-        flatten_to_dir(store, image, Path(spec.dest))
+        if each:
+            for plat, one in each:
+                flatten_to_dir(store, one, Path(spec.dest) / platform_dir(plat))
+        else:
+            flatten_to_dir(store, image, Path(spec.dest))
     elif spec.type == "tar":
         dest = _dest(spec.dest, stdout)
         if isinstance(dest, str):
-            _write_file_atomic(store, image, Path(dest))
+            _write_file_atomic(store, image, Path(dest), each)
         else:
-            write_rootfs_tar(store, image, dest)
+            write_rootfs_tar(store, image, dest, each)
             dest.flush()
 
 
-def _push(store: Store, image_id: str, spec: OutputSpec, names: Sequence[str]) -> None:
+def platform_dir(platform: str) -> str:
+    """The directory BuildKit's local and tar exporters give a platform: ``linux_arm_v7``."""
+    return platform.replace("/", "_")
+
+
+def _push(store: Store, image_id: str, spec: OutputSpec, names: Sequence[str],
+          platforms: Sequence[tuple[str, str]] = ()) -> None:
     from dockyard.errors import UsageError
     from dockyard.image.reference import parse_reference
     from dockyard.registry import RegistryOptions, push
@@ -95,17 +115,18 @@ def _push(store: Store, image_id: str, spec: OutputSpec, names: Sequence[str]) -
             insecure_registries=(domain,) if spec.insecure else ())
         push(store, image_id, target.strip(),
              manifest_format="oci" if spec.oci_mediatypes else "docker",
-             compression=spec.compression, options=options)
+             compression=spec.compression, options=options, platforms=platforms)
 
 
-def _write_file_atomic(store: Store, image: StoredImage, path: Path) -> None:
+def _write_file_atomic(store: Store, image: StoredImage, path: Path,
+                       each: Sequence[tuple[str, StoredImage]] = ()) -> None:
     import os
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.dockyard-tmp")
     try:
         with open(tmp, "wb") as f:
-            write_rootfs_tar(store, image, f)
+            write_rootfs_tar(store, image, f, each)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -58,11 +58,19 @@ def scratch_dir(store: Store) -> Iterator[Path]:
         remove_tree(tmp, ignore_errors=True)  # any depth (shutil.rmtree recurses)
 
 
-def write_rootfs_tar(store: Store, image: StoredImage, out: BinaryIO) -> None:
-    """Write the flattened filesystem of ``image`` as one tar stream."""
+def write_rootfs_tar(
+    store: Store, image: StoredImage, out: BinaryIO,
+    platforms: Sequence[tuple[str, StoredImage]] = (),
+) -> None:
+    """Write the flattened filesystem of ``image`` as one tar stream; with ``platforms``,
+    each platform's filesystem under its own directory (``linux_arm64/...``), as BuildKit."""
     with scratch_dir(store) as tmp:
         rootfs = tmp / "rootfs"
-        flatten_to_dir(store, image, rootfs)
+        if platforms:
+            for plat, one in platforms:
+                flatten_to_dir(store, one, rootfs / plat.replace("/", "_"))
+        else:
+            flatten_to_dir(store, image, rootfs)
         write_layer_from_dir(rootfs, out)
 
 

@@ -42,6 +42,7 @@ from dockyard.exporter._stored import (
     sha256_bytes,
 )
 from dockyard.exporter.spec import Compression
+from dockyard.image.oci import Platform
 from dockyard.image.reference import parse_reference
 from dockyard.layers.compress import compress
 from dockyard.store.db import Store
@@ -52,14 +53,20 @@ ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 
 _MEDIA = {"gzip": LAYER_GZIP, "zstd": LAYER_ZSTD, "uncompressed": LAYER_TAR}
+_HOST = str(Platform.host())
 
 
 @dataclass(frozen=True, slots=True)
 class ArchiveImage:
-    """An image to write, with the names it should carry (full references)."""
+    """An image to write, with the names it should carry (full references).
+
+    ``platforms`` makes it a multi-platform image: each ``(os/arch[/variant], image)`` is
+    written with its manifest, and one image index lists them; the names go on the index.
+    """
 
     image: StoredImage
     names: tuple[str, ...]
+    platforms: tuple[tuple[str, StoredImage], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +206,15 @@ def _manifest_for(
     return canonical(manifest), layers
 
 
+def _platform_of(text: str) -> dict[str, str]:
+    os_, _, rest = text.partition("/")
+    arch, _, variant = rest.partition("/")
+    out = {"architecture": arch, "os": os_}
+    if variant:
+        out["variant"] = variant
+    return out
+
+
 def _platform(config: dict[str, Any]) -> dict[str, str]:
     platform = {"architecture": str(config.get("architecture", "amd64")),
                 "os": str(config.get("os", "linux"))}
@@ -214,14 +230,22 @@ def _write_layout(
     entries: list[dict[str, Any]] = []
     written: list[tuple[ArchiveImage, list[_Desc]]] = []
     for item in images:
-        manifest, layers = _manifest_for(store, item.image, compression)
-        for layer in layers:
-            sink.add_blob(store, layer.digest, layer.size)
-        sink.add_bytes(_blob_name(item.image.config_digest), item.image.config_bytes)
-        manifest_digest = sha256_bytes(manifest)
-        sink.add_bytes(_blob_name(manifest_digest), manifest)
-        base = {"mediaType": MANIFEST_OCI, "digest": manifest_digest, "size": len(manifest),
-                "platform": _platform(item.image.config)}
+        base: dict[str, Any]
+        if item.platforms:
+            children = []
+            for platform, image in item.platforms:
+                desc, layers = _write_image(sink, store, image, compression)
+                children.append({**desc, "platform": _platform_of(platform)})
+                written.append((ArchiveImage(image, ()), layers))
+            index_bytes = canonical({"schemaVersion": 2, "mediaType": INDEX_OCI,
+                                     "manifests": children})
+            index_digest = sha256_bytes(index_bytes)
+            sink.add_bytes(_blob_name(index_digest), index_bytes)
+            base = {"mediaType": INDEX_OCI, "digest": index_digest, "size": len(index_bytes)}
+        else:
+            desc, layers = _write_image(sink, store, item.image, compression)
+            base = {**desc, "platform": _platform(item.image.config)}
+            written.append((item, layers))
         if not item.names:
             entries.append(base)
         for name in item.names:
@@ -230,10 +254,22 @@ def _write_layout(
             if ref.tag:
                 annotations[ANNOTATION_REF_NAME] = ref.tag
             entries.append({**base, "annotations": annotations})
-        written.append((item, layers))
     index = {"schemaVersion": 2, "mediaType": INDEX_OCI, "manifests": entries}
     sink.add_bytes("index.json", canonical(index))
     return written
+
+
+def _write_image(
+    sink: _Sink, store: Store, image: StoredImage, compression: Compression,
+) -> tuple[dict[str, Any], list[_Desc]]:
+    """Write one image's blobs; returns its manifest's descriptor and its layers."""
+    manifest, layers = _manifest_for(store, image, compression)
+    for layer in layers:
+        sink.add_blob(store, layer.digest, layer.size)
+    sink.add_bytes(_blob_name(image.config_digest), image.config_bytes)
+    manifest_digest = sha256_bytes(manifest)
+    sink.add_bytes(_blob_name(manifest_digest), manifest)
+    return {"mediaType": MANIFEST_OCI, "digest": manifest_digest, "size": len(manifest)}, layers
 
 
 @contextlib.contextmanager
@@ -279,13 +315,27 @@ def write_oci_layout(
 def write_docker_archive(
     store: Store, images: Sequence[ArchiveImage], dest: str | Path | BinaryIO,
 ) -> None:
-    """Write a ``docker load`` archive (Docker 25's format; see the module docstring)."""
+    """Write a ``docker load`` archive (Docker 25's format; see the module docstring).
+
+    A multi-platform image is held whole by the layout part (``index.json`` leads to its
+    index, as a containerd image store loads it); ``manifest.json``, which has no notion of
+    platforms, lists every platform's image but gives the names only to the default one (the
+    host's platform, else the first), so a classic ``docker load`` tags a runnable image."""
     with _sink_for(dest, as_tar=True) as sink:
         written = _write_layout(sink, store, images, "uncompressed")
+        names_of: dict[str, tuple[str, ...]] = {}
+        for item in images:
+            if item.platforms:
+                default = next((img for plat, img in item.platforms if plat == _HOST),
+                               item.platforms[0][1])
+                names_of[default.id] = item.names
+            else:
+                names_of[item.image.id] = item.names
         manifest = [
             {
                 "Config": _blob_name(item.image.config_digest),
-                "RepoTags": [_repo_tag(n) for n in item.names if parse_reference(n).tag],
+                "RepoTags": [_repo_tag(n) for n in names_of.get(item.image.id, ())
+                             if parse_reference(n).tag],
                 "Layers": [_blob_name(d.digest) for d in layers],
             }
             for item, layers in written

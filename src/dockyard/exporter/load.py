@@ -41,6 +41,7 @@ from dockyard.exporter._stored import (
     INDEX_OCI,
     LAYER_TAR,
     LIST_DOCKER,
+    MANIFEST_DOCKER,
     MANIFEST_OCI,
     canonical,
     sha256_bytes,
@@ -473,6 +474,65 @@ def _resolve_manifest(archive: _Archive, desc: dict[str, Any], depth: int = 0) -
     return data
 
 
+def _is_index(desc: dict[str, Any]) -> bool:
+    return desc.get("mediaType") in (INDEX_OCI, LIST_DOCKER)
+
+
+def _load_platforms(
+    store: Store, archive: _Archive, desc: dict[str, Any], names: Sequence[str],
+) -> LoadedImage:
+    """A multi-platform image: every platform image the archive holds, under one index."""
+    digest = _str(desc.get("digest"), f"{archive.label}: an index digest")
+    what = f"{archive.label}: index {digest}"
+    doc = _obj(_json(_read(archive, _blob_name(digest, what), digest), what), what)
+    images: list[tuple[str, str]] = []
+    for item in _list(doc.get("manifests"), f"{what}: manifests", optional=True):
+        child = _obj(item, f"{what}: an entry")
+        plat = child.get("platform")
+        if not isinstance(plat, dict) or child.get("mediaType") not in (MANIFEST_OCI,
+                                                                         MANIFEST_DOCKER):
+            continue
+        child_digest = _str(child.get("digest"), f"{what}: an entry's digest")
+        name = _blob_name(child_digest, what)
+        if not archive.exists(name):
+            continue  # a layout may hold only some platforms of an index
+        loaded = _load_manifest(store, archive, _read(archive, name, child_digest), (),
+                                child_digest)
+        text = f"{_str(plat.get('os'), what)}/{_str(plat.get('architecture'), what)}"
+        if plat.get("variant"):
+            text += f"/{_str(plat['variant'], what)}"
+        images.append((text, loaded.id))
+    if not images:
+        raise StoreError(f"{what} has no image in the archive")
+    full = tuple(dict.fromkeys(str(parse_reference(n)) for n in names))
+    store.put_platform_images(images, full)
+    default = store.get_image(full[0]).id if full else images[0][1]
+    return LoadedImage(default, full)
+
+
+def _load_manifest(
+    store: Store, archive: _Archive, manifest_bytes: bytes, names: Sequence[str], digest: str,
+) -> LoadedImage:
+    what = f"{archive.label}: manifest {digest}"
+    manifest = _obj(_json(manifest_bytes, what), what)
+    config_desc = _obj(manifest.get("config"), f"{what}: config")
+    config_digest = _str(config_desc.get("digest"), f"{what}: config digest")
+    config_what = f"{archive.label}: config {config_digest}"
+    config_bytes = _read(archive, _blob_name(config_digest, config_what), config_digest)
+    diff_ids = _diff_ids(_json(config_bytes, config_what), config_what)
+    layer_descs = [_obj(d, f"{what}: a layer")
+                   for d in _list(manifest.get("layers"), f"{what}: layers", optional=True)]
+    if len(layer_descs) != len(diff_ids):
+        raise StoreError(f"{what} has {len(layer_descs)} layers but the config has "
+                         f"{len(diff_ids)} diff_ids")
+    sizes = []
+    for ldesc, diff_id in zip(layer_descs, diff_ids, strict=True):
+        layer_digest = _str(ldesc.get("digest"), f"{what}: a layer's digest")
+        sizes.append((diff_id, _store_layer(store, archive, _blob_name(layer_digest, what),
+                                            diff_id, layer_digest)))
+    return _commit_image(store, config_bytes, sizes, names)
+
+
 def _load_oci(store: Store, archive: _Archive) -> list[LoadedImage]:
     where = f"{archive.label}: index.json"
     index = _obj(_json(_read(archive, "index.json"), where), where)
@@ -493,25 +553,12 @@ def _load_oci(store: Store, archive: _Archive) -> list[LoadedImage]:
             by_digest[digest].append(name)
     loaded: list[LoadedImage] = []
     for desc in order:
-        manifest_bytes = _resolve_manifest(archive, desc)
-        what = f"{archive.label}: manifest {desc['digest']}"
-        manifest = _obj(_json(manifest_bytes, what), what)
-        config_desc = _obj(manifest.get("config"), f"{what}: config")
-        config_digest = _str(config_desc.get("digest"), f"{what}: config digest")
-        config_what = f"{archive.label}: config {config_digest}"
-        config_bytes = _read(archive, _blob_name(config_digest, config_what), config_digest)
-        diff_ids = _diff_ids(_json(config_bytes, config_what), config_what)
-        layer_descs = [_obj(d, f"{what}: a layer")
-                       for d in _list(manifest.get("layers"), f"{what}: layers", optional=True)]
-        if len(layer_descs) != len(diff_ids):
-            raise StoreError(f"{what} has {len(layer_descs)} layers but the config has "
-                             f"{len(diff_ids)} diff_ids")
-        sizes = []
-        for ldesc, diff_id in zip(layer_descs, diff_ids, strict=True):
-            digest = _str(ldesc.get("digest"), f"{what}: a layer's digest")
-            sizes.append((diff_id, _store_layer(store, archive, _blob_name(digest, what),
-                                                diff_id, digest)))
-        loaded.append(_commit_image(store, config_bytes, sizes, by_digest[str(desc["digest"])]))
+        names = by_digest[str(desc["digest"])]
+        if _is_index(desc):
+            loaded.append(_load_platforms(store, archive, desc, names))
+            continue
+        loaded.append(_load_manifest(store, archive, _resolve_manifest(archive, desc), names,
+                                     str(desc["digest"])))
     return loaded
 
 
@@ -557,12 +604,20 @@ def _spooled(store: Store, source: BinaryIO, label: str) -> Iterator[BinaryIO]:
         yield cast(BinaryIO, tmp)
 
 
+def _holds_an_index(archive: _Archive) -> bool:
+    index = _json(_read(archive, "index.json"), f"{archive.label}: index.json")
+    return isinstance(index, dict) and any(
+        isinstance(d, dict) and _is_index(d) for d in index.get("manifests") or [])
+
+
 def load_archive(store: Store, source: str | Path | BinaryIO) -> list[LoadedImage]:
     """Load every image of a docker archive or OCI layout (tar, directory, or stream).
 
     A bad archive is a StoreError naming the archive and what is wrong with it; a full disk
     a NoSpaceError. Memory stays bounded: the archive is indexed by name, offset and size."""
     with _open_archive(store, source) as archive:
+        if archive.exists("index.json") and _holds_an_index(archive):
+            return _load_oci(store, archive)  # multi-platform: manifest.json cannot say it
         if archive.exists("manifest.json"):
             return _load_docker(store, archive)
         if archive.exists("index.json"):

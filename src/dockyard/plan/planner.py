@@ -33,8 +33,9 @@ from dockyard.plan.model import (
     Step,
 )
 
-#: Resolves an image reference to (image id, full OCI config JSON object); raises on failure.
-ImageConfigLookup = Callable[[str, Location], tuple[str, dict[str, Any]]]
+#: Resolves an image reference for a platform (``os/arch[/variant]``) to (image id, full OCI
+#: config JSON object); raises on failure.
+ImageConfigLookup = Callable[[str, Location, str], tuple[str, dict[str, Any]]]
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -48,7 +49,11 @@ def plan_build(
     build_args: Mapping[str, str],
     only_needed: bool = True,
 ) -> BuildPlan:
-    """Plan every needed stage of ``graph`` (stages are planned in file order)."""
+    """Plan every needed stage of ``graph`` for the target ``platform`` (file order).
+
+    A stage's platform is BuildKit's: a stage built on another stage has that stage's
+    platform, else its ``FROM --platform`` (e.g. ``$BUILDPLATFORM``), else the target's.
+    """
     dockerfile = graph.dockerfile
     planner = _Planner(dockerfile, graph, image_config, platform, build_args)
     plans: list[StagePlan] = []
@@ -165,6 +170,10 @@ class _Planner:
         stage = rstage.stage
         base: BaseSpec
         base_config: dict[str, Any]
+        platform = rstage.platform or self.platform
+        if rstage.base_kind == "stage":
+            assert rstage.base_stage is not None
+            platform = done[rstage.base_stage].platform
         if rstage.base_kind == "scratch":
             base = BaseSpec(kind="scratch", name="scratch")
             base_config = {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"}
@@ -174,7 +183,7 @@ class _Planner:
             base = BaseSpec(kind="stage", name=parent.display_name, stage=parent.index)
             base_config = json.loads(json.dumps(parent.config))
         else:
-            image_id, full = self.image_config(rstage.base, rstage.location)
+            image_id, full = self.image_config(rstage.base, rstage.location, platform)
             base = BaseSpec(kind="image", name=rstage.base, image_id=image_id)
             base_config = json.loads(json.dumps(full.get("config") or {}))
             if not base_config.get("Env"):
@@ -242,7 +251,7 @@ class _Planner:
             from_vertex=from_vertex,
             steps=tuple(steps),
             config=state.config,
-            platform=rstage.platform or self.platform,
+            platform=platform,
             needed=True,
             depends_on=rstage.depends_on,
         )

@@ -1,7 +1,8 @@
 """Pull an image from a registry into the local store.
 
 The reference resolves to a manifest (an index or manifest list picks the wanted platform,
-the host's by default); the config and every layer are downloaded streaming and verified
+the host's by default, and the name then stands for the index: pulling another platform
+adds that platform's image under the same name, see ``Store.put_index``); the config and every layer are downloaded streaming and verified
 against their descriptor's digest and size, and each layer, decompressed on the fly, against
 its ``rootfs.diff_ids`` entry. The store keeps the uncompressed tar under its diff id and the
 compressed blob as a form of that layer, plus the registry's manifest bytes unchanged, so the
@@ -264,7 +265,9 @@ class _Puller:
         self.progress(f"{ref.familiar_name}: pulling {target} from {ref.domain}")
         body, media_type, resolved = self.document(target, None)
         manifest_body, manifest_digest = body, resolved
+        index_body: bytes | None = None
         if is_index(media_type):
+            index_body = body
             try:
                 index = Index.from_json(body)
             except InvalidDocument as err:
@@ -320,7 +323,13 @@ class _Puller:
             names.append(str(ref.with_tag(ref.tag)))
         names.append(f"{ref.name}@{resolved}")
         try:
-            record = self.store.put_image(manifest_body, config_bytes, names)
+            if index_body is None:
+                record = self.store.put_image(manifest_body, config_bytes, names)
+            else:
+                # The name is the multi-platform image: it keeps the platforms pulled before
+                # (pulls of other platforms add theirs) and gives each reader its own.
+                record = self.store.put_image(manifest_body, config_bytes)
+                self.store.put_index(index_body, names)
             for diff_id, _desc in uncompressed:
                 self.store.put_layer(diff_id, self.store.blobs.size(diff_id))
         except StoreError as err:

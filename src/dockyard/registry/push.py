@@ -9,11 +9,15 @@ it), then mounted from another repository of the same registry when this store s
 above. The config follows the layers and the manifest comes last, under the tag (OCI media
 types by default, Docker schema2 with ``format="docker"``). The pushed digest is recorded as
 the image's RepoDigest.
+
+A multi-platform name (an index in the store) is pushed as an index: each platform's
+manifest by digest, then an OCI index (or a Docker manifest list with ``format="docker"``)
+listing them with their platforms, under the tag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,11 +25,15 @@ from dockyard.errors import RegistryError, UsageError
 from dockyard.image.oci import (
     MEDIA_TYPE_DOCKER_CONFIG,
     MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_DOCKER_MANIFEST_LIST,
     MEDIA_TYPE_OCI_CONFIG,
+    MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST,
     Descriptor,
     ImageConfig,
+    Index,
     InvalidDocument,
+    Platform,
     canonical_json,
     digest_bytes,
     layer_compression,
@@ -124,6 +132,47 @@ class _Pusher:
 
     def run(self, record: ImageRecord, compression: PushCompression,
             manifest_format: ManifestFormat) -> PushResult:
+        target = self.ref.tag or self.ref.digest or "latest"
+        digest, size, media_type = self.image(record, compression, manifest_format, target)
+        self.store.tag(record.id, f"{self.ref.name}@{digest}")
+        self.progress(f"{target}: digest: {digest} size: {size}")
+        return PushResult(str(self.ref), digest, size, media_type,
+                          self.counts["uploaded"], self.counts["mounted"],
+                          self.counts["present"])
+
+    def run_index(self, images: list[tuple[str, ImageRecord]], compression: PushCompression,
+                  manifest_format: ManifestFormat) -> PushResult:
+        """Push every platform's image by digest, then the index under the tag."""
+        docker = manifest_format == "docker"
+        entries: list[Descriptor] = []
+        for platform, record in images:
+            digest, size, media_type = self.image(record, compression, manifest_format, None)
+            entries.append(Descriptor(media_type, digest, size,
+                                      platform=Platform.parse(platform)))
+        media_type = MEDIA_TYPE_DOCKER_MANIFEST_LIST if docker else MEDIA_TYPE_OCI_INDEX
+        body = Index(tuple(entries), media_type=media_type).to_json()
+        digest = digest_bytes(body)
+        target = self.ref.tag or self.ref.digest or "latest"
+        self._put(target, body, media_type, digest)
+        self.progress(f"{target}: digest: {digest} size: {len(body)} "
+                      f"({', '.join(p for p, _ in images)})")
+        return PushResult(str(self.ref), digest, len(body), media_type,
+                          self.counts["uploaded"], self.counts["mounted"],
+                          self.counts["present"])
+
+    def _put(self, target: str, body: bytes, media_type: str, digest: str) -> None:
+        if self.ref.digest is not None and self.ref.tag is None and self.ref.digest != digest:
+            raise RegistryError(f"{self.ref.domain}/{self.repo}: cannot push to "
+                                f"{self.ref.digest}: the manifest's digest is {digest}")
+        reported = self.client.put_manifest(self.repo, target, body, media_type)
+        if reported is not None and reported.startswith("sha256:") and reported != digest:
+            raise RegistryError(f"{self.ref.domain}/{self.repo}: the registry stored the "
+                                f"manifest as {reported}, expected {digest}")
+
+    def image(self, record: ImageRecord, compression: PushCompression,
+              manifest_format: ManifestFormat, target: str | None) -> tuple[str, int, str]:
+        """Push one image's blobs and manifest (under ``target``, or by its digest when
+        None); returns the manifest's digest, size and media type."""
         docker = manifest_format == "docker"
         config_bytes = self.store.config_bytes(record)
         config = self.store.read_config(record)
@@ -141,21 +190,16 @@ class _Pusher:
         self.progress(f"pushing {self.ref} ({len(layers)} layers)")
         for desc in [*layers, config_desc]:
             self.blob(desc)
-        target = self.ref.tag or self.ref.digest or "latest"
-        if self.ref.digest is not None and self.ref.tag is None and self.ref.digest != digest:
-            raise RegistryError(f"{self.ref.domain}/{self.repo}: cannot push to "
-                                f"{self.ref.digest}: the manifest's digest is {digest}")
-        reported = self.client.put_manifest(self.repo, target, manifest, media_type)
-        if reported is not None and reported.startswith("sha256:") and reported != digest:
-            raise RegistryError(f"{self.ref.domain}/{self.repo}: the registry stored the "
-                                f"manifest as {reported}, expected {digest}")
+        if target is None:
+            reported = self.client.put_manifest(self.repo, digest, manifest, media_type)
+            if reported is not None and reported.startswith("sha256:") and reported != digest:
+                raise RegistryError(f"{self.ref.domain}/{self.repo}: the registry stored the "
+                                    f"manifest as {reported}, expected {digest}")
+        else:
+            self._put(target, manifest, media_type, digest)
         self.sources.record(self.ref.domain, self.repo,
                             [config_desc.digest, *(d.digest for d in layers)])
-        self.store.tag(record.id, f"{self.ref.name}@{digest}")
-        self.progress(f"{target}: digest: {digest} size: {len(manifest)}")
-        return PushResult(str(self.ref), digest, len(manifest), media_type,
-                          self.counts["uploaded"], self.counts["mounted"],
-                          self.counts["present"])
+        return digest, len(manifest), media_type
 
 
 def push(
@@ -167,11 +211,18 @@ def push(
     compression: PushCompression = "gzip",
     options: RegistryOptions | None = None,
     on_progress: Progress | None = None,
+    platforms: Sequence[tuple[str, str]] = (),
 ) -> PushResult:
     """Push the image ``source`` (a name or id in ``store``) to ``destination`` (default: its
     name, ``registry/repo:tag``). Returns the pushed manifest's digest; raises RegistryError
-    for registry failures and NotFoundError when the image is not in the store."""
+    for registry failures and NotFoundError when the image is not in the store.
+
+    A multi-platform name is pushed as an index of the platforms the store has; so are
+    ``platforms`` (``(os/arch[/variant], image id)`` pairs) when given."""
     record = store.get_image(source)
+    images = [(plat, store.get_image(pid)) for plat, pid in platforms]
+    if not images and store.get_index(source) is not None:
+        images = store.index_images(source)
     if destination is None:
         try:
             own = str(parse_reference(source))
@@ -184,5 +235,7 @@ def push(
     if manifest_format not in ("oci", "docker"):
         raise UsageError(f"unknown manifest format {manifest_format!r} (oci or docker)")
     with RegistryClient(ref.domain, options) as client, store.build_lock():
-        return _Pusher(store, client, ref, on_progress or (lambda _m: None)).run(
-            record, compression, manifest_format)
+        pusher = _Pusher(store, client, ref, on_progress or (lambda _m: None))
+        if images:  # a multi-platform image: every platform, as one index
+            return pusher.run_index(images, compression, manifest_format)
+        return pusher.run(record, compression, manifest_format)

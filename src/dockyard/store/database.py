@@ -32,7 +32,7 @@ from dockyard.errors import StoreError
 
 __all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "Database", "format_time", "i64", "now"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT = 30.0
 
 SCHEMA = """
@@ -92,6 +92,12 @@ CREATE TABLE IF NOT EXISTS cache_records (
     last_used REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cache_by_used ON cache_records(last_used);
+CREATE TABLE IF NOT EXISTS index_names (
+    name TEXT PRIMARY KEY,               -- a name (or name@digest) that is a multi-platform image
+    index_digest TEXT NOT NULL,          -- the image index blob; its images are found by
+                                         -- images.manifest_digest (a pull may hold only some)
+    updated REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS build_history (
     dockerfile TEXT NOT NULL,
     target TEXT NOT NULL,

@@ -23,6 +23,7 @@ attribute           module                      tables
 ``snapshots``       ``snapshots.py``            ``snapshots``
 ``cache``           ``cache.py``                ``cache_records``
 ``build_history``   ``history.py``              ``build_history``
+``indexes``         ``indexes.py``              ``index_names`` (multi-platform names)
 ``stat_cache``      ``stats.py``                ``stat_cache`` (in ``statcache.db``)
 ==================  ==========================  =============================================
 
@@ -41,14 +42,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dockyard.errors import StoreError
-from dockyard.image.oci import Compression, ImageConfig, Manifest
+from dockyard.errors import NotFoundError, StoreError
+from dockyard.image.oci import Compression, ImageConfig, Index, Manifest
 from dockyard.snapshot.topdir import spread_subdirs
 from dockyard.store.blobs import BlobStore
 from dockyard.store.cache import CacheRecord, CacheRecords
 from dockyard.store.database import BUSY_TIMEOUT, SCHEMA_VERSION, Database, format_time
 from dockyard.store.history import BuildHistory, PackedManifest
 from dockyard.store.images import HistoryItem, ImageRecord, Images
+from dockyard.store.indexes import Indexes
 from dockyard.store.layers import LayerBlob, LayerRecord, Layers, LayerSnapshot
 from dockyard.store.lock import hold_lock
 from dockyard.store.snapshots import SnapshotRecord, Snapshots
@@ -81,6 +83,7 @@ class Store:
         self.database = Database(root)
         self.layers = Layers(self.database, self.blobs, self.snapshots_dir, self.build_lock)
         self.images = Images(self.database, self.blobs, self.layers)
+        self.indexes = Indexes(self.database, self.blobs, self.images)
         self.snapshots = Snapshots(self.database)
         self.cache = CacheRecords(self.database)
         self.build_history = BuildHistory(self.database)
@@ -186,13 +189,61 @@ class Store:
         """Store an image (see :meth:`Images.put`)."""
         return self.images.put(manifest, config, names)
 
-    def find_image(self, ref_or_id: str) -> ImageRecord | None:
-        """An image by name, id or id prefix, or None (see :meth:`Images.find`)."""
+    def find_image(self, ref_or_id: str, platform: str | None = None) -> ImageRecord | None:
+        """An image by name, id or id prefix, or None (see :meth:`Images.find`); with
+        ``platform``, that platform's (:meth:`Indexes.find_for_platform`)."""
+        if platform is not None:
+            return self.indexes.find_for_platform(ref_or_id, platform)
         return self.images.find(ref_or_id)
 
-    def get_image(self, ref_or_id: str) -> ImageRecord:
-        """An image by name, id or id prefix; NotFoundError if none (:meth:`Images.get`)."""
-        return self.images.get(ref_or_id)
+    def get_image(self, ref_or_id: str, platform: str | None = None) -> ImageRecord:
+        """An image by name, id or id prefix; NotFoundError if none (:meth:`Images.get`).
+
+        A multi-platform name gives its default image (the host's platform, else its first),
+        or with ``platform`` (``os/arch[/variant]``) that platform's; a single-platform image
+        answers ``platform`` only if it is for that platform.
+        """
+        if platform is None:
+            return self.images.get(ref_or_id)
+        record = self.indexes.find_for_platform(ref_or_id, platform)
+        if record is None:
+            if self.images.find(ref_or_id) is not None:
+                have = ", ".join(self.image_platforms(ref_or_id)) or "other platforms"
+                raise NotFoundError(f"no image for {platform} in {ref_or_id} (it has {have})")
+            raise NotFoundError(f"no such image: {ref_or_id}")
+        return record
+
+    # --- multi-platform names (indexes.py) ---
+
+    def put_index(self, index: bytes, names: Iterable[str] = ()) -> str:
+        """Store an image index under ``names``; returns its digest (:meth:`Indexes.put`)."""
+        return self.indexes.put(index, tuple(names))
+
+    def put_platform_images(
+        self, images: Iterable[tuple[str, str]], names: Iterable[str] = ()
+    ) -> str:
+        """An index of stored ``(platform, image id)`` pairs under ``names``; its digest."""
+        return self.indexes.put_images(list(images), tuple(names))
+
+    def get_index(self, name: str) -> tuple[str, Index] | None:
+        """``(digest, index)`` when ``name`` is a multi-platform image, else None."""
+        return self.indexes.get(name)
+
+    def index_images(self, name: str) -> list[tuple[str, ImageRecord]]:
+        """``(platform, image)`` of each platform of ``name`` in the store."""
+        return self.indexes.images_of(name)
+
+    def image_platforms(self, name: str) -> list[str]:
+        """The platforms ``name`` has in the store."""
+        return [plat for plat, _ in self.indexes.images_of(name)]
+
+    def list_index_names(self) -> list[tuple[str, str]]:
+        """Every ``(name, index digest)`` of a multi-platform image."""
+        return self.indexes.names()
+
+    def indexed_image_ids(self) -> set[str]:
+        """The ids of every image a multi-platform name holds."""
+        return self.indexes.held_image_ids()
 
     def list_images(self) -> list[ImageRecord]:
         """Every image, newest first."""

@@ -2,8 +2,9 @@
 
 What is alive (computed under the store's exclusive lock, so no build is running):
 
-* every image record (tagged or not; ``all_cache`` also drops untagged ones) and, through
-  its manifest and config, the manifest blob, the config blob and its layers;
+* every image record (tagged or not; ``all_cache`` also drops untagged ones that no
+  multi-platform name holds) and, through its manifest and config, the manifest blob, the
+  config blob and its layers; the index blob of every multi-platform name;
 * every build cache record (``all_cache`` drops them all first), and its layer;
 * a layer alive by either of those keeps every stored form of it (uncompressed and
   compressed); a layer record nothing uses is forgotten;
@@ -85,14 +86,22 @@ def prune(
         store.bump_generation()  # blobs and snapshots may go: no fingerprint survives this
         images_removed = 0
         cache_removed = 0
+        # A multi-platform image keeps its index and every platform image it has here.
+        live_blobs: set[str] = set()
+        indexed: set[str] = set()
+        for name, index_digest in store.list_index_names():
+            live_blobs.add(index_digest)
+            try:
+                indexed.update(image.id for _plat, image in store.index_images(name))
+            except DockyardError:
+                continue
         if all_cache:
             cache_removed = store.delete_all_cache_records()
             for image in store.list_images():
-                if not image.names:
+                if not image.names and image.id not in indexed:
                     store.remove_image(image.id)
                     images_removed += 1
 
-        live_blobs: set[str] = set()
         live_layers: set[str] = set()
         live_chains: set[str] = set()
         for image in store.list_images():

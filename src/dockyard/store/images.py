@@ -32,9 +32,14 @@ from dockyard.store.blobs import BlobStore
 from dockyard.store.database import Database, format_time, now
 from dockyard.store.layers import Layers
 
-__all__ = ["HistoryItem", "ImageRecord", "Images"]
+__all__ = ["HistoryItem", "ImageRecord", "Images", "is_image_id"]
 
 _ID_RE = re.compile(r"(?:sha256:)?([a-f0-9]{1,64})")
+
+
+def is_image_id(text: str) -> bool:
+    """Whether ``text`` looks like an image id or id prefix rather than a name."""
+    return _ID_RE.fullmatch(text.strip()) is not None
 _IMAGE_COLUMNS = "id, manifest_digest, manifest_media_type, manifest_size, created, added, size"
 
 
@@ -174,11 +179,14 @@ class Images:
                 ),
             )
             for name in parsed_refs:
-                self._set_name(db, name, config_digest, added)
+                self.set_name(db, name, config_digest, added)
         return self.get(config_digest)
 
     @staticmethod
-    def _set_name(db: sqlite3.Connection, name: str, image_id: str, when: float) -> None:
+    def set_name(db: sqlite3.Connection, name: str, image_id: str, when: float) -> None:
+        """Point ``name`` at one image (in the caller's transaction); a multi-platform name
+        stops being one (``indexes.py`` sets its entry again when it stays one)."""
+        db.execute("DELETE FROM index_names WHERE name=?", (name,))
         db.execute(
             "INSERT INTO names(name, image_id, updated) VALUES (?,?,?)"
             " ON CONFLICT(name) DO UPDATE SET image_id=excluded.image_id, updated=excluded.updated",
@@ -261,7 +269,7 @@ class Images:
         with self._db.write(invalidates=True) as db:
             if db.execute("SELECT 1 FROM images WHERE id=?", (image_id,)).fetchone() is None:
                 raise NotFoundError(f"no such image: {image_id}")
-            self._set_name(db, full, image_id, now())
+            self.set_name(db, full, image_id, now())
 
     def untag(self, name: str) -> str:
         """Remove ``name``; returns the image id it pointed at. NotFoundError if unknown."""
@@ -271,6 +279,7 @@ class Images:
             if row is None:
                 raise NotFoundError(f"no such image: {name}")
             db.execute("DELETE FROM names WHERE name=?", (full,))
+            db.execute("DELETE FROM index_names WHERE name=?", (full,))
             return str(row[0])
 
     def remove(self, image_id: str) -> list[str]:
@@ -285,6 +294,7 @@ class Images:
             cur = db.execute("DELETE FROM images WHERE id=?", (image_id,))
             if cur.rowcount == 0:
                 raise NotFoundError(f"no such image: {image_id}")
+            db.executemany("DELETE FROM index_names WHERE name=?", [(n,) for n in names])
         return names
 
     def last_tag_time(self, image: ImageRecord) -> float | None:
