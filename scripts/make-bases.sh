@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Make the base images the examples build FROM, without Docker Hub:
-#   busybox:latest   Debian's busybox-static in an otherwise empty root filesystem
-#   debian:bookworm  debootstrap --variant=minbase plus gcc, libc6-dev and ca-certificates,
-#                    from the Debian mirror in this machine's apt sources
+#   busybox:latest   Debian's busybox-static in an otherwise empty root filesystem, for two
+#                    platforms (a multi-platform name): this machine's, and the foreign one
+#                    (arm64 on amd64, else amd64) from busybox-static:<arch>, fetched with
+#                    apt-get download (scripts/setup.sh adds the architecture to dpkg)
+#   debian:bookworm  debootstrap --variant=minbase plus gcc, libc6-dev, ca-certificates and
+#                    the aarch64 cross compiler, from the Debian mirror in this machine's apt
+#                    sources
 # Root filesystem tarballs are cached under $DOCKYARD_BASES (default /var/tmp/dockyard-bases)
 # and imported with `dockyard import` into the store at ROOT unless it has them already.
 #
@@ -10,7 +14,10 @@
 #   ONLY=busybox|debian   make just one of them
 #   MIRROR=URL            the Debian mirror (default: the first one in /etc/apt/sources*)
 #   SUITE=bookworm        the Debian suite; the image is still tagged debian:$SUITE
-#   INCLUDE=...           debootstrap --include list (default: gcc,libc6-dev,ca-certificates)
+#   INCLUDE=...           debootstrap --include list (default: gcc,libc6-dev,ca-certificates,
+#                         gcc-aarch64-linux-gnu,libc6-dev-arm64-cross)
+#   FOREIGN=arm64         the second platform of busybox:latest (a dpkg architecture; none:
+#                         only this machine's)
 #   DOCKYARD=...          the dockyard command (default: .venv/bin/dockyard of this checkout)
 # Needs root (debootstrap, and the image store's ownership).
 set -euo pipefail
@@ -19,10 +26,12 @@ ROOT=${1:-${DOCKYARD_ROOT:-/var/lib/dockyard}}
 CACHE=${DOCKYARD_BASES:-/var/tmp/dockyard-bases}
 DOCKYARD=${DOCKYARD:-$here/.venv/bin/dockyard}
 SUITE=${SUITE:-bookworm}
-INCLUDE=${INCLUDE:-gcc,libc6-dev,ca-certificates}
+INCLUDE=${INCLUDE:-gcc,libc6-dev,ca-certificates,gcc-aarch64-linux-gnu,libc6-dev-arm64-cross}
 ONLY=${ONLY:-}
+HOST_ARCH=$(dpkg --print-architecture)
+if [ "$HOST_ARCH" = amd64 ]; then FOREIGN=${FOREIGN:-arm64}; else FOREIGN=${FOREIGN:-amd64}; fi
 # Bump when a recipe changes: old cached tarballs are then simply not used.
-RECIPE=1
+RECIPE=2
 
 log() { echo "make-bases: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -50,22 +59,52 @@ static_busybox() {
   echo "$bb"
 }
 
-busybox_path() {
+# The static busybox of a foreign architecture, from Debian's busybox-static:<arch>.
+foreign_busybox() {  # foreign_busybox ARCH -> path of the binary (cached)
+  local arch=$1 out tmp
+  out=$CACHE/busybox-static-$arch
+  if [ ! -s "$out" ]; then
+    tmp=$(mktemp -d "$CACHE/deb.XXXXXX")
+    chmod 755 "$tmp"
+    (cd "$tmp" && apt-get download "busybox-static:$arch" >"$tmp/log" 2>&1) || {
+      cat "$tmp/log" >&2; rm -rf "$tmp"
+      die "apt-get download busybox-static:$arch failed (run scripts/setup.sh: it adds the $arch architecture to dpkg)"; }
+    dpkg-deb -x "$tmp"/busybox-static_*.deb "$tmp/x"
+    install -m 0755 "$tmp/x/bin/busybox" "$out.part" && mv "$out.part" "$out"
+    rm -rf "$tmp"
+  fi
+  echo "$out"
+}
+
+qemu_for() {  # qemu_for ARCH -> the qemu-user-static binary that runs it
+  local q
+  case $1 in
+    arm64) q=aarch64 ;; armhf) q=arm ;; amd64) q=x86_64 ;; i386) q=i386 ;; *) q=$1 ;;
+  esac
+  command -v "qemu-$q-static" || die "no qemu-$q-static (apt-get install qemu-user-static)"
+}
+
+busybox_path() {  # busybox_path [ARCH]
   local bb
-  bb=$(static_busybox)
+  if [ -n "${1:-}" ]; then bb=$(foreign_busybox "$1"); else bb=$(static_busybox); fi
   echo "$CACHE/busybox-$(sha256sum "$bb" | cut -c1-16)-r$RECIPE.tar"
 }
 
-busybox_make() {  # busybox_make OUT.tar
-  local bb out=$1 tmp r p
-  bb=$(static_busybox)
+busybox_make() {  # busybox_make OUT.tar [ARCH]
+  local bb out=$1 arch=${2:-} tmp r p run=""
+  if [ -n "$arch" ]; then
+    bb=$(foreign_busybox "$arch")
+    run=$(qemu_for "$arch")  # only to list the applets
+  else
+    bb=$(static_busybox)
+  fi
   if [ ! -s "$out" ]; then
     tmp=$(mktemp -d "$CACHE/busybox.XXXXXX")
     r=$tmp/rootfs
     mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,root,proc,sys,dev,var/tmp,home}
     install -d -m 1777 "$r/tmp"
     install -m 0755 "$bb" "$r/bin/busybox"
-    for p in $("$r/bin/busybox" --list-full); do
+    for p in $($run "$r/bin/busybox" --list-full); do
       [ "$p" = bin/busybox ] && continue
       mkdir -p "$r/$(dirname "$p")"
       ln -sf /bin/busybox "$r/$p"
@@ -152,9 +191,49 @@ base() {
 exec 9>"$CACHE/.lock"
 flock 9
 
+# busybox:latest for this machine's platform and the foreign one: both imported under
+# temporary names, then made one multi-platform name (dockyard manifest create).
+busybox_both() {  # busybox_both OUT.tar (the host's rootfs tarball; the foreign one is beside)
+  local out=$1 foreign_tar plat
+  busybox_make "$out"
+  foreign_tar=$(busybox_path "$FOREIGN")
+  busybox_make "$foreign_tar" "$FOREIGN"
+  case $FOREIGN in arm64) plat=linux/arm64 ;; armhf) plat=linux/arm/v7 ;; *) plat=linux/$FOREIGN ;; esac
+  SOURCE_DATE_EPOCH=1704067200 "$DOCKYARD" --root "$ROOT" import -c 'CMD ["sh"]' \
+    -m "made by scripts/make-bases.sh" "$out" make-bases-tmp:host >/dev/null
+  SOURCE_DATE_EPOCH=1704067200 "$DOCKYARD" --root "$ROOT" import --platform "$plat" \
+    -c 'CMD ["sh"]' -m "made by scripts/make-bases.sh" "$foreign_tar" \
+    make-bases-tmp:foreign >/dev/null
+  "$DOCKYARD" --root "$ROOT" manifest create busybox:latest make-bases-tmp:host \
+    make-bases-tmp:foreign >/dev/null
+  "$DOCKYARD" --root "$ROOT" rmi make-bases-tmp:host make-bases-tmp:foreign >/dev/null
+}
+
+# base_multi NAME ROOTFS.tar MAKE-FUNCTION: as base, for a maker that imports and names the
+# image itself (a multi-platform one); its archive holds every platform.
+base_multi() {
+  local name=$1 rootfs=$2 make=$3 archive
+  archive=${rootfs%.tar}-$FOREIGN.image.tar
+  if has_image "$name"; then
+    log "$name is already in $ROOT"
+  elif [ -s "$archive" ]; then
+    log "loading $name into $ROOT"
+    "$DOCKYARD" --root "$ROOT" load -q -i "$archive"
+  else
+    log "importing $name into $ROOT"
+    "$make" "$rootfs"
+    "$DOCKYARD" --root "$ROOT" save -o "$archive.part" "$name"
+    mv "$archive.part" "$archive"
+  fi
+}
+
 if [ -z "$ONLY" ] || [ "$ONLY" = busybox ]; then
   p=$(busybox_path)
-  base busybox:latest "$p" busybox_make '["sh"]'
+  if [ "$FOREIGN" = none ]; then
+    base busybox:latest "$p" busybox_make '["sh"]'
+  else
+    base_multi busybox:latest "$p" busybox_both
+  fi
 fi
 if [ -z "$ONLY" ] || [ "$ONLY" = debian ]; then
   p=$(debian_path)

@@ -37,6 +37,8 @@ class ImageSummary:
     digest: str  # the manifest digest this repository pins, or "<none>"
     created: str | None  # the config's "created" (RFC 3339), as stored
     size: int  # bytes: the sum of the uncompressed layer sizes
+    # for a platform's image of a multi-platform name: its os/arch[/variant], else ""
+    platform: str = ""
 
     @property
     def short_id(self) -> str:
@@ -98,12 +100,24 @@ def images(reference: str | None = None, *, root: Root = None) -> tuple[ImageSum
             raise UsageError(f"images: {err}") from None
         want_name, want_tag = ref.name, ref.tag
     out: list[ImageSummary] = []
+    # Multi-platform names: each platform's image is listed under the name, with its platform.
+    platform_of: dict[str, str] = {}
+    held_by: dict[str, list[str]] = {}
     with open_store(root) as store:
         records = store.list_images()
+        for index_name, _digest in store.list_index_names():
+            for plat, held in store.index_images(index_name):
+                platform_of[held.id] = plat
+                held_by.setdefault(held.id, []).append(index_name)
     for image in records:
         entries: list[tuple[str, str, str]] = []  # (full name, familiar repo, tag)
         for ref in image.tags:
             entries.append((ref.name, ref.familiar_name, ref.tag or "<none>"))
+        for held_name in held_by.get(image.id, ()):
+            held_ref = parse_reference(held_name)
+            entry = (held_ref.name, held_ref.familiar_name, held_ref.tag or "<none>")
+            if held_ref.tag and entry not in entries:
+                entries.append(entry)
         if not entries:
             digest_repos = sorted({(r.name, r.familiar_name) for r in image.digests})
             entries = [(name, fam, "<none>") for name, fam in digest_repos] or [
@@ -115,14 +129,30 @@ def images(reference: str | None = None, *, root: Root = None) -> tuple[ImageSum
             digest = next(
                 (r.digest for r in image.digests if r.name == full and r.digest), "<none>"
             )
-            out.append(ImageSummary(image.id, repo, tag_, digest, image.created, image.size))
+            out.append(ImageSummary(image.id, repo, tag_, digest, image.created, image.size,
+                                    platform_of.get(image.id, "")))
     return tuple(out)
 
 
-def inspect(image: str, *, root: Root = None) -> ImageDetails:
-    """The details of ``image`` (a name, id or id prefix). NotFoundError if there is none."""
+def inspect(image: str, *, root: Root = None, platform: str | None = None) -> ImageDetails:
+    """The details of ``image`` (a name, id or id prefix). NotFoundError if there is none.
+
+    For a multi-platform name: the default platform's image (``platform``: that one's), and
+    the document has ``Platforms`` (each platform the store has: its image id and manifest
+    digest) and ``Index`` (the image index's media type and digest)."""
+    wanted = None
+    if platform:
+        from dockyard.dockerfile.stages import Platform
+
+        wanted = str(Platform.parse(platform))
     with open_store(root) as store:
-        doc = store.inspect_image(store.get_image(image))
+        doc = store.inspect_image(store.get_image(image, platform=wanted))
+        index = store.get_index(image)
+        if index is not None:
+            doc["Index"] = {"mediaType": index[1].media_type, "digest": index[0]}
+            doc["Platforms"] = [
+                {"Platform": plat, "Id": rec.id, "Digest": rec.manifest_digest}
+                for plat, rec in store.index_images(image)]
     return ImageDetails(
         id=doc["Id"],
         tags=tuple(doc["RepoTags"]),

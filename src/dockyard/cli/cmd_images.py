@@ -133,9 +133,13 @@ def run(args: argparse.Namespace) -> int:
     from dockyard import images
 
     rows: list[dict[str, str]] = []
-    for image in images(args.repository or None, root=args.root):
+    listed = images(args.repository or None, root=args.root)
+    # a store with multi-platform names says which image is which (PLATFORM, "Platform")
+    multi = any(image.platform for image in listed)
+    for image in listed:
         rows.append(
             {
+                **({"Platform": image.platform} if multi else {}),
                 "Containers": "N/A",
                 "CreatedAt": created_at(image.created),
                 "CreatedSince": since(image.created),
@@ -158,5 +162,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         headers = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
         table = [[r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]] for r in rows]
+        if multi:
+            headers.append("PLATFORM")
+            for line, r in zip(table, rows, strict=True):
+                line.append(r["Platform"])
         print(format_table(headers, table))
     return 0

@@ -12,6 +12,8 @@ from dockyard.errors import NotFoundError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="name, id or id prefix")
+    parser.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                        help="the image of this platform of a multi-platform name")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     missing: list[str] = []
     for name in args.images:
         try:
-            out.append(inspect(name, root=args.root).to_dict())
+            out.append(inspect(name, root=args.root, platform=args.platform).to_dict())
         except NotFoundError:
             missing.append(name)
     # Like docker: print what was found, then fail naming what was not.

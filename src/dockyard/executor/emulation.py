@@ -86,8 +86,9 @@ def _entry(name: str, root: Path) -> dict[str, str] | None:
     return fields
 
 
-def support_for(platform: str, root: Path = BINFMT) -> PlatformSupport:
+def support_for(platform: str, root: Path | None = None) -> PlatformSupport:
     """How (and whether) ``platform`` (``os/arch[/variant]``) runs on this host."""
+    root = BINFMT if root is None else root
     if platform in _native_platforms():
         return PlatformSupport(platform, native=True)
     os_, _, rest = platform.partition("/")
@@ -122,8 +123,9 @@ def support_for(platform: str, root: Path = BINFMT) -> PlatformSupport:
     return PlatformSupport(platform, False, name, interpreter)
 
 
-def runnable_platforms(root: Path = BINFMT) -> list[PlatformSupport]:
+def runnable_platforms(root: Path | None = None) -> list[PlatformSupport]:
     """Every platform this host can run: native ones first, then the emulated ones."""
+    root = BINFMT if root is None else root
     out = [PlatformSupport(p, native=True) for p in _native_platforms()]
     seen = {p.platform for p in out}
     for target, platforms in _EMULATED.items():
@@ -137,7 +139,7 @@ def runnable_platforms(root: Path = BINFMT) -> list[PlatformSupport]:
     return out
 
 
-def check_runnable(platform: str, root: Path = BINFMT) -> None:
+def check_runnable(platform: str, root: Path | None = None) -> None:
     """Raise ExecutorError saying what to install when ``platform`` cannot run here."""
     support = support_for(platform, root)
     if support.problem is not None:

@@ -66,6 +66,13 @@ class SolveOptions:
     platform: str = "linux/amd64"
     # --build-context NAME=docker-image://REF: lower-cased NAME -> REF
     image_contexts: dict[str, str] = field(default_factory=dict)
+    host_platform: str = field(default_factory=lambda: _host_platform())
+
+
+def _host_platform() -> str:
+    from dockyard.dockerfile.stages import host_platform
+
+    return str(host_platform())
 
 
 def rfc3339(ts: float) -> str:

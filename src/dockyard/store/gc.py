@@ -87,14 +87,8 @@ def prune(
         images_removed = 0
         cache_removed = 0
         # A multi-platform image keeps its index and every platform image it has here.
-        live_blobs: set[str] = set()
-        indexed: set[str] = set()
-        for name, index_digest in store.list_index_names():
-            live_blobs.add(index_digest)
-            try:
-                indexed.update(image.id for _plat, image in store.index_images(name))
-            except DockyardError:
-                continue
+        live_blobs = {digest for _name, digest in store.list_index_names()}
+        indexed = store.indexed_image_ids()
         if all_cache:
             cache_removed = store.delete_all_cache_records()
             for image in store.list_images():

@@ -49,6 +49,11 @@ class Run:
         if op.security == "insecure" and not ctx.options.allow_insecure:
             raise located(ctx, step, "RUN --security=insecure is not allowed",
                           hint="pass --allow security.insecure to permit it")
+        if job.stage.platform != ctx.options.host_platform:
+            # a foreign platform's binaries run under QEMU (binfmt_misc); say what is missing
+            from dockyard.executor.emulation import check_runnable
+
+            check_runnable(job.stage.platform)
         network = network_mode(op, ctx.options.network)
         tail: list[bytes] = []
 
