@@ -274,3 +274,54 @@ def test_emulation_needs_a_registered_fix_binary_qemu(tmp_path: Path) -> None:
     with pytest.raises(ExecutorError, match="windows binaries"):
         check_runnable("windows/amd64", ok)
     assert FOREIGN not in [p.platform for p in runnable_platforms(tmp_path / "nowhere")]
+
+
+# --- the store commands on multi-platform names --------------------------------------
+
+
+def _cli(root: Path, *argv: str) -> int:
+    from dockyard.cli.main import main
+
+    return main(["--root", str(root), *argv])
+
+
+def test_manifest_create_tag_images_inspect_save_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    root = tmp_path / "store"
+    with Store.open(root) as store:
+        a, b = image_for(store, FOREIGN), image_for(store, HOST)
+        store.tag(a.id, "x:foreign")
+        store.tag(b.id, "x:host")
+        store.tag(image_for(store, HOST, "-other").id, "x:other")
+    assert _cli(root, "manifest", "create", "app:1", "x:host", "x:foreign") == 0
+    assert f"app:1: {HOST}, {FOREIGN}" in capsys.readouterr().out
+    # two images of one platform are refused
+    assert _cli(root, "manifest", "create", "bad:1", "x:other", "app:1") != 0
+    assert "two images for" in capsys.readouterr().err
+    assert _cli(root, "tag", "app:1", "copy:2") == 0
+    with Store.open(root) as store:
+        assert store.image_platforms("copy:2") == [HOST, FOREIGN]
+    capsys.readouterr()
+    assert _cli(root, "images", "app") == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-1] == "PLATFORM"
+    assert sorted(line.split()[-1] for line in table[1:]) == sorted([HOST, FOREIGN])
+    assert _cli(root, "inspect", "--platform", FOREIGN, "app:1") == 0
+    info = json.loads(capsys.readouterr().out)[0]
+    assert info["Id"] == a.id and [p["Platform"] for p in info["Platforms"]] == [HOST, FOREIGN]
+    # rmi of the per-platform names keeps the images the multi-platform name holds
+    assert _cli(root, "rmi", "x:host", "x:foreign") == 0
+    with Store.open(root) as store:
+        assert store.get_image("app:1", platform=FOREIGN).id == a.id
+    # save and load keep the index (docker format: the OCI part holds it)
+    archive = tmp_path / "app.tar"
+    assert _cli(root, "save", "-o", str(archive), "app:1") == 0
+    other = tmp_path / "other"
+    assert _cli(other, "load", "-i", str(archive)) == 0
+    with Store.open(other) as loaded:
+        assert loaded.image_platforms("app:1") == [HOST, FOREIGN]
+        assert loaded.get_image("app:1", platform=FOREIGN).id == a.id
+        assert loaded.get_image("app:1").id == b.id
