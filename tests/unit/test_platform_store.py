@@ -138,10 +138,23 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
+def _layer_tar(files: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def image_for(store: Store, platform: str, label: str = "") -> ImageRecord:
     plat = Platform.parse(platform)
     config = ImageConfig.empty(plat).with_config(labels={"p": platform + label})
-    data = f"layer of {platform}{label}".encode().ljust(1024, b"\0")
+    data = _layer_tar({"platform": f"{platform}{label}".encode()})
     digest = store.blobs.put_bytes(data)
     store.put_layer(digest, len(data))
     config = config.add_layer(digest, HistoryEntry(created_by="x"))
