@@ -14,13 +14,13 @@ import dockyard
 FUNCTIONS = [
     "build", "cache_du", "cache_ls", "cache_prune", "check", "cp", "default_root",
     "expand_word", "export", "get_login", "history", "images", "import_", "info", "inspect",
-    "load", "login", "logout", "parse_dockerfile", "prune", "pull", "push", "resolve_stages",
+    "load", "login", "logout", "manifest_create", "parse_dockerfile", "prune", "pull", "push", "resolve_stages",
     "rmi", "run", "save", "tag",
 ]
 RESULTS = [
     "BuildResult", "CacheEntry", "CheckResult", "Finding", "StageInfo", "StagesResult", "CachePruneResult", "CacheUsage", "CopyResult",
     "ExportResult", "HistoryItem", "ImageDetails", "ImageSummary", "ImportResult",
-    "KindUsage", "LoadResult", "LoadedImage", "LoginResult", "LoginStatus", "LogoutResult",
+    "KindUsage", "LoadResult", "LoadedImage", "LoginResult", "ManifestResult", "LoginStatus", "LogoutResult",
     "PruneResult", "PullResult", "PushResult", "RemoveResult", "RunResult", "RuntimeStatus",
     "SaveResult", "SnapshotterStatus", "StepResult", "SystemInfo", "TagResult",
 ]

@@ -15,11 +15,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ImageDetails",
     "ImageSummary",
+    "ManifestResult",
     "RemoveResult",
     "TagResult",
     "history",
     "images",
     "inspect",
+    "manifest_create",
     "rmi",
     "tag",
 ]

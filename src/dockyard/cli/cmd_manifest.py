@@ -20,10 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dockyard._api._images import manifest_create
-    from dockyard.image.reference import parse_reference
+    from dockyard import manifest_create
 
     result = manifest_create(args.name, args.images, root=args.root)
-    print(f"{result.digest} {parse_reference(result.name).familiar}: "
-          f"{', '.join(result.platforms)}")
+    print(f"{result.digest} {result.name}: {', '.join(result.platforms)}")
     return 0
