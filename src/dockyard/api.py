@@ -224,6 +224,7 @@ def build(
         lock = stack.enter_context(store.build_lock())
         del lock
         built: list[PlatformResult] = []
+        made_here: set[str] = set()  # every platform's solve shares what this build made
         offset = 0  # each platform's vertices are numbered after the previous platform's
         for number, target_platform in enumerate(targets):
             plat = target_platform or host
@@ -242,7 +243,8 @@ def build(
                 plan, store, ctx, named, emit_here, text, history_key, history_name,
                 snapshotter=snapshotter, runtime=runtime, started=started,
                 options=_options(no_cache, no_cache_filter, cache_ttl, jobs, network, sde_text,
-                                 allow, secrets, ssh, plat, build_contexts or {}),
+                                 allow, secrets, ssh, plat, build_contexts or {},
+                                 image_platform=plat if explicit else None, made_here=made_here),
             )
             target_plan = plan.stages[plan.target]
             _config_digest, manifest_digest, config = _assemble(
@@ -300,7 +302,8 @@ def parse_platforms(text: str | None) -> tuple[str, ...]:
 def _options(
     no_cache: bool, no_cache_filter: Iterable[str], cache_ttl: str | None, jobs: int | None,
     network: str, sde_text: str | None, allow: Sequence[str], secrets: Sequence[str],
-    ssh: Sequence[str], platform: str, build_contexts: Mapping[str, str],
+    ssh: Sequence[str], platform: str, build_contexts: Mapping[str, str], *,
+    image_platform: str | None, made_here: set[str],
 ) -> Any:
     from dockyard.solver.solver import SolveOptions
 
@@ -316,6 +319,8 @@ def _options(
         secrets=_load_secrets(secrets),
         ssh=_parse_ssh(ssh),
         platform=platform,
+        image_platform=image_platform,
+        made_here=made_here,
         image_contexts={
             name.lower(): spec.removeprefix("docker-image://")
             for name, spec in build_contexts.items()

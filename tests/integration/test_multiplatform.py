@@ -251,3 +251,35 @@ def test_the_cross_compiling_example(tmp_path: Path) -> None:
         kind = subprocess.run(["file", "-b", str(binary)], capture_output=True,
                               text=True, check=False).stdout
         assert machine in kind.replace("_", "-") or not kind
+
+
+def test_no_cache_still_builds_a_shared_step_once_and_images_follow_the_target(
+    busybox_both: Path, tmp_path: Path
+) -> None:
+    root = fresh(busybox_both, tmp_path)
+    ctx = write_tree(tmp_path / "ctx", {"Dockerfile": """\
+FROM --platform=$BUILDPLATFORM busybox AS tools
+RUN echo tool > /tool
+FROM scratch
+COPY --from=tools /tool /
+COPY --from=busybox /bin/busybox /busybox
+"""})
+    meta = tmp_path / "meta.json"
+    dockyard.build(ctx, tags=["nc:1"], root=root, platform=BOTH, no_cache=True,
+                   metadata_file=str(meta))
+    steps = [(s["platform"], s["line"] if "line" in s else s["location"]["line"], s["cached"])
+             for s in json.loads(meta.read_text())["steps"]]
+    # --no-cache reruns what earlier builds made, but this build's own results are shared:
+    # the build-platform RUN runs once, for the first platform
+    assert steps[0] == ("linux/amd64", 2, False)
+    assert ("linux/arm64", 2, True) in steps
+    # COPY --from=<image> takes the target platform's image of a multi-platform name
+    store = Store.open(root)
+    for plat, machine in (("linux/amd64", "x86-64"), ("linux/arm64", "aarch64")):
+        image = store.get_image("nc:1", platform=plat)
+        dest = tmp_path / f"bb-{plat.replace('/', '_')}"
+        dy(root, "cp", f"{image.id}:/busybox", str(dest))
+        kind = subprocess.run(["file", "-b", str(dest)], capture_output=True, text=True,
+                              check=False).stdout
+        header = dest.read_bytes()[18:20]  # e_machine: 0x3e x86-64, 0xb7 aarch64
+        assert header == (b"\x3e\x00" if machine == "x86-64" else b"\xb7\x00"), kind

@@ -67,6 +67,13 @@ class SolveOptions:
     # --build-context NAME=docker-image://REF: lower-cased NAME -> REF
     image_contexts: dict[str, str] = field(default_factory=dict)
     host_platform: str = field(default_factory=lambda: _host_platform())
+    # --platform given: images named by COPY --from / RUN --mount from= are that platform's
+    # (as BuildKit resolves them for the target); None: the store's image of the name
+    image_platform: str | None = None
+    # keys of the results this build made: a multi-platform build's later platforms reuse
+    # them even under --no-cache (the same step is done once per build, as BuildKit's
+    # solver merges identical vertices)
+    made_here: set[str] = field(default_factory=set)
 
 
 def _host_platform() -> str:

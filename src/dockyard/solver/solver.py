@@ -260,7 +260,8 @@ class Solver:
             inputs = op.cache_inputs(self, stage, step, state)
             parent = None if inputs.link else state.key
             key = keys.layer_key(inputs.kind, state.key, inputs.components, link=inputs.link)
-            record = None if no_cache else self.cache.lookup(key)
+            record = (None if no_cache and key not in self.options.made_here
+                      else self.cache.lookup(key))
             reason: str | None = None
             if record is not None and self.options.cache_ttl is not None and (
                 inputs.kind == "run"
@@ -312,6 +313,7 @@ class Solver:
                 last_used=time.time(),
             )
             self.cache.save(record)
+            self.options.made_here.add(key)
             self._apply_result(state, key, diff_id, step, record.created)
             duration = time.time() - t0
             self.emit(VertexDone(step.vertex, time.time(), duration, key=key, reason=reason))

@@ -92,7 +92,7 @@ def source_layers(ctx: OpContext, op: CopyOp, step: Step) -> tuple[list[str], st
     assert op.source_name is not None
     name = ctx.options.image_contexts.get(op.source_name.lower(), op.source_name)
     try:
-        image = ctx.store.get_image(name)
+        image = ctx.store.get_image(name, platform=ctx.options.image_platform)
     except DockyardError:
         raise located(
             ctx, step,

@@ -157,7 +157,7 @@ def mount_image(ctx: OpContext, ref: str, step: Step) -> Any:
     (``--build-context REF=docker-image://IMAGE``) or an image in the local store."""
     name = ctx.options.image_contexts.get(ref.lower(), ref)
     try:
-        return ctx.store.get_image(name)
+        return ctx.store.get_image(name, platform=ctx.options.image_platform)
     except DockyardError:
         raise located(
             ctx, step,
