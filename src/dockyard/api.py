@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,9 @@ class BuildResult:
     steps: tuple[StepResult, ...]  # RUN/COPY/ADD steps in Dockerfile order across stages
     config: dict[str, Any] = field(default_factory=dict)
     platforms: tuple[PlatformResult, ...] = ()
+    pushed: tuple[tuple[str, str], ...] = ()  # (reference, manifest digest) per pushed name
+    loaded: tuple[str, ...] = ()  # the Docker daemon's "Loaded image: ..." lines (--load)
+    wrote_stdout: bool = False  # an output went to standard output (-o -)
 
     @property
     def cached_all(self) -> bool:
@@ -137,14 +140,21 @@ def build(
     stdin: Any = None,
     pull: str = "missing",
     quick: Recorder | None = None,
+    add_hosts: Sequence[str] = (),
 ) -> BuildResult:
     """Build ``context`` (a directory, a tarball or ``-``) into an image in the store at ``root``.
 
     ``pull``: ``missing`` pulls a FROM image that is not in the store, ``always`` pulls every
     FROM image, ``never`` only uses the store. ``quick``: the CLI's up-to-date check
-    recorder (``dockyard.quick``), told about the store's generation.
+    recorder (``dockyard.quick``), told about the store's generation. ``add_hosts``
+    (``NAME:ADDRESS``) are added to every RUN's /etc/hosts, as ``docker build --add-host``.
+    ``outputs``: buildx's ``--output`` specs; ``type=image,name=A,B`` also tags the image,
+    ``type=docker`` without ``dest`` loads it into the Docker daemon (``--load``).
+    Tags, outputs, build args, hosts, secrets and the cache TTL are checked before the
+    context is opened, so a bad value costs no step.
     Raises the same located errors as the CLI (``DockerfileError``, ``BuildError`` ...).
     """
+    from dockyard._api import _request
     from dockyard._api._frontend import parse_build_args
     from dockyard._api._root import default_root
     from dockyard.context.context import BuildContext, open_named_contexts
@@ -156,6 +166,15 @@ def build(
     started = time.time()
     if pull not in ("always", "missing", "never"):
         raise UsageError(f"--pull={pull}: expected always, missing or never")
+    # everything that can be wrong with the request, before the first step
+    checked_tags = _request.check_tags(tags)
+    checked_outputs = _request.check_outputs(outputs)
+    extra_hosts = _request.parse_add_hosts(add_hosts)
+    args = parse_build_args(build_args or {})
+    if cache_ttl:
+        _parse_duration(cache_ttl)  # a bad TTL is refused now (parsed again per platform)
+    secret_values = _load_secrets(secrets)
+    ssh_sockets = _parse_ssh(ssh)
     host = str(host_platform())
     # None: the host's, implicitly (the image then keeps its base image's platform fields)
     targets: list[str | None] = list(parse_platforms(platform)) or [None]
@@ -177,7 +196,6 @@ def build(
         df = load_dockerfile(text, filename)
         for message, line in df.parse.warnings:
             emit(BuildWarning(message, time.time(), f"{filename}:{line}"))
-        args = parse_build_args(build_args or {})
         pulled_here: set[tuple[str, str]] = set()
 
         def image_config(ref: str, location: Location, plat: str) -> tuple[str, dict[str, Any]]:
@@ -223,6 +241,7 @@ def build(
         history_key = str(ctx.dockerfile_path or filename)
         lock = stack.enter_context(store.build_lock())
         del lock
+        full_tags = tuple(dict.fromkeys((*checked_tags, *checked_outputs.names)))
         built: list[PlatformResult] = []
         made_here: set[str] = set()  # every platform's solve shares what this build made
         offset = 0  # each platform's vertices are numbered after the previous platform's
@@ -243,8 +262,9 @@ def build(
                 plan, store, ctx, named, emit_here, text, history_key, history_name,
                 snapshotter=snapshotter, runtime=runtime, started=started,
                 options=_options(no_cache, no_cache_filter, cache_ttl, jobs, network, sde_text,
-                                 allow, secrets, ssh, plat, build_contexts or {},
-                                 image_platform=plat if explicit else None, made_here=made_here),
+                                 allow, secret_values, ssh_sockets, plat, build_contexts or {},
+                                 image_platform=plat if explicit else None, made_here=made_here,
+                                 extra_hosts=extra_hosts),
             )
             target_plan = plan.stages[plan.target]
             _config_digest, manifest_digest, config = _assemble(
@@ -252,10 +272,9 @@ def build(
                 int(sde_text) if sde_text else None, labels or {}, target_plan.base.kind,
             )
             record = store.put_image(*_image_bytes(store, manifest_digest),
-                                     names=() if multi else tuple(tags))
+                                     names=() if multi else full_tags)
             steps = tuple(solver.results[v] for v in sorted(solver.results))
             built.append(PlatformResult(plat, record.id, manifest_digest, steps, config))
-        full_tags = tuple(tags)
         if multi:
             index_digest = store.put_platform_images(
                 [(b.platform, b.image_id) for b in built], full_tags)
@@ -268,11 +287,17 @@ def build(
             result = BuildResult(one.image_id, one.manifest_digest, full_tags, one.steps,
                                  one.config)
             default = one.image_id
-        for spec_text in outputs:
-            from dockyard.exporter import export, parse_output
+        done: list[tuple[str, str]] = []
+        for spec in checked_outputs.specs:
+            from dockyard.exporter import export
 
-            export(store, default, parse_output(spec_text), list(full_tags),
-                   platforms=[(b.platform, b.image_id) for b in built] if multi else ())
+            done += export(store, default, spec, list(checked_tags),
+                           platforms=[(b.platform, b.image_id) for b in built] if multi else ())
+        result = replace(
+            result,
+            pushed=tuple((ref, digest) for ref, digest in done if ref != "loaded"),
+            loaded=tuple(line for ref, line in done if ref == "loaded"),
+            wrote_stdout=checked_outputs.to_stdout)
         if iidfile:
             Path(iidfile).write_text(result.image_id)
         if metadata_file:
@@ -301,9 +326,10 @@ def parse_platforms(text: str | None) -> tuple[str, ...]:
 
 def _options(
     no_cache: bool, no_cache_filter: Iterable[str], cache_ttl: str | None, jobs: int | None,
-    network: str, sde_text: str | None, allow: Sequence[str], secrets: Sequence[str],
-    ssh: Sequence[str], platform: str, build_contexts: Mapping[str, str], *,
+    network: str, sde_text: str | None, allow: Sequence[str], secrets: dict[str, bytes],
+    ssh: dict[str, str], platform: str, build_contexts: Mapping[str, str], *,
     image_platform: str | None, made_here: set[str],
+    extra_hosts: tuple[tuple[str, str], ...] = (),
 ) -> Any:
     from dockyard.solver.solver import SolveOptions
 
@@ -316,11 +342,12 @@ def _options(
         network="none" if network == "none" else "host",
         source_date_epoch=int(sde_text) if sde_text else None,
         allow_insecure="security.insecure" in allow,
-        secrets=_load_secrets(secrets),
-        ssh=_parse_ssh(ssh),
+        secrets=secrets,
+        ssh=ssh,
         platform=platform,
         image_platform=image_platform,
         made_here=made_here,
+        extra_hosts=extra_hosts,
         image_contexts={
             name.lower(): spec.removeprefix("docker-image://")
             for name, spec in build_contexts.items()

@@ -174,7 +174,7 @@ def scan(argv: list[str], root: str) -> Invocation | None:
     positional: list[str] = []
     dockerfile: str | None = None
     iidfile: str | None = None
-    progress = "auto"
+    progress = os.environ.get("BUILDKIT_PROGRESS") or "auto"
     quiet = False
     env_args: list[str] = []
     i = 0
@@ -186,6 +186,8 @@ def scan(argv: list[str], root: str) -> Invocation | None:
             continue
         if arg in ("-q", "--quiet"):
             quiet = True
+            continue
+        if arg in ("--rm", "--force-rm"):  # docker's no-ops
             continue
         if arg.startswith("--") and "=" in arg:
             option, _, value = arg.partition("=")
@@ -215,13 +217,15 @@ def scan(argv: list[str], root: str) -> Invocation | None:
             env_args.append(value)
     if len(positional) != 1 or not os.path.isdir(positional[0]):
         return None
-    mode = "quiet" if quiet or progress == "quiet" else progress
+    if progress.lower() not in _PROGRESS:
+        return None
+    mode = "quiet" if quiet or progress == "quiet" else progress.lower()
     if mode == "auto":
         if sys.stderr.isatty():
             return None  # the live display is not replayed
         mode = "plain"
     env = [f"{k}={v}" for k, v in sorted(os.environ.items())
-           if k.startswith("DOCKYARD_") or k == "SOURCE_DATE_EPOCH"]
+           if k.startswith("DOCKYARD_") or k in ("SOURCE_DATE_EPOCH", "BUILDKIT_PROGRESS")]
     env += [f"arg:{k}={os.environ.get(k, '')}:{k in os.environ}" for k in env_args]
     from dockyard._version import __version__
 

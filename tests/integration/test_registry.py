@@ -328,8 +328,12 @@ def test_cli_build_push(built: tuple[Path, str], registry: Registry, tmp_path: P
                           "--push", "--iidfile", str(tmp_path / "iid"), str(ctx)],
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (tmp_path / "iid").read_text()
     fresh = Store.open(tmp_path / "fresh")
-    assert pull(fresh, dest).image_id == (tmp_path / "iid").read_text()
+    pulled = pull(fresh, dest)
+    assert pulled.image_id == (tmp_path / "iid").read_text()
+    # the pushed digest is printed, and it is the one the registry serves
+    assert f"pushed {dest}@{pulled.digest}\n" in out.stderr
     assert fresh.read_config(fresh.get_image(dest)).config.labels == {"pushed": "yes"}
 
 

@@ -1,9 +1,18 @@
-"""``dockyard build``: a thin layer over :func:`dockyard.api.build`."""
+"""``dockyard build``: a thin layer over :func:`dockyard.build`.
+
+It takes what ``docker build`` (buildx) takes: ``--pull`` alone means always, ``--load``
+loads the image into the Docker daemon, ``--provenance``/``--sbom`` are accepted (no
+attestations are made), ``--rm``/``--force-rm`` change nothing (no intermediate containers
+are kept), ``BUILDKIT_PROGRESS`` sets the default ``--progress``, and ``--check`` lints the
+Dockerfile instead of building.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -49,24 +58,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="NAME=DIR", help="an extra named context for COPY --from=NAME")
     parser.add_argument("--jobs", type=int, default=None,
                         help="stages built at once (default: the number of cores)")
-    parser.add_argument("--progress", default="auto",
-                        choices=("auto", "tty", "plain", "rawjson", "quiet"),
-                        help="progress output (default: tty on a terminal, else plain)")
+    parser.add_argument("--progress", default=None, choices=PROGRESS_MODES,
+                        help="progress output (default: $BUILDKIT_PROGRESS, else tty on a "
+                             "terminal, else plain)")
     parser.add_argument("-q", "--quiet", action="store_true", help="same as --progress quiet")
     parser.add_argument("--iidfile", metavar="FILE", help="write the image id to FILE")
     parser.add_argument("--metadata-file", metavar="FILE",
                         help="write build metadata (digests, per-step cache results) as JSON")
     parser.add_argument("--snapshotter", choices=("auto", "overlay", "native"), default="auto",
                         help="how RUN/COPY snapshots are made (default: overlay when it works)")
-    parser.add_argument("--pull", type=_pull_policy, default="missing",
-                        metavar="always|missing|never",
+    parser.add_argument("--pull", type=_pull_policy, default="missing", nargs="?",
+                        const="always", metavar="always|missing|never",
                         help="pull FROM images: missing (default: those not in the store), "
-                             "always, never (true and false mean always and missing)")
+                             "always (also --pull alone), never (true and false mean always "
+                             "and missing)")
     parser.add_argument("--push", action="store_true",
                         help="push the image to its registry after the build (every -t name; "
-                             "same as --output type=registry)")
+                             "same as --output type=registry); prints the pushed digests")
+    parser.add_argument("--load", action="store_true",
+                        help="load the image into the Docker daemon ($DOCKER_HOST, else "
+                             "/var/run/docker.sock; same as --output type=docker)")
+    parser.add_argument("--add-host", dest="add_hosts", action="append", default=[],
+                        metavar="NAME:ADDRESS", help="add a line to /etc/hosts of every RUN")
+    parser.add_argument("--check", action="store_true",
+                        help="lint the Dockerfile (as dockyard check) instead of building; "
+                             "exit 1 when something was found")
+    parser.add_argument("--provenance", nargs="?", const="true", metavar="VALUE",
+                        help="accepted for docker compatibility: no attestations are made")
+    parser.add_argument("--sbom", nargs="?", const="true", metavar="VALUE",
+                        help="accepted for docker compatibility: no attestations are made")
+    parser.add_argument("--rm", action="store_true",
+                        help="accepted for docker compatibility: no intermediate containers "
+                             "are kept")
+    parser.add_argument("--force-rm", action="store_true",
+                        help="accepted for docker compatibility (as --rm)")
     parser.add_argument("--runtime", metavar="NAME|PATH",
                         help="OCI runtime: crun or runc (default: $DOCKYARD_RUNTIME, then probe)")
+
+
+PROGRESS_MODES = ("auto", "tty", "plain", "rawjson", "quiet")
+_PULL_WORDS = ("always", "missing", "never", "true", "false")
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """``--pull`` alone means always, as in docker: make sure argparse does not take the next
+    argument (the context, usually) as its value."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg == "--pull" and (i + 1 >= len(out) or out[i + 1].lower() not in _PULL_WORDS):
+            out[i] = "--pull=always"
+    return out
 
 
 def _pull_policy(text: str) -> str:
@@ -88,15 +131,52 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    import os
+def _progress_mode(args: argparse.Namespace) -> str:
+    from dockyard.errors import UsageError
 
+    if args.quiet:
+        return "quiet"
+    if args.progress:
+        return str(args.progress)
+    env = os.environ.get("BUILDKIT_PROGRESS", "").strip().lower()
+    if env and env not in PROGRESS_MODES:
+        raise UsageError(f"BUILDKIT_PROGRESS={env}: expected one of {', '.join(PROGRESS_MODES)}")
+    return env or "auto"
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``build --check``: the findings, then buildx's closing line; 1 if anything was found."""
+    from dockyard import check
+    from dockyard.errors import UsageError
+
+    if not os.path.isdir(args.context) and args.dockerfile in (None, "-"):
+        raise UsageError("build --check needs a directory context (or -f FILE)")
+    result = check(args.context, dockerfile=args.dockerfile)
+    for finding in result.findings:
+        print(finding)
+    count = len(result.findings)
+    if count == 0:
+        print("Check complete, no warnings found.")
+        return 0
+    noun = "warning has" if count == 1 else "warnings have"
+    print(f"Check complete, {count} {noun} been found!")
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
     from dockyard import build
     from dockyard.progress.render import make_renderer
     from dockyard.quick import Recorder
 
-    mode = "quiet" if args.quiet else args.progress
-    renderer = make_renderer(mode, sys.stderr)
+    if args.check:
+        return _check(args)
+    mode = _progress_mode(args)
+    provenance_off = ("false", "0", "mode=off", None)
+    if args.provenance not in provenance_off or args.sbom not in provenance_off:
+        print("WARNING: --provenance/--sbom: dockyard makes no attestations; building without",
+              file=sys.stderr)
+    # quiet: the id is printed below, unless an output took standard output
+    renderer = make_renderer(mode, sys.stderr, stdout=_Discard() if mode == "quiet" else None)
     runtime = args.runtime or os.environ.get("DOCKYARD_RUNTIME")
     # the walk for the up-to-date check starts before the build reads anything
     recorder = Recorder.start(args.argv, args.root) if getattr(args, "argv", None) else None
@@ -115,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
             no_cache=args.no_cache,
             no_cache_filter=[s for item in args.no_cache_filter for s in item.split(",")],
             cache_ttl=args.cache_ttl,
-            outputs=[*args.outputs, "type=image,push=true"] if args.push else args.outputs,
+            outputs=[*args.outputs, *(["type=image,push=true"] if args.push else []),
+                     *(["type=docker"] if args.load else [])],
             labels=_pairs(args.labels, "--label"),
             platform=",".join(args.platforms) or None,
             network=args.network,
@@ -133,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
             stdin=sys.stdin.buffer if args.context == "-" or args.dockerfile == "-" else None,
             pull=args.pull,
             quick=recorder,
+            add_hosts=args.add_hosts,
         )
     finally:
         renderer.close()
@@ -141,8 +223,23 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(result.tags)
         last_line = f"writing image {result.image_id}" + (f" as {names}" if names else "")
         print(last_line, file=sys.stderr)
+        for line in result.loaded:
+            print(line, file=sys.stderr)
+    elif not result.wrote_stdout:
+        print(result.image_id)
+    for reference, digest in result.pushed:
+        # the digest a deploy pins; on stderr with the progress, like buildx's
+        # "pushing manifest for NAME@DIGEST"
+        print(f"pushed {reference}@{digest}", file=sys.stderr)
     if recorder is not None:
         # the record is an optimisation: the build itself has succeeded
         with contextlib.suppress(OSError):
             recorder.write(result.image_id, last_line)
     return 0
+
+
+class _Discard(io.StringIO):
+    """Where the quiet renderer's id goes: the command prints it itself."""
+
+    def write(self, text: str) -> int:
+        return len(text)

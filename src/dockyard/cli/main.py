@@ -5,6 +5,7 @@ subcommand runs. Each subcommand lives in ``dockyard.cli.cmd_<name>`` and provid
 
     def add_arguments(parser: argparse.ArgumentParser) -> None: ...
     def run(args: argparse.Namespace) -> int: ...
+    def normalize_argv(argv: list[str]) -> list[str]: ...   # optional, before parsing
 
 Exit codes are mapped from exception classes in one place, :func:`main`.
 """
@@ -170,7 +171,8 @@ def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
                       file=sys.stderr)
                 return 1
             raise
-        args = parser.parse_args(argv)
+        normalize = getattr(sys.modules.get(COMMANDS[name][0]), "normalize_argv", None)
+        args = parser.parse_args(normalize(argv) if normalize else argv)
         args.argv = argv
         args.root = root
         args.debug = debug

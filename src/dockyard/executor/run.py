@@ -252,7 +252,7 @@ class Executor:
             resolv = bundle / "resolv.conf"
             resolv.write_text(_host_resolv_conf())
             hosts = bundle / "hosts"
-            hosts.write_text(hosts_file_content(spec.hostname))
+            hosts.write_text(hosts_file_content(spec.hostname, spec.extra_hosts))
             for f in (resolv, hosts):
                 f.chmod(0o644)
             mounts = system_mounts(

@@ -6,6 +6,7 @@ group files, scoped to the rootfs so a symlink there cannot make us read the hos
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -95,6 +96,7 @@ class RunSpec:
     mounts: tuple[MountSpec, ...]
     hostname: str = "dockyard"
     security: Literal["sandbox", "insecure"] = "sandbox"
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host: (name, address) lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,9 +216,11 @@ def _resolve_user(rootfs: Path, user: str) -> UserIds:
     return UserIds(uid, gid, tuple(supplementary))
 
 
-def hosts_file_content(hostname: str) -> str:
-    """/etc/hosts for a build container (as BuildKit writes it)."""
-    return f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+def hosts_file_content(hostname: str, extra_hosts: Sequence[tuple[str, str]] = ()) -> str:
+    """/etc/hosts for a build container (as BuildKit writes it), then one line per
+    ``--add-host`` (``address<TAB>name``), as BuildKit appends them."""
+    text = f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    return text + "".join(f"{address}\t{name}\n" for name, address in extra_hosts)
 
 
 def system_mounts(*, privileged: bool, resolv_conf: Path, hosts: Path) -> list[MountSpec]:

@@ -54,7 +54,7 @@ def export(
     *,
     stdout: BinaryIO | None = None,
     platforms: Sequence[tuple[str, str]] = (),
-) -> None:
+) -> tuple[tuple[str, str], ...]:
     """Write the image ``image_id`` from the store as ``spec`` says, carrying ``names``
     (image references, e.g. the ``-t`` values) where the format has names.
 
@@ -64,14 +64,22 @@ def export(
     ``platforms`` (``(os/arch[/variant], image id)`` pairs) makes the output a multi-platform
     image, as BuildKit writes one: an OCI index in ``oci`` and ``docker`` archives and in the
     registry, and one directory per platform (``linux_amd64``, ``linux_arm_v7``) for
-    ``local`` and ``tar``; ``image_id`` is then the default platform's image."""
+    ``local`` and ``tar``; ``image_id`` is then the default platform's image.
+
+    ``type=docker`` without ``dest`` loads the image into the Docker daemon
+    (``exporter/daemon.py``). Returns what was pushed or loaded: ``(name, manifest digest)``
+    pairs, or ``("loaded", the daemon's line)``."""
     all_names = tuple(names) + ((spec.name,) if spec.name else ())
+    done: tuple[tuple[str, str], ...] = ()
     if spec.push:  # as buildx: the output's name= wins over the -t names
-        _push(store, image_id, spec, (spec.name,) if spec.name else tuple(names), platforms)
+        done = _push(store, image_id, spec, (spec.name,) if spec.name else tuple(names),
+                     platforms)
     if spec.type in ("image", "registry"):
-        return
+        return done
     image = read_image(store, image_id)
     each = tuple((plat, read_image(store, pid)) for plat, pid in platforms)
+    if spec.type == "docker" and spec.dest is None:
+        return _load_into_daemon(store, image, all_names, each)
     if spec.type == "oci":
         write_oci_layout(store, [ArchiveImage(image, all_names, each)],
                          _dest(spec.dest, stdout), as_tar=spec.tar,
@@ -93,6 +101,7 @@ def export(
         else:
             write_rootfs_tar(store, image, dest, each)
             dest.flush()
+    return done
 
 
 def platform_dir(platform: str) -> str:
@@ -100,8 +109,23 @@ def platform_dir(platform: str) -> str:
     return platform.replace("/", "_")
 
 
+def _load_into_daemon(store: Store, image: StoredImage,
+                      names: Sequence[str],
+                      each: Sequence[tuple[str, StoredImage]] = (),
+                      ) -> tuple[tuple[str, str], ...]:
+    import tempfile
+
+    from dockyard.exporter.daemon import DockerDaemon
+
+    daemon = DockerDaemon.from_env()
+    with tempfile.TemporaryFile(dir=store.root / "tmp") as archive:
+        write_docker_archive(store, [ArchiveImage(image, tuple(names), tuple(each))], archive)
+        archive.seek(0)
+        return tuple(("loaded", line) for line in daemon.load(archive))
+
+
 def _push(store: Store, image_id: str, spec: OutputSpec, names: Sequence[str],
-          platforms: Sequence[tuple[str, str]] = ()) -> None:
+          platforms: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:
     from dockyard.errors import UsageError
     from dockyard.image.reference import parse_reference
     from dockyard.registry import RegistryOptions, push
@@ -109,13 +133,16 @@ def _push(store: Store, image_id: str, spec: OutputSpec, names: Sequence[str],
     targets = list(dict.fromkeys(n for name in names for n in name.split(",") if n.strip()))
     if not targets:
         raise UsageError("--output type=registry / push=true needs a name: -t NAME or name=NAME")
+    pushed: list[tuple[str, str]] = []
     for target in targets:
         domain = parse_reference(target.strip()).domain
         options = RegistryOptions.from_env(
             insecure_registries=(domain,) if spec.insecure else ())
-        push(store, image_id, target.strip(),
-             manifest_format="oci" if spec.oci_mediatypes else "docker",
-             compression=spec.compression, options=options, platforms=platforms)
+        result = push(store, image_id, target.strip(),
+                      manifest_format="oci" if spec.oci_mediatypes else "docker",
+                      compression=spec.compression, options=options, platforms=platforms)
+        pushed.append((result.reference, result.digest))
+    return tuple(pushed)
 
 
 def _write_file_atomic(store: Store, image: StoredImage, path: Path,

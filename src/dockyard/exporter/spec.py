@@ -25,7 +25,9 @@ _KEYS = {"type", "dest", "tar", "compression", "compression-level", "force-compr
 
 @dataclass(frozen=True, slots=True)
 class OutputSpec:
-    """One parsed ``--output``. ``dest`` is a path, ``-`` for stdout, or None for ``image``."""
+    """One parsed ``--output``. ``dest`` is a path, ``-`` for stdout, or None: ``image`` and
+    ``registry`` write none, and ``docker`` without one loads into the Docker daemon
+    (``--load``), as buildx does."""
 
     type: OutputType
     dest: str | None
@@ -77,7 +79,7 @@ def parse_output(spec: str) -> OutputSpec:
     push = kind == "registry" or ("push" in values and _bool("push", values["push"]))
     if push and kind not in ("image", "registry"):
         raise UsageError("--output: push=true only applies to type=image or type=registry")
-    if kind not in ("image", "registry") and not dest:
+    if kind not in ("image", "registry", "docker") and not dest:
         raise UsageError(f"--output type={kind} needs dest=PATH")
     if kind == "local" and dest == "-":
         raise UsageError("--output type=local cannot write to stdout; use type=tar,dest=-")

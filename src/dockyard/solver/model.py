@@ -74,6 +74,7 @@ class SolveOptions:
     # them even under --no-cache (the same step is done once per build, as BuildKit's
     # solver merges identical vertices)
     made_here: set[str] = field(default_factory=set)
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host (name, address)
 
 
 def _host_platform() -> str:

@@ -32,7 +32,7 @@ class Run:
         op = step.op
         assert isinstance(op, RunOp)
         mounts = mount_key_parts(ctx, op, step)
-        return CacheInputs(
+        inputs = CacheInputs(
             kind="run",
             components=keys.run_components(
                 op, mounts, stage.platform, network=network_mode(op, ctx.options.network),
@@ -40,6 +40,9 @@ class Run:
             ),
             explain={"used_args": dict(step.used_args)},
         )
+        if ctx.options.extra_hosts:  # BuildKit keys ExtraHosts too; none keeps old keys
+            inputs.components["extra_hosts"] = [list(h) for h in ctx.options.extra_hosts]
+        return inputs
 
     def execute(self, ctx: OpContext, job: Execution) -> Finish | None:
         from dockyard.executor.spec import RunSpec
@@ -77,6 +80,7 @@ class Run:
                 network=network,
                 mounts=tuple(mounts),
                 security="insecure" if op.security == "insecure" else "sandbox",
+                extra_hosts=ctx.options.extra_hosts,
             )
             try:
                 code = ctx.executor.run(rootfs, spec, on_output=on_output)
