@@ -74,7 +74,22 @@ def render() -> str:
                     "*Not available in this version.*", ""]
             continue
         out += _section(f"dockyard {name}", parser, 2)
+    out += _templates()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _templates() -> list[str]:
+    """The appendix on ``--format`` templates, from the template module's own docstring."""
+    from dockyard.cli import gotemplate
+
+    doc = (gotemplate.__doc__ or "").strip()
+    return ["## Go templates (`--format`, `inspect -f`)", "", doc, "",
+            "`images --format` rows have the fields `ID`, `Repository`, `Tag`, `Digest`, "
+            "`CreatedSince`, `CreatedAt`, `Size`, `Containers`, `SharedSize`, `UniqueSize`, "
+            "`VirtualSize` (and `Platform` in a store with multi-platform names); "
+            "`table TEMPLATE` prints docker's column headers above them. `inspect -f` gets "
+            "the document `inspect` prints (`.Id`, `.RepoTags`, `.Config.Env`, `.Size` ...).",
+            ""]
 
 
 def main(argv: list[str] | None = None) -> int:

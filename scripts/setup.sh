@@ -8,7 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PKGS=(crun runc skopeo umoci docker-registry busybox-static debootstrap e2fsprogs
       git tar xz-utils bzip2 curl time iproute2 openssl apache2-utils
-      qemu-user-static binfmt-support)
+      qemu-user-static binfmt-support
+      zsh fish)  # zsh, fish: the generated completion scripts are tested in them
 # Foreign architectures whose packages the test bases are made from (busybox-static:arm64,
 # fetched with apt-get download), and whose binaries RUN steps emulate through QEMU.
 FOREIGN_ARCHS=(arm64)

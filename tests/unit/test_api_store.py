@@ -31,7 +31,8 @@ def _tar(files: dict[str, bytes]) -> bytes:
 
 
 def make_image(root: Path, layers: list[dict[str, bytes]], names: tuple[str, ...] = (),
-               created: str = "2024-01-01T00:00:01Z") -> tuple[str, list[str]]:
+               created: str = "2024-01-01T00:00:01Z",
+               labels: dict[str, str] | None = None) -> tuple[str, list[str]]:
     """An image written through the store API; returns its id and diff ids."""
     with Store.open(root) as store, store.build_lock():
         diff_ids, descs = [], []
@@ -44,7 +45,8 @@ def make_image(root: Path, layers: list[dict[str, bytes]], names: tuple[str, ...
                           "digest": digest, "size": len(data)})
         config = json.dumps({
             "architecture": "amd64", "os": "linux", "created": created,
-            "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+            "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"],
+                       **({"Labels": labels} if labels else {})},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
             "history": [{"created": created, "created_by": f"COPY layer{i} /"}
                         for i in range(len(layers))],

@@ -86,11 +86,18 @@ class RemoveResult:
     deleted: str | None
 
 
-def images(reference: str | None = None, *, root: Root = None) -> tuple[ImageSummary, ...]:
+def images(reference: str | None = None, *, filters: Sequence[str] = (),
+           root: Root = None) -> tuple[ImageSummary, ...]:
     """The images in the store, newest first, one entry per name (see :class:`ImageSummary`).
 
     ``reference`` (``REPOSITORY[:TAG]``) keeps only the entries of that repository (and tag).
+    ``filters``: docker's ``images --filter`` values (``reference=PATTERN``,
+    ``dangling=true|false``, ``before=IMAGE``, ``since=IMAGE``, ``label=KEY[=VALUE]``; see
+    ``dockyard._api._filters``); an unknown key is a UsageError.
     """
+    from dockyard._api._filters import parse_filters
+
+    wanted = parse_filters(filters)
     from dockyard.image.reference import parse_reference
 
     want_name: str | None = None
@@ -133,7 +140,23 @@ def images(reference: str | None = None, *, root: Root = None) -> tuple[ImageSum
             )
             out.append(ImageSummary(image.id, repo, tag_, digest, image.created, image.size,
                                     platform_of.get(image.id, "")))
+    if wanted:
+        return _filtered(out, wanted, root)
     return tuple(out)
+
+
+def _filtered(rows: list[ImageSummary], wanted: dict[str, list[str]],
+              root: Root) -> tuple[ImageSummary, ...]:
+    from dockyard._api._filters import apply_filters
+
+    with open_store(root) as store:
+        def created_of(image: str) -> str | None:
+            return store.get_image(image).created
+
+        def labels_of(image_id: str) -> Mapping[str, str]:
+            return store.read_config(store.get_image(image_id)).config.labels or {}
+
+        return apply_filters(rows, wanted, created_of, labels_of)
 
 
 def inspect(image: str, *, root: Root = None, platform: str | None = None) -> ImageDetails:

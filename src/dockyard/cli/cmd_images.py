@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ __all__ = [
     "human_duration",
     "human_size",
     "parse_time",
+    "render_rows",
     "rfc3339",
     "run",
 ]
@@ -117,23 +119,61 @@ def created_at(text: str | None) -> str:
     return created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
 
 
+# a template field -> its column header in "table ..." formats (docker's names)
+HEADERS = {
+    "ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
+    "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+    "Containers": "CONTAINERS", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE",
+    "VirtualSize": "VIRTUAL SIZE", "Platform": "PLATFORM",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("repository", nargs="?", help="only images of REPOSITORY[:TAG]")
+    parser.add_argument("-a", "--all", action="store_true",
+                        help="accepted for docker compatibility (there are no intermediate "
+                             "images to hide)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only show image ids")
     parser.add_argument("--no-trunc", action="store_true", help="show full image ids")
+    parser.add_argument("--digests", action="store_true", help="show a DIGEST column")
+    parser.add_argument("-f", "--filter", dest="filters", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="reference=PATTERN, dangling=true|false, before=IMAGE, "
+                             "since=IMAGE, label=KEY[=VALUE] (repeatable)")
     parser.add_argument(
         "--format",
-        choices=("table", "json"),
         default="table",
-        help="table (default) or json (one object per line, as docker)",
+        metavar="table|json|TEMPLATE",
+        help="table (default), json (one object per line, as docker), a Go template "
+             "({{.Repository}}:{{.Tag}}), or 'table TEMPLATE' for a table of those columns",
     )
+
+
+def render_rows(fmt: str, rows: Sequence[dict[str, str]], headers: dict[str, str]) -> str:
+    r"""Rows through a docker ``--format``: a Go template (one line per row), or ``table``
+    followed by one (a header row, then columns aligned as docker's tabwriter aligns them).
+    ``\t`` and ``\n`` typed as two characters mean a tab and a newline, as in docker."""
+    from dockyard.cli.gotemplate import Template
+
+    table = fmt.startswith("table")
+    text = fmt[len("table"):] if table else fmt
+    text = text.strip(" ").replace("\\t", "\t").replace("\\n", "\n")
+    template = Template(text)
+    lines = [template.render(row) for row in rows]
+    if not table:
+        return "".join(line + "\n" for line in lines)
+    head = template.render({k: headers.get(k, k.upper()) for k in headers})
+    cells = [line.split("\t") for line in [head, *lines]]
+    width = max(len(c) for c in cells)
+    cells = [c + [""] * (width - len(c)) for c in cells]
+    return format_table(cells[0], cells[1:]) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
     from dockyard import images
 
     rows: list[dict[str, str]] = []
-    listed = images(args.repository or None, root=args.root)
+    listed = images(args.repository or None, filters=args.filters, root=args.root)
     # a store with multi-platform names says which image is which (PLATFORM, "Platform")
     multi = any(image.platform for image in listed)
     for image in listed:
@@ -159,9 +199,15 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "json":
         for row in rows:
             print(json.dumps(row, sort_keys=True))
+    elif args.format != "table":
+        sys.stdout.write(render_rows(args.format, rows, HEADERS))
     else:
         headers = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
         table = [[r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]] for r in rows]
+        if args.digests:
+            headers.insert(2, "DIGEST")
+            for line, r in zip(table, rows, strict=True):
+                line.insert(2, r["Digest"])
         if multi:
             headers.append("PLATFORM")
             for line, r in zip(table, rows, strict=True):

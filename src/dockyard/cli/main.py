@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("dockyard.cli.cmd_build", "Build an image from a Dockerfile"),
     "check": ("dockyard.cli.cmd_check", "Lint a Dockerfile"),
     "images": ("dockyard.cli.cmd_images", "List images in the store"),
+    "image": ("dockyard.cli.cmd_image", "Image commands by docker's other names (image ls ...)"),
     "inspect": ("dockyard.cli.cmd_inspect", "Show an image's details as JSON"),
     "history": ("dockyard.cli.cmd_history", "Show an image's history"),
     "tag": ("dockyard.cli.cmd_tag", "Give an image another name"),
@@ -44,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("dockyard.cli.cmd_cache", "Inspect and prune the build cache"),
     "info": ("dockyard.cli.cmd_info", "Show the runtime, snapshotter and store in use"),
     "debug": ("dockyard.cli.cmd_debug", "Frontend debugging: parse, expand, stages"),
+    "completion": ("dockyard.cli.cmd_completion", "Print a shell completion script"),
 }
 
 
