@@ -141,6 +141,8 @@ def build(
     pull: str = "missing",
     quick: Recorder | None = None,
     add_hosts: Sequence[str] = (),
+    ulimits: Sequence[str] = (),
+    shm_size: str | None = None,
 ) -> BuildResult:
     """Build ``context`` (a directory, a tarball or ``-``) into an image in the store at ``root``.
 
@@ -152,6 +154,8 @@ def build(
     ``type=docker`` without ``dest`` loads it into the Docker daemon (``--load``).
     Tags, outputs, build args, hosts, secrets and the cache TTL are checked before the
     context is opened, so a bad value costs no step.
+    ``ulimits`` (``nofile=1024:2048``) and ``shm_size`` (``128m``) apply to every RUN, as
+    ``docker build --ulimit/--shm-size``; neither is part of a cache key.
     Raises the same located errors as the CLI (``DockerfileError``, ``BuildError`` ...).
     """
     from dockyard._api import _request
@@ -182,6 +186,7 @@ def build(
     # absolute: the runtime resolves a relative rootfs against its bundle directory
     store_root = (Path(root) if root is not None else Path(default_root())).absolute()
     store = Store.open(store_root)
+    _sweep_stale_runs(store.root / "run")
     if quick is not None:
         quick.begin(store)
     with ExitStack() as stack:
@@ -264,7 +269,8 @@ def build(
                 options=_options(no_cache, no_cache_filter, cache_ttl, jobs, network, sde_text,
                                  allow, secret_values, ssh_sockets, plat, build_contexts or {},
                                  image_platform=plat if explicit else None, made_here=made_here,
-                                 extra_hosts=extra_hosts),
+                                 extra_hosts=extra_hosts, ulimits=ulimits,
+                                 shm_size=shm_size),
             )
             target_plan = plan.stages[plan.target]
             _config_digest, manifest_digest, config = _assemble(
@@ -330,6 +336,7 @@ def _options(
     ssh: dict[str, str], platform: str, build_contexts: Mapping[str, str], *,
     image_platform: str | None, made_here: set[str],
     extra_hosts: tuple[tuple[str, str], ...] = (),
+    ulimits: Sequence[str] = (), shm_size: str | None = None,
 ) -> Any:
     from dockyard.solver.solver import SolveOptions
 
@@ -353,6 +360,8 @@ def _options(
             for name, spec in build_contexts.items()
             if spec.startswith("docker-image://")
         },
+        ulimits=_parse_ulimits(ulimits),
+        shm_size=_parse_shm_size(shm_size),
     )
 
 
@@ -549,6 +558,30 @@ def _load_secrets(items: Sequence[str]) -> dict[str, bytes]:
     return out
 
 
+def _parse_ulimits(items: Sequence[str]) -> tuple[Any, ...]:
+    if not items:
+        return ()
+    from dockyard.executor.spec import parse_ulimit
+
+    parsed = {u.name: u for u in map(parse_ulimit, items)}  # a later one wins, as docker's
+    return tuple(parsed.values())
+
+
+def _parse_shm_size(text: str | None) -> int | None:
+    if not text:
+        return None
+    from dockyard.errors import DockerfileError
+    from dockyard.executor.mounts import parse_size
+
+    try:
+        size = parse_size(text)
+    except DockerfileError:
+        raise UsageError(f"--shm-size {text}: not a size (e.g. 64m, 1g)") from None
+    if size <= 0:
+        raise UsageError(f"--shm-size {text}: must be more than 0")
+    return size
+
+
 def _parse_ssh(items: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -561,7 +594,7 @@ def _parse_ssh(items: Sequence[str]) -> dict[str, str]:
 
 
 class _terminate_as_interrupt:
-    """SIGTERM behaves like Ctrl-C during a build (main thread only): containers are killed,
+    """SIGTERM and SIGHUP behave like Ctrl-C during a build (main thread only): containers are killed,
     mounts undone, nothing partial stored."""
 
     def __init__(self, solver: Any) -> None:
@@ -575,9 +608,24 @@ class _terminate_as_interrupt:
                 raise KeyboardInterrupt
 
             self.previous = (signal.signal(signal.SIGTERM, handler),
-                             signal.signal(signal.SIGINT, handler))
+                             signal.signal(signal.SIGINT, handler),
+                             signal.signal(signal.SIGHUP, handler))  # a closed terminal
 
     def __exit__(self, *exc: object) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous[0])
             signal.signal(signal.SIGINT, self.previous[1])
+            signal.signal(signal.SIGHUP, self.previous[2])
+
+
+def _sweep_stale_runs(state_dir: Path) -> None:
+    """Containers, mounts, bundles and secrets left by a dockyard process that was killed
+    (SIGKILL): removed by the next build (see ``executor.run.sweep_stale``)."""
+    try:
+        leftovers = any(os.scandir(state_dir / "owners"))
+    except OSError:
+        leftovers = False
+    if leftovers:
+        from dockyard.executor.run import sweep_stale
+
+        sweep_stale(state_dir)

@@ -123,9 +123,10 @@ def test_oci_spec_sandbox(tmp_path: Path) -> None:
     assert "/proc/kcore" in spec["linux"]["maskedPaths"]
     assert spec["root"] == {"path": str(tmp_path), "readonly": False}
     assert spec["mounts"] == [
-        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid"]}
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "nodev"]}
     ]
     assert spec["hostname"] == "dockyard"
+    assert spec["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
 
 
 def test_oci_spec_network_none_and_insecure(tmp_path: Path) -> None:
@@ -134,7 +135,9 @@ def test_oci_spec_network_none_and_insecure(tmp_path: Path) -> None:
     assert {"type": "network"} in spec["linux"]["namespaces"]
     assert "CAP_SYS_ADMIN" in spec["process"]["capabilities"]["bounding"]
     assert "maskedPaths" not in spec["linux"]
+    assert "seccomp" not in spec["linux"]
     assert spec["process"]["env"] == ["PATH=/x"]
+    assert spec["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
 
 
 @pytest.mark.parametrize(

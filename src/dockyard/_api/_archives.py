@@ -8,7 +8,7 @@ so a concurrent ``prune`` waits.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
@@ -209,6 +209,7 @@ def cp(
     *,
     follow_link: bool = False,
     root: Root = None,
+    warn: Callable[[str], None] | None = None,
 ) -> CopyResult:
     """``docker cp`` out of an image: ``path`` (absolute in the image) to ``dest``.
 
@@ -216,6 +217,8 @@ def cp(
     entry). Otherwise a file goes to ``dest`` (inside it if it is a directory); a directory
     to a missing ``dest`` becomes ``dest``, to an existing directory goes inside it, and
     ``PATH/.`` copies only its contents. ``follow_link`` follows a symlink at ``path``.
+    A device node or FIFO of the image is never opened: it is made anew as a node (as
+    root), or skipped with a message to ``warn``.
     """
     from dockyard.exporter import copy_from_image, read_image
 
@@ -224,7 +227,7 @@ def cp(
         stored = read_image(store, image)
         with store.build_lock():
             copy_from_image(store, stored, path, target, stdout=stream,
-                            follow_link=follow_link)
+                            follow_link=follow_link, warn=warn)
     if stream is not None:
         stream.flush()
     return CopyResult(stored.id, path, target)

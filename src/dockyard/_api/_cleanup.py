@@ -83,9 +83,12 @@ def prune(*, all: bool = False, timeout: float = 60.0, root: Root = None) -> Pru
     """Remove every blob, layer and snapshot no image or cache record references, leftovers
     of killed builds (temp files, mounts, containers, uncommitted snapshots) and, with
     ``all``, every cache record, the cache mounts and the untagged images first."""
+    from dockyard.executor.run import sweep_stale
     from dockyard.store.gc import prune as gc_prune
 
     with open_store(root) as store:
+        # bundles, secrets, mounts and containers of killed dockyard processes
+        sweep_stale(store.root / "run")
         report = gc_prune(store, all_cache=all, timeout=timeout)
         snapshots, snapshot_bytes = _sweep_snapshots(store, timeout)
     return PruneResult(
@@ -110,9 +113,10 @@ def _sweep_snapshots(store: Store, timeout: float) -> tuple[int, int]:
     with store.exclusive_lock(timeout):
         # No build runs while we hold the exclusive lock: whatever is still mounted, and every
         # active snapshot or view, was left by a killed process.
-        from dockyard.executor.run import cleanup_stale_containers
+        from dockyard.executor.run import cleanup_stale_containers, sweep_stale
 
         cleanup_stale_containers(store.root / "run")
+        sweep_stale(store.root / "run", exclusive=True)
         cleanup_stale_mounts(store.root)
         leftovers = 0
         for key in reversed(snapshotter.uncommitted()):

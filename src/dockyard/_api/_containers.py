@@ -13,8 +13,8 @@ Docker's rules:
 
 The container's stdout and stderr, merged, go to ``on_output`` as they come; standard input
 is not connected. The store's shared lock is held while the container runs, so a concurrent
-``prune`` waits instead of removing its layers. SIGINT or SIGTERM (in the main thread) kills
-the container, unmounts the snapshot and raises KeyboardInterrupt.
+``prune`` waits instead of removing its layers. SIGINT, SIGTERM or SIGHUP (in the main
+thread) kills the container, unmounts the snapshot and raises KeyboardInterrupt.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def merge_env(
 
 @contextlib.contextmanager
 def _signals_kill(executor: Any) -> Iterator[None]:
-    """SIGTERM and SIGINT kill the container, then unwind as Ctrl-C (main thread only)."""
+    """SIGTERM, SIGHUP and SIGINT kill the container, then unwind as Ctrl-C (main thread
+    only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -91,11 +92,13 @@ def _signals_kill(executor: Any) -> Iterator[None]:
 
     old_term = signal.signal(signal.SIGTERM, handler)
     old_int = signal.signal(signal.SIGINT, handler)
+    old_hup = signal.signal(signal.SIGHUP, handler)  # a closed terminal or SSH session
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGHUP, old_hup)
 
 
 def run(
@@ -160,6 +163,7 @@ def run(
         executor = Executor(detect_runtime(runtime_name, cache_dir=state), state)
         layers = LayerSnapshots(store, snapshotter)
         with (
+            contextlib.closing(executor),  # its bundles and owner file
             store.build_lock(),
             _signals_kill(executor),
             layers.writable(list(config.diff_ids)) as rootfs,

@@ -1,4 +1,5 @@
-"""``info``: the OCI runtime, cgroup mode, snapshotter and store root a build would use."""
+"""``info``: the OCI runtime, cgroup mode, the sandbox and limits of a RUN step on this host,
+the snapshotter and store root a build would use."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, Literal
 
 from dockyard._api._common import Root, store_root
 
-__all__ = ["RuntimeStatus", "SnapshotterStatus", "SystemInfo", "info"]
+__all__ = ["RuntimeStatus", "SandboxStatus", "SnapshotterStatus", "SystemInfo", "info"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,38 @@ class RuntimeStatus:
             return {"error": self.error}
         return {"name": self.name, "path": self.path, "version": self.version,
                 "args": list(self.args), "cgroup2_hidden": self.cgroup2_hidden}
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    """What a sandboxed RUN step gets with the runtime found (docs/security.md)."""
+
+    capabilities: str
+    seccomp: str
+    devices: str
+    pids: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"capabilities": self.capabilities, "seccomp": self.seccomp,
+                "devices": self.devices, "pids": self.pids, "masked_paths": True}
+
+
+def sandbox_status(rt: Any) -> SandboxStatus:
+    """The sandbox facts for a :class:`~dockyard.executor.runtime.RuntimeInfo`."""
+    from dockyard.executor.spec import DEFAULT_PIDS_LIMIT
+
+    if rt.cgroups:
+        pids = f"cgroup pids.max {DEFAULT_PIDS_LIMIT}"
+        devices = "device cgroup (default devices only)"
+    else:
+        pids = f"RLIMIT_NPROC {DEFAULT_PIDS_LIMIT} (no cgroup manager)"
+        devices = "no device cgroup"
+    devices += "; nodev on /dev and every mount" + (
+        ", rootfs included" if rt.nodev_root else ", not the rootfs (this runtime drops it)")
+    if not rt.device_barrier:
+        devices += "; seccomp refuses mknod of device nodes"
+    return SandboxStatus("Docker's default capabilities", "Docker's default seccomp profile",
+                         devices, pids)
 
 
 @dataclass(frozen=True)
@@ -73,12 +106,16 @@ class SystemInfo:
     snapshotter: SnapshotterStatus
     # the platforms this host runs: natively, or emulated (QEMU registered in binfmt_misc)
     platforms: tuple[PlatformStatus, ...] = ()
+    sandbox: SandboxStatus | None = None  # None when no runtime works
 
     def to_dict(self) -> dict[str, Any]:
         """The ``dockyard info --format json`` document."""
-        return {"root": self.root, "cgroup_mode": self.cgroup_mode,
-                "runtime": self.runtime.to_dict(), "snapshotter": self.snapshotter.to_dict(),
-                "platforms": [p.to_dict() for p in self.platforms]}
+        out = {"root": self.root, "cgroup_mode": self.cgroup_mode,
+               "runtime": self.runtime.to_dict(), "snapshotter": self.snapshotter.to_dict(),
+               "platforms": [p.to_dict() for p in self.platforms]}
+        if self.sandbox is not None:
+            out["sandbox"] = self.sandbox.to_dict()
+        return out
 
 
 def info(
@@ -96,10 +133,12 @@ def info(
 
     path = store_root(root)
     path.mkdir(parents=True, exist_ok=True)
+    sandbox = None
     try:
         rt = detect_runtime(runtime, cache_dir=path / "run")
         rt_status = RuntimeStatus(rt.name, rt.path, rt.version, tuple(rt.global_args),
                                   bool(rt.wrapper))
+        sandbox = sandbox_status(rt)
     except DockyardError as err:
         rt_status = RuntimeStatus(error=str(err))
     try:
@@ -114,4 +153,4 @@ def info(
 
     platforms = tuple(PlatformStatus(p.platform, p.native, p.emulator, p.interpreter)
                       for p in runnable_platforms())
-    return SystemInfo(str(path), cgroup_mode(), rt_status, sn_status, platforms)
+    return SystemInfo(str(path), cgroup_mode(), rt_status, sn_status, platforms, sandbox)

@@ -92,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "are kept")
     parser.add_argument("--force-rm", action="store_true",
                         help="accepted for docker compatibility (as --rm)")
+    parser.add_argument("--ulimit", dest="ulimits", action="append", default=[],
+                        metavar="NAME=SOFT[:HARD]",
+                        help="a resource limit for every RUN, as docker build's "
+                             "(e.g. nofile=1024:2048; -1 is unlimited)")
+    parser.add_argument("--shm-size", metavar="SIZE",
+                        help="size of /dev/shm in every RUN (default 64m)")
     parser.add_argument("--runtime", metavar="NAME|PATH",
                         help="OCI runtime: crun or runc (default: $DOCKYARD_RUNTIME, then probe)")
 
@@ -215,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
             pull=args.pull,
             quick=recorder,
             add_hosts=args.add_hosts,
+            ulimits=args.ulimits,
+            shm_size=args.shm_size,
         )
     finally:
         renderer.close()

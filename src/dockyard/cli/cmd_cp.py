@@ -37,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
     if args.dest == "-" and sys.stdout.isatty():
         raise UsageError("refusing to write a tar to a terminal; redirect stdout")
     cp(image_name, path, sys.stdout.buffer if args.dest == "-" else args.dest,
-       follow_link=args.follow_link, root=args.root)
+       follow_link=args.follow_link, root=args.root,
+       warn=lambda message: print(f"WARNING: {message}", file=sys.stderr))
     return 0

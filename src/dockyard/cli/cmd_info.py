@@ -1,4 +1,5 @@
-"""``dockyard info``: the OCI runtime, cgroup mode, snapshotter and store root in use."""
+"""``dockyard info``: the OCI runtime, cgroup mode, the sandbox and limits RUN steps get on
+this host, the snapshotter and the store root."""
 
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ def run(args: argparse.Namespace) -> int:
         sn_line += f" (overlay unavailable: {sn.overlay_error})"
     print(f"Runtime:      {rt_line}")
     print(f"Cgroups:      {result.cgroup_mode}")
+    sandbox = result.sandbox
+    if sandbox is not None:
+        print(f"Sandbox:      {sandbox.capabilities}, {sandbox.seccomp}, masked /proc and "
+              "/sys paths")
+        print(f"Devices:      {sandbox.devices}")
+        print(f"Pids limit:   {sandbox.pids}")
     print(f"Snapshotter:  {sn_line}")
     print(f"Store root:   {result.root}")
     native = [p.platform for p in result.platforms if p.native]

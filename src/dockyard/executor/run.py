@@ -1,10 +1,17 @@
 """Running one process in a root filesystem with crun or runc.
 
-Each run gets a bundle ``<state>/bundles/<id>/`` (config.json, resolv.conf, hosts) and a
-container id; the runtime keeps its own state under ``<state>/runtime/<name>``. Whatever
-happens (exit, error, Ctrl-C, SIGTERM turned into an exception, :meth:`Executor.cancel`),
+Each run gets a bundle ``<state>/bundles/<owner>/<id>/`` (0700: config.json 0600,
+resolv.conf, hosts, and ``rootfs``, a ``nodev`` bind mount of the snapshot) and a container
+id; the runtime keeps its own state under ``<state>/runtime/<name>``. Whatever happens
+(exit, error, Ctrl-C, SIGTERM or SIGHUP turned into an exception, :meth:`Executor.cancel`),
 the container is killed and deleted and the bundle removed before :meth:`Executor.run`
-returns or raises. Mount points the runtime had to create in the rootfs (``/etc/resolv.conf``
+returns or raises.
+
+``<owner>`` names one process: ``<state>/owners/<owner>`` is a file that process keeps
+locked (``flock``) while it lives, and that names its secrets directory (on tmpfs). A
+process killed with SIGKILL cannot clean up; :func:`sweep_stale` (run by the next build and
+by ``prune``) finds owner files nobody holds and removes their containers, mounts, bundles
+and secrets. Mount points the runtime had to create in the rootfs (``/etc/resolv.conf``
 in an image without one, ``/run/secrets``...) are removed again when they are still empty,
 so they never reach the layer.
 """
@@ -12,6 +19,7 @@ so they never reach the layer.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -37,7 +45,14 @@ from dockyard.executor.spec import (
     system_mounts,
 )
 
-__all__ = ["Executor", "MountStub", "find_mount_stubs", "remove_mount_stubs", "sigterm_raises"]
+__all__ = [
+    "Executor",
+    "MountStub",
+    "find_mount_stubs",
+    "remove_mount_stubs",
+    "sigterm_raises",
+    "sweep_stale",
+]
 
 _SHELLS = ("/bin/sh", "/bin/bash", "/bin/ash", "/usr/bin/sh", "/usr/bin/bash")
 
@@ -204,17 +219,106 @@ def _ensure_cwd(rootfs: Path, cwd: str, ids: UserIds) -> None:
 
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises KeyboardInterrupt in the main thread (so the executor
-    and ``mounted()`` clean up as for Ctrl-C). Only usable from the main thread."""
+    """Within the block, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread (so the
+    executor and ``mounted()`` clean up as for Ctrl-C). Only usable from the main thread."""
 
     def handler(signum: int, frame: types.FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     old = signal.signal(signal.SIGTERM, handler)
+    old_hup = signal.signal(signal.SIGHUP, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGHUP, old_hup)
+
+
+def tmpfs_dirs() -> list[Path]:
+    """Directories on tmpfs where secrets may live, best first (/dev/shm, /run)."""
+    found = []
+    points = _tmpfs_mount_points()
+    for candidate in ("/dev/shm", "/run"):
+        if candidate in points and os.path.isdir(candidate) and os.access(candidate, os.W_OK):
+            found.append(Path(candidate))
+    return found
+
+
+def _tmpfs_mount_points() -> set[str]:
+    points: set[str] = set()
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split(" ", 1)[0] == "tmpfs":
+                points.add(left.split(" ")[4])
+    return points
+
+
+class _Owner:
+    """This process's claim on its bundles and secrets: a locked file under ``owners/``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.token = f"{os.getpid()}-{os.urandom(4).hex()}"
+        owners = state_dir / "owners"
+        owners.mkdir(parents=True, exist_ok=True)
+        os.chmod(owners, 0o700)
+        self.path = owners / self.token
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self.bundles = state_dir / "bundles" / self.token
+        self._secrets: Path | None = None
+        self._state_dir = state_dir
+
+    def secrets_dir(self) -> Path:
+        """A fresh 0700 directory on tmpfs for this process's secret files."""
+        if self._secrets is None:
+            bases = tmpfs_dirs()
+            if bases:
+                import tempfile
+
+                path = Path(tempfile.mkdtemp(prefix="dockyard-secrets-", dir=bases[0]))
+            else:
+                path = _mount_private_tmpfs(self._state_dir / "secrets" / self.token)
+            os.write(self._fd, str(path).encode())
+            os.fsync(self._fd)
+            self._secrets = path
+        return self._secrets
+
+    def release(self) -> None:
+        _remove_owned(self.bundles, self._secrets)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def _mount_private_tmpfs(path: Path) -> Path:
+    """A 0700 tmpfs mounted at ``path`` (for hosts without a tmpfs /dev/shm or /run)."""
+    from dockyard.snapshot.base import Mount, mount_one
+
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    try:
+        mount_one(Mount("tmpfs", "tmpfs", ("nosuid", "nodev", "noexec", "mode=0700",
+                                           "size=16m")), path)
+    except Exception as err:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+        raise ExecutorError(f"no tmpfs for secrets: {err}") from None
+    return path
+
+
+def _remove_owned(bundles: Path, secrets: Path | None) -> None:
+    """Unmount and remove an owner's bundles directory and its secrets directory."""
+    from dockyard.snapshot.base import our_mounts, unmount
+
+    for path in (bundles, secrets):
+        if path is None or not path.exists():
+            continue
+        for point in our_mounts(path):
+            with contextlib.suppress(Exception):
+                unmount(point)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class Executor:
@@ -228,6 +332,25 @@ class Executor:
         self._lock = threading.Lock()
         self._running: dict[str, subprocess.Popen[bytes]] = {}
         self._cancelled = False
+        self._owner: _Owner | None = None
+
+    def _claim(self) -> _Owner:
+        with self._lock:
+            if self._owner is None:
+                self._owner = _Owner(self.state_dir)
+            return self._owner
+
+    def secrets_dir(self) -> Path:
+        """This process's private secrets directory: 0700, on tmpfs, removed by
+        :meth:`close` (or, after a crash, by :func:`sweep_stale`)."""
+        return self._claim().secrets_dir()
+
+    def close(self) -> None:
+        """Remove this executor's bundles directory, secrets directory and owner file."""
+        with self._lock:
+            owner, self._owner = self._owner, None
+        if owner is not None:
+            owner.release()
 
     def _cmd(self, *args: str) -> list[str]:
         return [*self.runtime.argv_prefix, "--root", str(self._runtime_root), *args]
@@ -244,10 +367,16 @@ class Executor:
         _check_command(rootfs, spec)
         ids = UserIds(*resolve_user(rootfs, spec.user))
         cid = f"dockyard-{os.urandom(8).hex()}"
-        bundle = self._bundles / cid
-        bundle.mkdir(parents=True)
+        owner = self._claim()
+        owner.bundles.mkdir(parents=True, exist_ok=True)
+        os.chmod(owner.bundles.parent, 0o700)
+        bundle = owner.bundles / cid
+        bundle.mkdir(0o700)
+        os.chmod(bundle, 0o700)  # whatever the umask
         self._runtime_root.mkdir(parents=True, exist_ok=True)
         stubs: list[MountStub] = []
+        root_view: Path | None = None
+        privileged = spec.security == "insecure"
         try:
             resolv = bundle / "resolv.conf"
             resolv.write_text(_host_resolv_conf())
@@ -256,17 +385,31 @@ class Executor:
             for f in (resolv, hosts):
                 f.chmod(0o644)
             mounts = system_mounts(
-                privileged=spec.security == "insecure", resolv_conf=resolv, hosts=hosts
+                privileged=privileged, resolv_conf=resolv, hosts=hosts, shm_size=spec.shm_size
             )
             mounts += list(spec.mounts)
             stubs = find_mount_stubs(rootfs, [m.destination for m in mounts])
             if spec.cwd not in ("", "/"):
                 _ensure_cwd(rootfs, spec.cwd, ids)
-            config = oci_spec(rootfs, spec, ids, mounts)
-            (bundle / "config.json").write_text(json.dumps(config))
+            container_root = rootfs
+            if not privileged:
+                root_view = bundle / "rootfs"
+                container_root = _nodev_view(rootfs, root_view)
+            config = oci_spec(container_root, spec, ids, mounts, cgroups=self.runtime.cgroups,
+                              device_barrier=self.runtime.device_barrier)
+            fd = os.open(bundle / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(config, out)
             return self._run_container(cid, bundle, on_output)
         finally:
+            if root_view is not None:
+                from dockyard.snapshot.base import unmount
+
+                with contextlib.suppress(Exception):
+                    unmount(root_view)
             shutil.rmtree(bundle, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                owner.bundles.rmdir()  # when no other run of ours is using it
             remove_mount_stubs(rootfs, stubs)
 
     def _run_container(
@@ -364,6 +507,118 @@ class Executor:
             self._kill(cid)
 
 
+def _nodev_view(rootfs: Path, target: Path) -> Path:
+    """Bind ``rootfs`` at ``target`` with ``nodev``: the runtime binds the container's root
+    from there, and the flag stays, so no device node in the image or made by the step can
+    be opened, whether or not a device cgroup applies."""
+    from dockyard.snapshot.base import Mount, mount_one
+
+    target.mkdir()
+    try:
+        mount_one(Mount("bind", str(rootfs), ("bind", "nodev")), target)
+    except OSError as err:
+        raise ExecutorError(f"cannot prepare the container's root: {err.strerror}") from None
+    return target
+
+
+def sweep_stale(state_dir: Path, *, exclusive: bool = False) -> int:
+    """Remove what dockyard processes that are gone (SIGKILL, power loss) left in
+    ``state_dir``: their containers (killed and deleted), mounts, bundles (with the env
+    secrets in their config.json) and secrets directories. Safe while other dockyard
+    processes run: an owner still holding its lock is left alone. With ``exclusive`` (the
+    caller holds the store's exclusive lock, so no dockyard process runs) bundles with no
+    owner file at all (older dockyard versions) go too. Returns how many owners were
+    cleaned up."""
+    owners = state_dir / "owners"
+    cleaned = 0
+    try:
+        names = os.listdir(owners)
+    except OSError:
+        names = []
+    for name in names:
+        path = owners / name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # alive
+            secrets_text = os.read(fd, 4096).decode(errors="replace").strip()
+            secrets = Path(secrets_text) if secrets_text else None
+            if secrets is not None and not _is_secrets_dir(secrets, state_dir, name):
+                secrets = None
+            bundles = state_dir / "bundles" / name
+            _kill_containers(state_dir, _listdir(bundles))
+            _remove_owned(bundles, secrets)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            cleaned += 1
+        finally:
+            os.close(fd)
+    if exclusive:
+        for name in _listdir(state_dir / "bundles"):
+            if not (owners / name).exists():
+                bundle = state_dir / "bundles" / name
+                _kill_containers(state_dir, [name, *_listdir(bundle)])
+                _remove_owned(bundle, None)
+    _sweep_legacy_secrets()
+    return cleaned
+
+
+def _is_secrets_dir(path: Path, state_dir: Path, token: str) -> bool:
+    """Whether an owner file's secrets path is one dockyard makes (never rmtree anything
+    else, whatever the file says)."""
+    if path == state_dir / "secrets" / token:
+        return True
+    return path.name.startswith("dockyard-secrets-") and any(
+        path.parent == base for base in (Path("/dev/shm"), Path("/run")))
+
+
+def _sweep_legacy_secrets() -> None:
+    """``/dev/shm/dockyard-secrets-<pid>`` of dockyard versions before owner files, when that
+    process is gone."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/dev/shm"):
+            pid = name.removeprefix("dockyard-secrets-")
+            if pid != name and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(Path("/dev/shm") / name, ignore_errors=True)
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _kill_containers(state_dir: Path, cids: list[str]) -> None:
+    runtimes = state_dir / "runtime"
+    for name in _listdir(runtimes):
+        present = [c for c in cids if (runtimes / name / c).exists()]
+        if not present:
+            continue
+        base = _runtime_argv(runtimes / name)
+        if base is None:
+            continue
+        for cid in present:
+            subprocess.run([*base, "kill", cid, "KILL"], capture_output=True, check=False)
+            subprocess.run([*base, "delete", "--force", cid], capture_output=True, check=False)
+
+
+def _runtime_argv(runtime_root: Path) -> list[str] | None:
+    binary = shutil.which(runtime_root.name)
+    if binary is None or not runtime_root.is_dir():
+        return None
+    from dockyard.executor.runtime import cgroup_mode, hide_cgroup2_wrapper
+
+    wrapper = hide_cgroup2_wrapper() if (
+        runtime_root.name == "crun" and cgroup_mode() == "hybrid") else ()
+    return [*wrapper, binary, "--root", str(runtime_root)]
+
+
 def cleanup_stale_containers(state_dir: Path) -> int:
     """Kill and delete every container left in dockyard's runtime state under ``state_dir``
     (a killed process's). Returns how many were removed. Call only while no other dockyard
@@ -373,14 +628,9 @@ def cleanup_stale_containers(state_dir: Path) -> int:
     if not runtimes.is_dir():
         return 0
     for runtime_root in sorted(runtimes.iterdir()):
-        binary = shutil.which(runtime_root.name)
-        if binary is None or not runtime_root.is_dir():
+        base = _runtime_argv(runtime_root)
+        if base is None:
             continue
-        from dockyard.executor.runtime import cgroup_mode, hide_cgroup2_wrapper
-
-        wrapper = hide_cgroup2_wrapper() if (
-            runtime_root.name == "crun" and cgroup_mode() == "hybrid") else ()
-        base = [*wrapper, binary, "--root", str(runtime_root)]
         listed = subprocess.run([*base, "list", "-q"], capture_output=True, text=True,
                                 check=False)
         for cid in listed.stdout.split():

@@ -46,6 +46,24 @@ class RuntimeInfo:
     wrapper: tuple[str, ...] = ()  # e.g. hide_cgroup2_wrapper() for crun on hybrid hosts
 
     @property
+    def cgroups(self) -> bool:
+        """Whether this runtime applies the spec's cgroup resources here (device rules, pids
+        limit): not crun with its cgroup manager disabled, nor a host without cgroups."""
+        return self.cgroup_mode != "none" and "--cgroup-manager=disabled" not in self.global_args
+
+    @property
+    def nodev_root(self) -> bool:
+        """Whether the container's root keeps the ``nodev`` flag of the mount it is given.
+        runc keeps it; crun (1.8) remounts the root without it."""
+        return self.name != "crun"
+
+    @property
+    def device_barrier(self) -> bool:
+        """Whether a device node in the rootfs (from mknod or from a layer) cannot be opened:
+        a device cgroup applies, or the root is ``nodev``."""
+        return self.cgroups or self.nodev_root
+
+    @property
     def argv_prefix(self) -> tuple[str, ...]:
         """The wrapper (if any), the binary and its global options."""
         return (*self.wrapper, self.path, *self.global_args)
@@ -242,12 +260,17 @@ def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> Ru
 
 def detect_runtime(preferred: str | None = None, *, cache_dir: Path | None = None) -> RuntimeInfo:
     """The runtime to use: ``preferred`` (a name or path), else ``DOCKYARD_RUNTIME``, else the
-    first of crun, runc that works on this host. Raises ExecutorError naming what failed."""
+    first of crun, runc that works on this host and keeps device nodes in the rootfs from
+    being opened (:attr:`RuntimeInfo.device_barrier`); crun with its cgroup manager disabled
+    (hybrid hosts) has neither a device cgroup nor a ``nodev`` root, so runc is preferred
+    there, and crun is used only when runc does not work. Raises ExecutorError naming what
+    failed."""
     choice = preferred or os.environ.get("DOCKYARD_RUNTIME") or None
     cache_dir = cache_dir or default_state_dir()
     mode = cgroup_mode()
     names = [choice] if choice else ["crun", "runc"]
     errors = []
+    weaker: RuntimeInfo | None = None
     for name in names:
         path = shutil.which(name)
         if path is None:
@@ -256,8 +279,14 @@ def detect_runtime(preferred: str | None = None, *, cache_dir: Path | None = Non
         path = os.path.realpath(path)
         label = Path(name).name
         try:
-            return _probe_cached(label, path, mode, cache_dir)
+            info = _probe_cached(label, path, mode, cache_dir)
         except ExecutorError as err:
             errors.append(str(err))
+            continue
+        if choice or info.device_barrier:
+            return info
+        weaker = weaker or info
+    if weaker is not None:
+        return weaker
     hint = "install crun or runc (Debian: apt-get install crun runc)"
     raise ExecutorError("no working OCI runtime: " + "; ".join(errors), hint=hint)

@@ -11,17 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dockyard.errors import ExecutorError, LayerError
+from dockyard.errors import ExecutorError, LayerError, UsageError
 from dockyard.layers.rootpath import resolve_in_root as _resolve_in_root
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
     "DEFAULT_ENV_PATH",
+    "DEFAULT_PIDS_LIMIT",
+    "DEFAULT_SHM_SIZE",
+    "DEVICE_NODES",
     "MountSpec",
     "RunSpec",
+    "Ulimit",
     "UserIds",
     "hosts_file_content",
     "oci_spec",
+    "parse_ulimit",
     "resolve_in_root",
     "resolve_user",
     "system_mounts",
@@ -69,6 +74,61 @@ _READONLY_PATHS = (
 )
 
 
+# The most processes (cgroup pids.max) a container may have. Where no cgroup manager applies
+# (crun with its manager disabled) it becomes RLIMIT_NPROC, which counts every process of the
+# container's user on the host, hence the generous value.
+DEFAULT_PIDS_LIMIT = 32768
+DEFAULT_SHM_SIZE = 64 << 20  # /dev/shm, as Docker's default
+
+# Docker's default devices. In a sandboxed container /dev is ``nodev`` (so a node made with
+# mknod there cannot be opened even where no device cgroup applies) and these are bind
+# mounts of the host's nodes, whose own mount does allow devices.
+DEVICE_NODES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+                "/dev/tty")
+
+_RLIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
+            "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
+_UNLIMITED = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Ulimit:
+    """One resource limit (``docker build --ulimit nofile=1024:2048``): ``name`` as in
+    ``ulimit`` (``nofile``, ``nproc``...), soft and hard values (2**64-1 = unlimited)."""
+
+    name: str
+    soft: int
+    hard: int
+
+    def to_oci(self) -> dict[str, Any]:
+        return {"type": f"RLIMIT_{self.name.upper()}", "soft": self.soft, "hard": self.hard}
+
+
+def parse_ulimit(text: str) -> Ulimit:
+    """``name=soft[:hard]`` as docker's ``--ulimit`` (go-units ``ParseUlimit``); ``-1`` or
+    ``unlimited`` is no limit. Raises UsageError."""
+    name, sep, values = text.partition("=")
+    name = name.strip().lower()
+    if not sep or name not in _RLIMITS:
+        raise UsageError(
+            f"--ulimit {text}: expected NAME=SOFT[:HARD] with NAME one of {', '.join(_RLIMITS)}")
+
+    def value(word: str) -> int:
+        word = word.strip()
+        if word in ("-1", "unlimited"):
+            return _UNLIMITED
+        if not word.isdigit():
+            raise UsageError(f"--ulimit {text}: {word!r} is not a number")
+        return int(word)
+
+    soft_text, _, hard_text = values.partition(":")
+    soft = value(soft_text)
+    hard = value(hard_text) if hard_text else soft
+    if soft > hard:
+        raise UsageError(f"--ulimit {text}: soft limit {soft} is above the hard limit {hard}")
+    return Ulimit(name, soft, hard)
+
+
 @dataclass(frozen=True, slots=True)
 class MountSpec:
     """One extra mount in the container: an OCI ``mounts[]`` entry."""
@@ -85,7 +145,8 @@ class RunSpec:
 
     ``user`` is as written in USER (``""`` = root). ``env`` entries are ``K=V``; a PATH is
     added when missing. ``security="insecure"`` asks for a privileged container; the caller
-    checks it was allowed (``--allow security.insecure``).
+    checks it was allowed (``--allow security.insecure``). ``ulimits`` replace the inherited
+    limits of the same names; ``shm_size`` is the size of /dev/shm in bytes.
     """
 
     args: tuple[str, ...]
@@ -97,6 +158,8 @@ class RunSpec:
     hostname: str = "dockyard"
     security: Literal["sandbox", "insecure"] = "sandbox"
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host: (name, address) lines
+    ulimits: tuple[Ulimit, ...] = ()
+    shm_size: int = DEFAULT_SHM_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,12 +286,26 @@ def hosts_file_content(hostname: str, extra_hosts: Sequence[tuple[str, str]] = (
     return text + "".join(f"{address}\t{name}\n" for name, address in extra_hosts)
 
 
-def system_mounts(*, privileged: bool, resolv_conf: Path, hosts: Path) -> list[MountSpec]:
-    """/proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys and the generated /etc files."""
+def system_mounts(
+    *, privileged: bool, resolv_conf: Path, hosts: Path, shm_size: int = DEFAULT_SHM_SIZE,
+) -> list[MountSpec]:
+    """/proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys and the generated /etc files.
+
+    Sandboxed, /dev is ``nodev`` and Docker's default devices are bind mounts of the host's
+    (:data:`DEVICE_NODES`), so no node created in the container can be opened.
+    """
     sys_opts = ("nosuid", "noexec", "nodev", "rw" if privileged else "ro")
-    return [
+    dev_opts: tuple[str, ...] = ("nosuid", "strictatime", "mode=755", "size=65536k")
+    if not privileged:
+        dev_opts = ("nosuid", "nodev", "strictatime", "mode=755", "size=65536k")
+    mounts = [
         MountSpec("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
-        MountSpec("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
+        MountSpec("/dev", "tmpfs", "tmpfs", dev_opts),
+    ]
+    if not privileged:
+        mounts += [MountSpec(node, "bind", node, ("bind", "nosuid", "noexec"))
+                   for node in DEVICE_NODES if Path(node).exists()]
+    mounts += [
         MountSpec(
             "/dev/pts",
             "devpts",
@@ -236,7 +313,8 @@ def system_mounts(*, privileged: bool, resolv_conf: Path, hosts: Path) -> list[M
             ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
         ),
         MountSpec(
-            "/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")
+            "/dev/shm", "tmpfs", "shm",
+            ("nosuid", "noexec", "nodev", "mode=1777", f"size={shm_size // 1024}k"),
         ),
         MountSpec("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
         MountSpec("/sys", "sysfs", "sysfs", sys_opts),
@@ -248,6 +326,15 @@ def system_mounts(*, privileged: bool, resolv_conf: Path, hosts: Path) -> list[M
         ),
         MountSpec("/etc/hosts", "bind", str(hosts), ("nosuid", "noexec", "nodev", "rbind", "ro")),
     ]
+    return mounts
+
+
+def _nodev(m: MountSpec) -> MountSpec:
+    """``m`` with ``nodev`` (devpts and the default device binds keep their nodes usable)."""
+    if m.type == "devpts" or "nodev" in m.options or (
+            m.type == "bind" and m.destination in DEVICE_NODES and m.source == m.destination):
+        return m
+    return MountSpec(m.destination, m.type, m.source, (*m.options, "nodev"))
 
 
 def _with_path(env: tuple[str, ...]) -> list[str]:
@@ -262,22 +349,44 @@ def oci_spec(
     spec: RunSpec,
     ids: UserIds,
     mounts: list[MountSpec],
+    *,
+    cgroups: bool = False,
+    device_barrier: bool = True,
 ) -> dict[str, Any]:
-    """The OCI runtime ``config.json`` for ``spec`` (``mounts`` = system + extra mounts)."""
+    """The OCI runtime ``config.json`` for ``spec`` (``mounts`` = system + extra mounts).
+
+    Sandboxed (the default): Docker's capabilities, Docker's default seccomp profile, its
+    masked and read-only paths, and ``nodev`` on every mount but devpts and the default
+    device binds (the rootfs itself is made ``nodev`` by the executor). ``cgroups`` says
+    whether the runtime applies cgroup resources here: then the device rule and a pids
+    limit go there; without, the pids limit becomes RLIMIT_NPROC. ``device_barrier`` False
+    (no device cgroup and a runtime that drops ``nodev`` from the root) makes the seccomp
+    profile refuse to create device nodes, the one barrier left.
+    """
     privileged = spec.security == "insecure"
     caps = list(_ALL_CAPABILITIES if privileged else DEFAULT_CAPABILITIES)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if spec.network == "none":
         namespaces.append({"type": "network"})
+    resources: dict[str, Any] = {"devices": [{"allow": privileged, "access": "rwm"}]}
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         # The runtime creates these nodes in the /dev tmpfs.
         "devices": [],
-        "resources": {"devices": [{"allow": privileged, "access": "rwm"}]},
+        "resources": resources,
     }
     if not privileged:
+        from dockyard.executor.seccomp import default_profile
+
         linux["maskedPaths"] = list(_MASKED_PATHS)
         linux["readonlyPaths"] = list(_READONLY_PATHS)
+        linux["seccomp"] = default_profile(caps, no_device_nodes=not device_barrier)
+        mounts = [_nodev(m) for m in mounts]
+    rlimits = {u.name: u.to_oci() for u in spec.ulimits}
+    if cgroups:
+        resources["pids"] = {"limit": DEFAULT_PIDS_LIMIT}
+    elif not privileged and "nproc" not in rlimits:
+        rlimits["nproc"] = Ulimit("nproc", DEFAULT_PIDS_LIMIT, DEFAULT_PIDS_LIMIT).to_oci()
     process: dict[str, Any] = {
         "terminal": False,
         "user": {"uid": ids.uid, "gid": ids.gid, "additionalGids": list(ids.groups)},
@@ -287,6 +396,8 @@ def oci_spec(
         "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
         "noNewPrivileges": False,
     }
+    if rlimits:
+        process["rlimits"] = [rlimits[name] for name in sorted(rlimits)]
     return {
         "ociVersion": "1.0.2",
         "process": process,

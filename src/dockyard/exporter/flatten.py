@@ -14,7 +14,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -114,7 +114,10 @@ def _filtered_layer(f: BinaryIO, target: str, wanted: set[str]) -> BinaryIO | No
         with tarfile.open(fileobj=f, mode="r|*") as src, \
                 tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst:
             for member in src:
-                if not _keep(member.name, target, wanted):
+                # symlinks and whiteouts anywhere stay, so a whiteout reached through a
+                # symlink is refused here as in a full unpack
+                if not (_keep(member.name, target, wanted) or member.issym()
+                        or posixpath.basename(member.name.rstrip("/")).startswith(_WH)):
                     continue
                 if member.islnk() and member.linkname.strip("/") not in kept_names:
                     out.close()
@@ -169,17 +172,40 @@ def _tar_tree(src: Path, arcname: str, out: BinaryIO) -> None:
     writer.close()
 
 
-def _copy_entry(src: Path, dest: Path) -> None:
+def _copy_entry(src: Path, dest: Path, warn: Callable[[str], None]) -> None:
     if src.is_symlink():
         _replace(dest)
         os.symlink(os.readlink(src), dest)
     elif src.is_dir():
-        _copy_tree(src, dest)
+        _copy_tree(src, dest, warn)
     elif stat.S_ISREG(src.lstat().st_mode):
         _replace(dest)
         shutil.copy2(src, dest)
     else:
-        raise UsageError(f"cannot copy {src.name}: not a regular file, directory or symlink")
+        _replace(dest)
+        _make_node(src, dest, warn)
+
+
+def _make_node(src: Path, dest: Path, warn: Callable[[str], None]) -> None:
+    """A device node or FIFO of the image, made anew at ``dest`` (as ``docker cp`` extracts
+    one) and never opened; device nodes only by root, else skipped with a warning. Sockets
+    are skipped."""
+    st = src.lstat()
+    mode = st.st_mode
+    if stat.S_ISFIFO(mode):
+        os.mkfifo(dest, stat.S_IMODE(mode))
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        if os.geteuid() != 0:
+            warn(f"skipped device node {src.name}: creating it needs root")
+            return
+        os.mknod(dest, mode, st.st_rdev)
+    else:
+        warn(f"skipped {src.name}: not a regular file, directory, symlink, device or FIFO")
+        return
+    if os.geteuid() == 0:
+        os.lchown(dest, st.st_uid, st.st_gid)
+    os.chmod(dest, stat.S_IMODE(mode))
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
 def _replace(dest: Path) -> None:
@@ -194,7 +220,7 @@ def _replace(dest: Path) -> None:
     dest.unlink()
 
 
-def _copy_tree(src: Path, dest: Path) -> None:
+def _copy_tree(src: Path, dest: Path, warn: Callable[[str], None]) -> None:
     """Copy directory ``src`` to ``dest``, merging into what is there and replacing files
     and symlinks of the same name (no recursion, no symlink followed)."""
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
@@ -207,13 +233,13 @@ def _copy_tree(src: Path, dest: Path) -> None:
         for name in dirnames:
             s, d = Path(dirpath, name), out / name
             if s.is_symlink():
-                _copy_entry(s, d)
+                _copy_entry(s, d, warn)
                 continue
             if d.is_symlink() or (d.exists() and not d.is_dir()):
                 d.unlink()
             d.mkdir(exist_ok=True)
         for name in filenames:
-            _copy_entry(Path(dirpath, name), out / name)
+            _copy_entry(Path(dirpath, name), out / name, warn)
     # directory times last, children first, as the copy changed them
     for dirpath, _dirnames, _filenames in walk(src, topdown=False):
         rel = os.path.relpath(dirpath, src)
@@ -223,14 +249,16 @@ def _copy_tree(src: Path, dest: Path) -> None:
 
 def copy_from_image(
     store: Store, image: StoredImage, path: str, dest: str, *, stdout: BinaryIO | None = None,
-    follow_link: bool = False,
+    follow_link: bool = False, warn: Callable[[str], None] | None = None,
 ) -> None:
     """``docker cp`` out of an image: ``path`` (absolute in the image) to ``dest``.
 
     ``dest`` of ``-`` writes a tar of the path (its base name as the top entry) to
     ``stdout``. A file goes to ``dest`` (or inside it, if it is a directory); a directory
     to a missing ``dest`` becomes ``dest``, to an existing directory goes inside it (its
-    contents only when ``path`` ends with ``/.``)."""
+    contents only when ``path`` ends with ``/.``). A device node or FIFO of the image is
+    never opened: it is made anew as a node (root), or skipped with a ``warn``ing."""
+    warn = warn or (lambda message: None)
     if not path.startswith("/"):
         path = "/" + path
     contents_only = path.endswith("/.")
@@ -260,7 +288,7 @@ def copy_from_image(
                 raise UsageError(f"destination directory {target.parent} must exist")
             if os.path.lexists(target) and not target.is_dir():
                 target.unlink()
-            _copy_entry(src, target)
+            _copy_entry(src, target, warn)
             return
         if target.exists() and not target.is_dir():
             raise UsageError(f"cannot copy a directory to a file: {dest}")
@@ -269,7 +297,7 @@ def copy_from_image(
         if not target.parent.is_dir():
             raise UsageError(f"destination directory {target.parent} must exist")
         try:
-            _copy_tree(src, target)
+            _copy_tree(src, target, warn)
         except OSError as err:
             raise LayerError(f"copy to {dest} failed: {err.strerror} "
                              f"({err.filename or dest})") from err

@@ -75,6 +75,8 @@ class SolveOptions:
     # solver merges identical vertices)
     made_here: set[str] = field(default_factory=set)
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host (name, address)
+    ulimits: tuple[Any, ...] = ()  # executor.spec.Ulimit, for every RUN (--ulimit)
+    shm_size: int | None = None  # bytes of /dev/shm in every RUN (--shm-size)
 
 
 def _host_platform() -> str:

@@ -130,6 +130,8 @@ class Solver:
     def close(self) -> None:
         if self._stat_cache is not None:
             self._stat_cache.close()
+        if self._executor is not None:
+            self._executor.close()  # its bundles and secrets directories
 
     def cancel(self) -> None:
         """Stop the build: kill running containers; no later step or container starts."""

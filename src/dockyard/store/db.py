@@ -53,6 +53,7 @@ from dockyard.store.images import HistoryItem, ImageRecord, Images
 from dockyard.store.indexes import Indexes
 from dockyard.store.layers import LayerBlob, LayerRecord, Layers, LayerSnapshot
 from dockyard.store.lock import hold_lock
+from dockyard.store.perms import secure_root
 from dockyard.store.snapshots import SnapshotRecord, Snapshots
 from dockyard.store.stats import StatCache, StatKey
 
@@ -95,6 +96,7 @@ class Store:
         store = cls(Path(root))
         try:
             store.root.mkdir(parents=True, exist_ok=True)
+            secure_root(store.root)  # 0700: no other user reads layers, bundles, snapshots
             store.blobs.ensure()
             store.snapshots_dir.mkdir(exist_ok=True)
             store.cache_dir.mkdir(exist_ok=True)

@@ -12,6 +12,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,7 +82,10 @@ class Run:
                 mounts=tuple(mounts),
                 security="insecure" if op.security == "insecure" else "sandbox",
                 extra_hosts=ctx.options.extra_hosts,
+                ulimits=ctx.options.ulimits,
             )
+            if ctx.options.shm_size:
+                spec = replace(spec, shm_size=ctx.options.shm_size)
             try:
                 code = ctx.executor.run(rootfs, spec, on_output=on_output)
             finally:
@@ -214,7 +218,7 @@ def run_mounts(
             elif rm.type == "secret":
                 value = ctx.options.secrets.get(rm.id or "")
                 spec_or_none, env_items = stack.enter_context(
-                    _secret(m, rm, value, _secrets_dir(ctx.store.root), step, ctx.plan.source)
+                    _secret(m, rm, value, ctx.executor.secrets_dir(), step, ctx.plan.source)
                 )
                 if spec_or_none is not None:
                     specs.append(spec_or_none)
@@ -250,13 +254,3 @@ def _secret(
         if spec is not None:
             with contextlib.suppress(OSError):
                 os.unlink(spec.source)
-        with contextlib.suppress(OSError):
-            base.rmdir()
-
-
-def _secrets_dir(store_root: Path) -> Path:
-    """Secrets live in memory (tmpfs) where the host has one, never in the store's disk."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        return shm / f"dockyard-secrets-{os.getpid()}"
-    return store_root / "run" / "secrets"
