@@ -16,6 +16,13 @@ Whiteouts follow the OCI image spec: ``.wh.<name>`` deletes ``<name>`` from lowe
 the same layer adds. With ``overlay_whiteouts=True`` the root is an overlay lower/upper dir
 and whiteouts are written in overlay's own form instead (0:0 character devices and the
 ``trusted.overlay.opaque`` xattr).
+
+A whiteout or opaque marker whose directory is reached through a symlink (``r -> /`` with
+``r/.wh..wh..opq``, a lower ``s -> /etc`` with ``s/.wh.passwd``) is refused, as containerd's
+applier refuses it: followed, it would delete elsewhere in a flattened tree, while overlayfs
+would show a plain directory, so ``run`` and ``export`` would see two different filesystems.
+In overlay form the lower layers are consulted (``lowers``, top first), since the symlink
+may come from one of them.
 """
 
 from __future__ import annotations
@@ -236,13 +243,15 @@ def iter_layer_entries(stream: BinaryIO) -> Iterator[LayerEntry]:
 def apply_layer(
     stream: BinaryIO, root: Path, *, overlay_whiteouts: bool = False,
     limits: Limits | None = None, devices: bool = True,
+    lowers: list[Path] | None = None,
 ) -> ApplyStats:
     """Unpack a layer (gzip/zstd/bzip2/xz/plain, autodetected) into ``root``.
 
     Nothing outside ``root`` is ever touched. With ``overlay_whiteouts=False`` whiteouts
     delete from ``root`` (flattening layers into one tree); with ``overlay_whiteouts=True``
     ``root`` is an overlay lower/upper dir and whiteouts are written in overlay form (0:0
-    character devices, ``trusted.overlay.opaque=y``). Directory times and modes are set last.
+    character devices, ``trusted.overlay.opaque=y``) and ``lowers`` are the overlay lower
+    dirs under it, top first. Directory times and modes are set last.
     Sparse files stay sparse (so do runs of zeros a MiB long). The layer is held to
     ``limits`` (default :func:`dockyard.limits.current`): decompressed size, entries, path
     depth. ``devices=False`` refuses character and block devices (for trees unpacked on the
@@ -260,7 +269,8 @@ def apply_layer(
         if is_no_space(err):
             raise NoSpaceError("a layer", str(root)) from err
         raise LayerError(f"cannot open layer for {root}: {err}") from err
-    applier = _Applier(real_root, overlay_whiteouts=overlay_whiteouts, devices=devices)
+    applier = _Applier(real_root, overlay_whiteouts=overlay_whiteouts, devices=devices,
+                       lowers=[os.fspath(p) for p in lowers or ()])
     counter = _Counter(limits)
     for tf, member in _entries(reader):  # type: ignore[arg-type]
         counter.check(member)
@@ -328,11 +338,47 @@ class _DirMeta:
     mtime_ns: int
 
 
+def _lower_kind(lowers: list[str], parts: list[str]) -> int | None:
+    """The file type (``S_IFMT``) at ``parts`` in the merged view of overlay lower dirs
+    (top first), or None where nothing is there (missing, whited out, hidden by an opaque
+    directory or by a non-directory above it)."""
+    for lower in lowers:
+        hidden_below = False
+        for depth in range(1, len(parts) + 1):
+            path = os.path.join(lower, *parts[:depth])
+            st = _lstat(path)
+            if st is None:
+                break
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                return None  # an overlay whiteout
+            if depth == len(parts):
+                return stat.S_IFMT(st.st_mode)
+            if not stat.S_ISDIR(st.st_mode):
+                return None  # a file or symlink here: nothing deeper in the merged view
+            if _is_opaque(path):
+                hidden_below = True
+        if hidden_below:
+            return None
+    return None
+
+
+def _is_opaque(path: str) -> bool:
+    for name in (_OPAQUE_XATTR, _USER_OPAQUE_XATTR):
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
 class _Applier:
-    def __init__(self, root: str, *, overlay_whiteouts: bool, devices: bool = True) -> None:
+    def __init__(self, root: str, *, overlay_whiteouts: bool, devices: bool = True,
+                 lowers: list[str] | None = None) -> None:
         self.root = root
         self.overlay = overlay_whiteouts
         self.devices = devices
+        self.lowers = lowers or []
         self.is_root = os.geteuid() == 0
         self.written: set[str] = set()  # paths this layer created: whiteouts spare them
         self.dirs: list[_DirMeta] = []
@@ -383,6 +429,32 @@ class _Applier:
         real = os.path.join(self.root, *cur)
         self.resolved[key] = real
         return real
+
+    def marker_dir(self, parts: list[str], entry: str, *, create: bool) -> str | None:
+        """The directory ``parts`` a whiteout or opaque marker acts in, never reached through
+        a symlink (this layer's or, in overlay form, a lower layer's): refused with a
+        LayerError. Missing directories are created when ``create``, else None."""
+        cur = self.root
+        for depth, part in enumerate(parts, 1):
+            path = os.path.join(cur, part)
+            st = _lstat(path)
+            kind = None if st is None else stat.S_IFMT(st.st_mode)
+            if kind is None and self.lowers:
+                kind = _lower_kind(self.lowers, parts[:depth])
+            if kind == stat.S_IFLNK:
+                raise LayerError(
+                    f"entry {entry!r}: whiteout reached through the symlink "
+                    f"{'/'.join(parts[:depth])!r}")
+            if kind is not None and kind != stat.S_IFDIR:
+                raise LayerError(
+                    f"entry {entry!r}: {'/'.join(parts[:depth])!r} is not a directory")
+            if st is None:
+                if not create:
+                    return None
+                os.mkdir(path, 0o755)
+                self.written.add(path)
+            cur = path
+        return cur
 
     def forget_resolutions(self) -> None:
         self.resolved.clear()
@@ -554,7 +626,7 @@ class _Applier:
             raise LayerError(f"entry {name!r}: invalid whiteout of {target!r}")
         if member.isdir():
             raise LayerError(f"entry {name!r}: a whiteout must not be a directory")
-        parent = self.resolve_dir(parent_parts, name, create=self.overlay)
+        parent = self.marker_dir(parent_parts, name, create=self.overlay)
         if parent is None:
             return
         path = os.path.join(parent, target)
@@ -573,7 +645,7 @@ class _Applier:
             raise LayerError(f"entry {name!r}: the root cannot be made opaque")
         if member.isdir() or member.issym() or member.islnk():
             raise LayerError(f"entry {name!r}: an opaque marker must be an empty file")
-        directory = self.resolve_dir(dir_parts, name, create=self.overlay)
+        directory = self.marker_dir(dir_parts, name, create=self.overlay)
         if directory is None:
             return
         if self.overlay:

@@ -176,7 +176,8 @@ class OverlaySnapshotter(MetaBacked):
         rec = self._meta.get(key)
         if rec.kind != "active":
             raise StoreError(f"snapshot {key} is not active")
-        apply_layer(stream, self._dir(rec) / "fs", overlay_whiteouts=True)
+        apply_layer(stream, self._dir(rec) / "fs", overlay_whiteouts=True,
+                    lowers=self._lowers(rec.parent))
 
 
 def _join(rel: str, name: str) -> str:
