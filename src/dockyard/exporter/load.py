@@ -376,10 +376,26 @@ def _commit_image(
         "layers": [{"mediaType": LAYER_TAR, "digest": d, "size": s} for d, s in layer_sizes],
     }
     full = tuple(dict.fromkeys(str(parse_reference(n)) for n in names))
+    _check_markers(store, [digest for digest, _ in layer_sizes])
     with no_space("an image into the store", store.root):
         store.blobs.put_bytes(config_bytes)
         record = store.put_image(canonical(manifest), config_bytes, full)
     return LoadedImage(record.id, full)
+
+
+def _check_markers(store: Store, diff_ids: Sequence[str]) -> None:
+    """Refuse an image whose layers have a whiteout reached through a symlink, as every
+    unpack would (``layers/markers.py``), before its record is written."""
+    from dockyard.layers.apply import iter_layer_entries
+    from dockyard.layers.markers import MarkerCheck
+
+    check = MarkerCheck()
+    for diff_id in diff_ids:
+        with store.blobs.open(diff_id) as f:
+            try:
+                check.layer(iter_layer_entries(f))
+            except LayerError as err:
+                raise LayerError(f"layer {diff_id}: {err}") from None
 
 
 def _diff_ids(config: Any, what: str) -> list[str]:
