@@ -170,3 +170,13 @@ def test_shm_size_reaches_dev_shm() -> None:
                            shm_size=128 << 20)
     shm = next(m for m in mounts if m.destination == "/dev/shm")
     assert "size=131072k" in shm.options
+
+
+def test_insecure_gets_the_bounding_set_of_dockyard() -> None:
+    from dockyard.executor.spec import privileged_capabilities
+
+    full = privileged_capabilities("CapBnd:\t000001ffffffffff\n")
+    assert len(full) == 41 and "CAP_SYS_ADMIN" in full
+    without_resource = privileged_capabilities("CapBnd:\t000001fffeffffff\n")
+    assert set(full) - set(without_resource) == {"CAP_SYS_RESOURCE"}
+    assert set(DEFAULT_CAPABILITIES) <= set(privileged_capabilities())

@@ -50,16 +50,38 @@ DEFAULT_CAPABILITIES: tuple[str, ...] = (
     "CAP_AUDIT_WRITE",
 )
 
-_ALL_CAPABILITIES: tuple[str, ...] = (
-    "CAP_AUDIT_CONTROL", "CAP_AUDIT_READ", "CAP_AUDIT_WRITE", "CAP_BLOCK_SUSPEND", "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER", "CAP_FSETID", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_KILL", "CAP_LEASE",
-    "CAP_LINUX_IMMUTABLE", "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_MKNOD", "CAP_NET_ADMIN",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_RAW", "CAP_PERFMON", "CAP_SETFCAP",
-    "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYSLOG", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
-    "CAP_SYS_CHROOT", "CAP_SYS_MODULE", "CAP_SYS_NICE", "CAP_SYS_PACCT", "CAP_SYS_PTRACE",
-    "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_WAKE_ALARM",
+# Every capability, in kernel numbering (CAP_CHOWN is 0).
+_CAPABILITY_NUMBERS: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 )
+_ALL_CAPABILITIES = tuple(sorted(_CAPABILITY_NUMBERS))
+
+
+def privileged_capabilities(status: str | None = None) -> tuple[str, ...]:
+    """Every capability this process may pass on (its bounding set, from
+    /proc/self/status or ``status``): what ``--security=insecure`` gets, as Docker's
+    ``--privileged`` gets the daemon's set. Asking a runtime for one outside it fails."""
+    if status is None:
+        try:
+            with open("/proc/self/status", encoding="ascii") as f:
+                status = f.read()
+        except OSError:
+            return _ALL_CAPABILITIES
+    for line in status.splitlines():
+        if line.startswith("CapBnd:"):
+            bits = int(line.split()[1], 16)
+            return tuple(sorted(name for n, name in enumerate(_CAPABILITY_NUMBERS)
+                                if bits >> n & 1))
+    return _ALL_CAPABILITIES
+
 
 DEFAULT_ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -364,7 +386,7 @@ def oci_spec(
     profile refuse to create device nodes, the one barrier left.
     """
     privileged = spec.security == "insecure"
-    caps = list(_ALL_CAPABILITIES if privileged else DEFAULT_CAPABILITIES)
+    caps = list(privileged_capabilities() if privileged else DEFAULT_CAPABILITIES)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if spec.network == "none":
         namespaces.append({"type": "network"})
