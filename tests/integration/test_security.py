@@ -392,6 +392,9 @@ def test_next_build_sweeps_what_a_sigkill_left(root: Path, tmp_path: Path) -> No
     assert _grep_leftovers(secret, root, Path("/dev/shm")) == ""
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "sleep 34" not in ps
+    # the killed build's mounts (its snapshot and the container's root view) are gone too
+    assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if str(root) in line]
 
 
 def test_cp_and_export_never_open_device_nodes(root: Path, tmp_path: Path,

@@ -308,17 +308,47 @@ def _mount_private_tmpfs(path: Path) -> Path:
     return path
 
 
-def _remove_owned(bundles: Path, secrets: Path | None) -> None:
-    """Unmount and remove an owner's bundles directory and its secrets directory."""
+def _remove_owned(bundles: Path, secrets: Path | None, mnt: Path | None = None) -> None:
+    """Unmount and remove an owner's bundles directory and its secrets directory. With
+    ``mnt`` (a store's mount directory), the overlay snapshots the owner's containers ran on
+    are unmounted too: found as the overlay mounts below ``mnt`` with the device of a
+    bundle's root view (the owner, gone, was their only user)."""
     from dockyard.snapshot.base import our_mounts, unmount
 
+    devices: set[str] = set()
     for path in (bundles, secrets):
         if path is None or not path.exists():
             continue
-        for point in our_mounts(path):
+        points = our_mounts(path)
+        devices |= {dev for point, dev, fstype in _mount_table() if fstype == "overlay"
+                    and Path(point) in points}
+        for point in points:
             with contextlib.suppress(Exception):
                 unmount(point)
         shutil.rmtree(path, ignore_errors=True)
+    if mnt is not None and devices:
+        for where, dev, fstype in _mount_table():
+            if fstype == "overlay" and dev in devices and Path(where).parent == mnt:
+                with contextlib.suppress(Exception):
+                    unmount(Path(where))
+                with contextlib.suppress(OSError):
+                    os.rmdir(where)
+
+
+def _mount_table() -> list[tuple[str, str, str]]:
+    """(mount point, major:minor, fs type) of this process's mounts."""
+    from dockyard.snapshot.base import _unescape_mountinfo
+
+    table = []
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo", encoding="utf-8",
+                                            errors="surrogateescape") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split(" ")
+            if len(fields) >= 5:
+                table.append((_unescape_mountinfo(fields[4]), fields[2],
+                              right.split(" ", 1)[0]))
+    return table
 
 
 class Executor:
@@ -552,7 +582,7 @@ def sweep_stale(state_dir: Path, *, exclusive: bool = False) -> int:
                 secrets = None
             bundles = state_dir / "bundles" / name
             _kill_containers(state_dir, _listdir(bundles))
-            _remove_owned(bundles, secrets)
+            _remove_owned(bundles, secrets, state_dir.parent / "mnt")
             with contextlib.suppress(OSError):
                 path.unlink()
             cleaned += 1
