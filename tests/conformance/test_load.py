@@ -34,6 +34,12 @@ def test_build_load_into_dockerd(conformance_env: harness.Environment, tmp_path:
         inspected = json.loads(env.daemon.docker("image", "inspect", tag).stdout)[0]
         # docker's image id is the config digest, as dockyard's
         assert inspected["Id"] == (tmp_path / "iid").read_text()
+        # one definition of size, as docker: uncompressed (docker counts the unpacked files'
+        # bytes; dockyard the uncompressed layer tars, their headers and padding too: a few
+        # percent more, never the compressed size)
+        ours = subprocess.run([*builder.cli, "--root", str(builder.root), "inspect", "-f",
+                               "{{.Size}}", tag], capture_output=True, text=True, check=True)
+        assert inspected["Size"] <= int(ours.stdout) <= inspected["Size"] * 1.1
         ran = env.daemon.docker("run", "--rm", "--network", "none", tag, check=False)
         if ran.returncode == 0:  # a daemon without a bridge may still refuse to run
             assert ran.stdout == "loaded\n"

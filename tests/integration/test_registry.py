@@ -334,6 +334,10 @@ def test_cli_build_push(built: tuple[Path, str], registry: Registry, tmp_path: P
     assert pulled.image_id == (tmp_path / "iid").read_text()
     # the pushed digest is printed, and it is the one the registry serves
     assert f"pushed {dest}@{pulled.digest}\n" in out.stderr
+    # one size for one image: a pulled image shows the uncompressed size, as the built one
+    built_size = dockyard.inspect(pulled.image_id, root=root).size
+    assert dockyard.inspect(pulled.image_id, root=tmp_path / "fresh").size == built_size
+    assert [i.size for i in dockyard.images(root=tmp_path / "fresh")] == [built_size]
     assert fresh.read_config(fresh.get_image(dest)).config.labels == {"pushed": "yes"}
 
 

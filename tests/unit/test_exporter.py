@@ -514,3 +514,18 @@ def test_cli_save_load_cp_export(store: Store, image_id: str, tmp_path: Path,
     assert read_image(Store.open(Path(other)), "flat:1").id == new_id
     assert main(["--root", other, "cp", "nope:1:/x", str(tmp_path / "n")]) == 1
     assert "nope" in capsys.readouterr().err
+
+
+def test_cp_follow_link_in_the_last_component(store: Store, image_id: str,
+                                              tmp_path: Path) -> None:
+    """``cp -L IMAGE:/link DEST``: the link's target is unpacked and copied under the name
+    asked for (docker's cp -L), not the link itself; without -L the link is copied."""
+    image = read_image(store, image_id)
+    copy_from_image(store, image, "/link", str(tmp_path / "followed"), follow_link=True)
+    assert _tree(tmp_path / "followed") == {"keep.txt": b"keep\n", "new.txt": b"new\n"}
+    out = io.BytesIO()
+    copy_from_image(store, image, "/link", "-", stdout=out, follow_link=True)
+    assert _tar_files(out.getvalue()) == {"link": None, "link/keep.txt": b"keep\n",
+                                          "link/new.txt": b"new\n"}
+    copy_from_image(store, image, "/link", str(tmp_path / "plain"))
+    assert os.readlink(tmp_path / "plain") == "/app"

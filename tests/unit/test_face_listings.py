@@ -218,3 +218,28 @@ def test_completion_command_prints_scripts(capsys: pytest.CaptureFixture[str]) -
         assert "dockyard" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["completion", "tcsh"])
+
+
+# ----------------------------------------------------------------------- broken pipes
+@pytest.mark.parametrize("command", [["save", "app:1"], ["save", "--format", "oci", "app:1"],
+                                     ["export", "app:1"], ["cp", "app:1:/a", "-"],
+                                     ["images"], ["inspect", "app:1"]])
+def test_a_closed_pipe_ends_quietly_with_141(store: Path, tmp_path: Path,
+                                             command: list[str]) -> None:
+    import sys
+
+    # a layer bigger than any pipe buffer, so the writer meets the closed pipe
+    make_image(store, [{"a": os.urandom(1 << 20)}], ("app:1",))
+    for n in range(40):
+        make_image(store, [{"n": str(n).encode()}], (f"many/n{n}:1",))
+    proc = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "--root", str(store),
+                             *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()  # `| head -c 10`
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=60)
+    if command[0] in ("images", "inspect") and code == 0:
+        return  # all of it fitted in the pipe before it was closed
+    assert code == 141, err
+    assert err == ""

@@ -180,6 +180,11 @@ def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
         args.debug = debug
         code: int = args._run(args)
         return code
+    except BrokenPipeError:
+        # the reader of stdout went away (`save | tar t | head -1`): stop quietly with
+        # 141 (128+SIGPIPE), as other tools do; later flushes go nowhere instead of failing
+        _silence_stdout()
+        return 141
     except DockyardError as err:
         if debug:
             import traceback
@@ -203,8 +208,16 @@ def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
     except KeyboardInterrupt:
         print("dockyard: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 141
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null: buffered writers still holding output flush into nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def entry() -> NoReturn:
@@ -224,6 +237,7 @@ def entry() -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:
+        _silence_stdout()
         code = code or 141
     except OSError:
         sys.exit(code)

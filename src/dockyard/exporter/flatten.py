@@ -131,12 +131,14 @@ def _filtered_layer(f: BinaryIO, target: str, wanted: set[str]) -> BinaryIO | No
     return out
 
 
-def _unpack_path(store: Store, image: StoredImage, path: str, root: Path) -> None:
+def _unpack_path(store: Store, image: StoredImage, path: str, root: Path,
+                 follow_last: bool = False) -> None:
     """Unpack into ``root`` enough of the image to read ``path`` correctly.
 
     Only entries on the way to ``path`` and below it are applied. If a directory on the way
-    turns out to be a symlink (which may point anywhere in the image), or a hardlink reaches
-    outside the selection, the whole image is flattened instead."""
+    turns out to be a symlink (which may point anywhere in the image), or ``path`` itself is
+    one that is to be followed (``cp -L``), or a hardlink reaches outside the selection, the
+    whole image is flattened instead."""
     target = path.strip("/")
     if not target:
         flatten_to_dir(store, image, root)
@@ -153,6 +155,8 @@ def _unpack_path(store: Store, image: StoredImage, path: str, root: Path) -> Non
     else:
         parts = target.split("/")
         on_the_way = [root.joinpath(*parts[:i]) for i in range(1, len(parts))]
+        if follow_last:
+            on_the_way.append(root.joinpath(*parts))
         if not any(p.is_symlink() for p in on_the_way):
             return
     shutil.rmtree(root)
@@ -265,13 +269,15 @@ def copy_from_image(
     want_dir = path.endswith("/")
     with scratch_dir(store) as tmp:
         root = tmp / "rootfs"
-        _unpack_path(store, image, posixpath.normpath(path), root)
-        src = resolve_in_root(root, path, follow_last=follow_link or contents_only or want_dir)
+        follow = follow_link or contents_only or want_dir
+        _unpack_path(store, image, posixpath.normpath(path), root, follow_last=follow)
+        src = resolve_in_root(root, path, follow_last=follow)
         if not os.path.lexists(src):
             raise NotFoundError(f"could not find the file {path} in the image")
         if want_dir and not src.is_dir():
             raise UsageError(f"{path}: not a directory")
-        name = src.name if src != root else "/"
+        # the name asked for, not the link's target's (docker cp -L keeps it too)
+        name = posixpath.basename(posixpath.normpath(path)) if src != root else "/"
         if dest == "-":
             if stdout is None:
                 raise UsageError("cp: no stdout to write the tar to")

@@ -212,13 +212,15 @@ class TarWriter:
         remaining = size
         try:
             while remaining:
-                n = os.readv(fd, [view[: min(remaining, _CHUNK)]])
+                try:
+                    n = os.readv(fd, [view[: min(remaining, _CHUNK)]])
+                except OSError as err:
+                    raise LayerError(f"cannot read {name!r}: {err.strerror}") from err
                 if n == 0:
                     raise LayerError(f"{name!r} shrank while it was being written to the layer")
+                # a failed write (a closed pipe, a full disk) is the output's, not the file's
                 self._out.write(view[:n])
                 remaining -= n
-        except OSError as err:
-            raise LayerError(f"cannot read {name!r}: {err.strerror}") from err
         finally:
             os.close(fd)
         self._out.write(pad(size))

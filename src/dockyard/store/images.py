@@ -160,7 +160,12 @@ class Images:
                 else:
                     self._layers.record_form(db, diff_id, compression, desc.digest, desc.size)
                 row = db.execute("SELECT size FROM layers WHERE diff_id=?", (diff_id,)).fetchone()
-                size += row[0] if row and row[0] is not None else desc.size
+                if row and row[0] is not None:
+                    size += row[0]
+                elif self._blobs.has(diff_id):  # a pull stored the uncompressed tar already
+                    size += self._blobs.size(diff_id)
+                else:  # compressed only, for now: the compressed size is all there is
+                    size += desc.size
             db.execute(
                 "INSERT INTO images(id, manifest_digest, manifest_media_type, manifest_size,"
                 " created, added, size) VALUES (?,?,?,?,?,?,?)"
