@@ -159,6 +159,10 @@ class Invocation:
             # a pattern a regular expression ("v]^" matches nothing at all)
             if not parts or ".." in parts or any(c in line for c in _PATTERN_CHARS):
                 continue
+            # The matcher trims each cleaned pattern once more ("a /" excludes "a", not
+            # "a "): a part with surrounding white space is not taken literally.
+            if any(p != p.strip() for p in parts):
+                continue
             rel = "/".join(parts)
             if not any(p == rel or p.startswith(rel + "/") for p in protected):
                 out.add(rel)

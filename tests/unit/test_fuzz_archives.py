@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -102,6 +102,7 @@ def test_fuzz_docker_config(store: Store, config: Any) -> None:
 
 @_SETTINGS
 @given(index=_json)
+@example(index={"manifests": 1})
 def test_fuzz_oci_index(store: Store, index: Any) -> None:
     _load(store, oci_archive(index=index))
 

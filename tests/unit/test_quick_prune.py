@@ -34,6 +34,13 @@ def test_a_pattern_that_looks_plain_is_not_pruned() -> None:
     assert _pruned("a]b\nc[d\ne\\f\n") == frozenset()  # ... so the check must look at it
 
 
+def test_a_line_the_matcher_trims_is_not_pruned() -> None:
+    # "/ /" and "a /" clean to " " and "a ", which the matcher trims again: it excludes
+    # nothing and "a", never a path named " " or "a ".
+    assert _pruned("/ /\na /\n") == frozenset()
+    assert not PatternMatcher(parse_dockerignore("/ /\na /\n")).matches("a ")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_lines, min_size=1, max_size=4))
 def test_everything_pruned_is_excluded_by_the_build(lines: list[str]) -> None:

@@ -622,8 +622,9 @@ def _spooled(store: Store, source: BinaryIO, label: str) -> Iterator[BinaryIO]:
 
 def _holds_an_index(archive: _Archive) -> bool:
     index = _json(_read(archive, "index.json"), f"{archive.label}: index.json")
-    return isinstance(index, dict) and any(
-        isinstance(d, dict) and _is_index(d) for d in index.get("manifests") or [])
+    manifests = index.get("manifests") if isinstance(index, dict) else None
+    return isinstance(manifests, list) and any(
+        isinstance(d, dict) and _is_index(d) for d in manifests)
 
 
 def load_archive(store: Store, source: str | Path | BinaryIO) -> list[LoadedImage]:
