@@ -234,3 +234,96 @@ def test_merge_env() -> None:
     got = merge_env(image, ["B=3", "C=4", "HOSTVAR", "MISSING", "A=", "D=x=y"],
                     {"HOSTVAR": "h"})
     assert got == ("PATH=/bin", "A=", "B=3", "C=4", "HOSTVAR=h", "D=x=y")
+
+
+# ------------------------------------------------- enough of docker run to debug an image
+def _in_pty(argv: Sequence[str], typed: bytes, rows: int = 33, cols: int = 101,
+            timeout: float = 60) -> tuple[bytes, int]:
+    """Run ``argv`` on a fresh pseudo-terminal of ``rows``x``cols`` (python's pty module),
+    type ``typed`` once the shell prompts, and return everything the terminal showed and
+    the exit status."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execvp(argv[0], list(argv))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    shown = b""
+    sent = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            shown += data
+        if not sent and b"# " in shown:
+            os.write(fd, typed)
+            sent = True
+    else:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return shown, os.waitstatus_to_exitcode(status)
+
+
+def test_run_it_gives_a_real_terminal_and_forwards_input(root: Path) -> None:
+    argv = [sys.executable, "-m", "dockyard.cli.main", "--root", str(root), "run", "-it",
+            "busybox", "sh"]
+    shown, code = _in_pty(argv, b"tty; echo term=$TERM; stty size; exit 7\r")
+    assert code == 7, shown  # the shell's exit status, passed through
+    text = shown.decode(errors="replace")
+    assert "/dev/pts/" in text  # a pseudo-terminal inside
+    assert "term=xterm" in text
+    assert "33 101" in text  # our window size reached it
+
+
+def test_run_i_forwards_stdin_and_keeps_stderr_apart(root: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dockyard.cli.main", "--root", str(root), "run", "-i",
+         "busybox", "sh", "-c", "read line; echo got:$line; echo oops >&2; exit 4"],
+        input=b"hello\n", capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 4
+    assert proc.stdout == b"got:hello\n"
+    assert proc.stderr == b"oops\n"
+    without = dy(root, "run", "busybox", "sh", "-c", "cat; echo end")  # no -i: no stdin
+    assert without.stdout == b"end\n"
+
+
+def test_run_it_needs_a_terminal(root: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dockyard.cli.main", "--root", str(root), "run", "-it",
+         "busybox", "true"], stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+        check=False)
+    assert proc.returncode == 2 and b"not a TTY" in proc.stderr
+
+
+def test_run_volumes_name_network_entrypoint(root: Path, tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "in.txt").write_text("from the host\n")
+    proc = dy(root, "run", "-v", f"{host}:/data", "-v", f"{host}:/ro:ro", "--name",
+              "dockyard-face-test", "busybox", "sh", "-c",
+              "cat /data/in.txt; echo out > /data/out.txt; touch /ro/x 2>/dev/null || echo ro-refused")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"from the host\nro-refused\n"
+    assert (host / "out.txt").read_text() == "out\n"
+    made = tmp_path / "made" / "here"
+    assert dy(root, "run", "-v", f"{made}:/m", "busybox", "true").returncode == 0
+    assert made.is_dir()  # docker's -v makes a missing host directory
+    for bad in ("relative:/x", f"{host}:rel", f"{host}:/x:rx", "novolume"):
+        proc = dy(root, "run", "-v", bad, "busybox", "true")
+        assert proc.returncode == 2 and b"-v" in proc.stderr, bad
+    assert dy(root, "run", "--name", "bad name", "busybox", "true").returncode == 2
+    links = dy(root, "run", "--network", "none", "busybox", "ip", "-o", "link")
+    assert links.stdout.decode().count(": lo:") == 1 and links.stdout.count(b"\n") == 1
+    assert dy(root, "run", "--entrypoint", "echo", "busybox", "a", "b").stdout == b"a b\n"
+    assert dy(root, "run", "busybox", "sh", "-c", "exit 42").returncode == 42

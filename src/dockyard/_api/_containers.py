@@ -12,7 +12,7 @@ Docker's rules:
 * ``workdir`` replaces ``WorkingDir`` (default ``/``), ``user`` replaces ``User``.
 
 The container's stdout and stderr, merged, go to ``on_output`` as they come; standard input
-is not connected. The store's shared lock is held while the container runs, so a concurrent
+is not connected, unless the call asks to attach (``interactive``/``tty``). The store's shared lock is held while the container runs, so a concurrent
 ``prune`` waits instead of removing its layers. SIGINT, SIGTERM or SIGHUP (in the main
 thread) kills the container, unmounts the snapshot and raises KeyboardInterrupt.
 """
@@ -21,16 +21,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dockyard._api._common import Root, open_store
 from dockyard.errors import UsageError
 
-__all__ = ["RunResult", "merge_env", "resolve_command", "run"]
+if TYPE_CHECKING:
+    from dockyard.executor.spec import MountSpec
+
+__all__ = ["RunResult", "merge_env", "parse_volumes", "resolve_command", "run"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,40 @@ def merge_env(
     return tuple(f"{k}={v}" for k, v in merged.items())
 
 
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+_VOLUME_OPTIONS = {"ro": "ro", "rw": "rw", "readonly": "ro", "z": "", "Z": ""}
+
+
+def parse_volumes(items: Sequence[str]) -> tuple[MountSpec, ...]:
+    """``-v HOST:CONTAINER[:OPTIONS]`` as bind mounts. HOST is absolute or starts with ``.``
+    (named volumes need a daemon); CONTAINER is absolute; OPTIONS are ``ro``/``rw`` (and
+    SELinux's ``z``/``Z``, which change nothing here). A missing HOST directory is made."""
+    from dockyard.executor.spec import MountSpec
+
+    out: list[MountSpec] = []
+    for item in items:
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise UsageError(f"run: -v {item!r}: expected HOST:CONTAINER[:ro]")
+        host, container = parts[0], parts[1]
+        flags = [f for f in (parts[2].split(",") if len(parts) == 3 else []) if f]
+        unknown = [f for f in flags if f not in _VOLUME_OPTIONS]
+        if unknown:
+            raise UsageError(f"run: -v {item!r}: unknown option {unknown[0]!r} (ro or rw)")
+        if not host.startswith(("/", ".")):
+            raise UsageError(f"run: -v {item!r}: named volumes are not supported; give a "
+                             "host path (absolute, or starting with .)")
+        if not container.startswith("/"):
+            raise UsageError(f"run: -v {item!r}: the container path must be absolute")
+        source = os.path.abspath(host)
+        if not os.path.exists(source):
+            os.makedirs(source, exist_ok=True)
+        readonly = any(_VOLUME_OPTIONS[f] == "ro" for f in flags)
+        options = ("rbind", "rprivate", "nosuid", "nodev", *(("ro",) if readonly else ()))
+        out.append(MountSpec(posixpath.normpath(container), "bind", source, options))
+    return tuple(out)
+
+
 @contextlib.contextmanager
 def _signals_kill(executor: Any) -> Iterator[None]:
     """SIGTERM, SIGHUP and SIGINT kill the container, then unwind as Ctrl-C (main thread
@@ -116,6 +155,10 @@ def run(
     root: Root = None,
     on_output: Callable[[bytes], None] | None = None,
     platform: str | None = None,
+    interactive: bool = False,
+    tty: bool = False,
+    volumes: Sequence[str] = (),
+    name: str | None = None,
 ) -> RunResult:
     """Run ``image``'s command (see the module docstring for Docker's rules) and wait for it.
 
@@ -125,6 +168,13 @@ def run(
     ``platform`` (``os/arch[/variant]``) runs that platform's image of a multi-platform
     name; an image of a foreign platform runs under QEMU user-mode emulation, and
     ExecutorError names the packages when this host has none for it.
+
+    ``interactive`` (``-i``) and ``tty`` (``-t``) attach the container to this process's
+    standard input, output and error (``on_output`` is then not called): ``-i`` forwards
+    standard input, ``-t`` gives the process a pseudo-terminal (and ``TERM=xterm`` unless
+    set), as ``docker run -it``. ``volumes``: ``HOST:CONTAINER[:ro|rw]`` bind mounts (a
+    missing host directory is made, as docker's ``-v`` does). ``name``: the container's
+    name in the runtime while it runs (refused when one of that name is running).
     """
     from dockyard.errors import ExecutorError
     from dockyard.executor.emulation import check_runnable
@@ -133,6 +183,12 @@ def run(
     from dockyard.executor.spec import RunSpec
     from dockyard.solver.snapshots import LayerSnapshots
 
+    if name is not None and not _NAME.fullmatch(name):
+        raise UsageError(f"run: invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+                         "are allowed")
+    if network not in ("host", "none"):
+        raise UsageError(f"run: --network {network}: only host and none are supported")
+    binds = parse_volumes(volumes)
     wanted = None
     if platform:
         from dockyard.dockerfile.stages import Platform
@@ -149,14 +205,18 @@ def run(
                 f"run: no command specified: {image} has no ENTRYPOINT or CMD; "
                 "give one after the image name"
             )
+        run_env = merge_env(rc.env, env, os.environ)
+        if tty and not any(e.startswith("TERM=") for e in run_env):
+            run_env = (*run_env, "TERM=xterm")
         spec = RunSpec(
             args=argv,
-            env=merge_env(rc.env, env, os.environ),
+            env=run_env,
             cwd=workdir or rc.working_dir or "/",
             user=rc.user if user is None else user,
             network="none" if network == "none" else "host",
-            mounts=(),
+            mounts=binds,
             hostname=hostname,
+            terminal=tty,
         )
         state = store.root / "run"
         runtime_name = runtime or os.environ.get("DOCKYARD_RUNTIME")
@@ -170,7 +230,8 @@ def run(
         ):
             try:
                 code: int = executor.run(rootfs, spec,
-                                         on_output=on_output or (lambda _chunk: None))
+                                         on_output=on_output or (lambda _chunk: None),
+                                         attach=interactive or tty, name=name)
             except ExecutorError as err:
                 if str(err) == "cancelled":
                     raise KeyboardInterrupt from None

@@ -14,8 +14,11 @@ command follows Docker's rules:
 
 Standard output carries only the container's output (its stdout and stderr, merged by the
 executor, written as they come); the container's exit status becomes dockyard's (128+N when
-killed by signal N). Standard input is not connected (no ``-i``/``-t``). Ctrl-C or SIGTERM
-kills the container and unmounts the snapshot (exit 130). The store's shared lock is held
+killed by signal N). ``-i`` connects standard input, and the container's stdout and stderr
+stay apart; ``-t`` gives it a pseudo-terminal (ours in raw mode meanwhile, so Ctrl-C reaches
+the container's shell). ``-v HOST:CTR[:ro]`` bind-mounts a host path; ``--name`` names the
+container in the runtime while it runs. Ctrl-C (without ``-t``) or SIGTERM kills the
+container and unmounts the snapshot (exit 130). The store's shared lock is held
 while the container runs, so a concurrent ``prune`` waits instead of removing its layers.
 """
 
@@ -30,6 +33,14 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rm", action="store_true",
                         help="accepted for docker compatibility: the container is always removed")
+    parser.add_argument("-i", "--interactive", action="store_true",
+                        help="connect standard input to the container")
+    parser.add_argument("-t", "--tty", action="store_true",
+                        help="give the container a pseudo-terminal")
+    parser.add_argument("-v", "--volume", dest="volumes", action="append", default=[],
+                        metavar="HOST:CTR[:ro]", help="bind-mount a host path (repeatable)")
+    parser.add_argument("--name", metavar="NAME",
+                        help="the container's name in the runtime while it runs")
     parser.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
                         help="set an environment variable (K alone: take it from this shell)")
     parser.add_argument("--entrypoint", metavar="CMD",
@@ -55,7 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dockyard import run as run_image
+    from dockyard.errors import UsageError
 
+    if args.tty and args.interactive and not sys.stdin.isatty():
+        raise UsageError("the input device is not a TTY (drop -t, or run from a terminal)")
     out = sys.stdout.buffer
 
     def on_output(chunk: bytes) -> None:
@@ -75,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         root=args.root,
         on_output=on_output,
+        interactive=args.interactive,
+        tty=args.tty,
+        volumes=args.volumes,
+        name=args.name,
         platform=args.platform,
     )
     return result.exit_code

@@ -385,9 +385,16 @@ class Executor:
     def _cmd(self, *args: str) -> list[str]:
         return [*self.runtime.argv_prefix, "--root", str(self._runtime_root), *args]
 
-    def run(self, rootfs: Path, spec: RunSpec, *, on_output: Callable[[bytes], None]) -> int:
+    def run(self, rootfs: Path, spec: RunSpec, *, on_output: Callable[[bytes], None],
+            attach: bool = False, name: str | None = None) -> int:
         """Run ``spec`` in ``rootfs`` (a mounted snapshot); stream its merged stdout and stderr
         to ``on_output``; return its exit status (128+N when killed by signal N).
+
+        ``attach`` (``dockyard run -i``/``-t``): the runtime gets this process's standard
+        input, output and error instead (``on_output`` is not called); with
+        ``spec.terminal`` the runtime makes the pseudo-terminal and copies between it and
+        ours (raw mode on ours, window size followed). ``name`` is the container's id in
+        the runtime (default: a random ``dockyard-...``).
 
         Raises ExecutorError when the process cannot be started (missing shell or program,
         unknown user, runtime failure) or when :meth:`cancel` was called.
@@ -396,7 +403,9 @@ class Executor:
             raise ExecutorError("cancelled")
         _check_command(rootfs, spec)
         ids = UserIds(*resolve_user(rootfs, spec.user))
-        cid = f"dockyard-{os.urandom(8).hex()}"
+        cid = name or f"dockyard-{os.urandom(8).hex()}"
+        if name is not None and (self._runtime_root / name).exists():
+            raise ExecutorError(f"the container name {name!r} is already in use")
         owner = self._claim()
         owner.bundles.mkdir(parents=True, exist_ok=True)
         os.chmod(owner.bundles.parent, 0o700)
@@ -430,7 +439,7 @@ class Executor:
             fd = os.open(bundle / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
                 json.dump(config, out)
-            return self._run_container(cid, bundle, on_output)
+            return self._run_container(cid, bundle, on_output, attach=attach)
         finally:
             if root_view is not None:
                 from dockyard.snapshot.base import unmount
@@ -443,7 +452,8 @@ class Executor:
             remove_mount_stubs(rootfs, stubs)
 
     def _run_container(
-        self, cid: str, bundle: Path, on_output: Callable[[bytes], None]
+        self, cid: str, bundle: Path, on_output: Callable[[bytes], None], *,
+        attach: bool = False,
     ) -> int:
         log = bundle / "runtime.log"
         argv = [
@@ -459,21 +469,23 @@ class Executor:
                     raise ExecutorError("cancelled")
                 # A session of its own: a terminal's Ctrl-C reaches us, and we stop the
                 # container deliberately rather than racing the runtime's signal forwarding.
+                # Attached, the runtime reads and writes our own descriptors (a terminal the
+                # new session does not control: no job-control stops).
                 proc = subprocess.Popen(
                     argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
+                    stdin=None if attach else subprocess.DEVNULL,
+                    stdout=None if attach else subprocess.PIPE,
+                    stderr=None if attach else subprocess.STDOUT,
                     start_new_session=True,
                 )
                 self._running[cid] = proc
-            assert proc.stdout is not None
-            fd = proc.stdout.fileno()
-            while True:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                on_output(chunk)
+            if proc.stdout is not None:
+                fd = proc.stdout.fileno()
+                while True:
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    on_output(chunk)
             code = proc.wait()
             if self._cancelled:
                 raise ExecutorError("cancelled")

@@ -182,6 +182,7 @@ class RunSpec:
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host: (name, address) lines
     ulimits: tuple[Ulimit, ...] = ()
     shm_size: int = DEFAULT_SHM_SIZE
+    terminal: bool = False  # a pseudo-terminal for the process (dockyard run -t)
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +411,7 @@ def oci_spec(
     elif not privileged and "nproc" not in rlimits:
         rlimits["nproc"] = Ulimit("nproc", DEFAULT_PIDS_LIMIT, DEFAULT_PIDS_LIMIT).to_oci()
     process: dict[str, Any] = {
-        "terminal": False,
+        "terminal": spec.terminal,
         "user": {"uid": ids.uid, "gid": ids.gid, "additionalGids": list(ids.groups)},
         "args": list(spec.args),
         "env": _with_path(spec.env),
