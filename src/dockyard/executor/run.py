@@ -214,6 +214,7 @@ def _ensure_cwd(rootfs: Path, cwd: str, ids: UserIds) -> None:
         if os.path.lexists(target):
             continue
         os.mkdir(target, 0o755)
+        os.chmod(target, 0o755)  # not the caller's umask
         os.chown(target, ids.uid, ids.gid)
 
 
@@ -477,6 +478,9 @@ class Executor:
                     stdout=None if attach else subprocess.PIPE,
                     stderr=None if attach else subprocess.STDOUT,
                     start_new_session=True,
+                    # what the runtime creates (mount points, /dev) must not take the
+                    # caller's umask; the process itself gets the runtime's 0022
+                    umask=0o022,
                 )
                 self._running[cid] = proc
             if proc.stdout is not None:

@@ -260,7 +260,9 @@ def apply_layer(
     up."""
     limits = limits or current_limits()
     try:
-        os.makedirs(root, exist_ok=True)
+        if not os.path.isdir(root):
+            os.makedirs(root, exist_ok=True)
+            os.chmod(root, 0o755)  # the root of a snapshot is "/" in a container
         real_root = os.path.realpath(root)
         reader = _HashingReader(open_decompressed(stream, limits))
     except LayerError:
@@ -411,6 +413,7 @@ class _Applier:
                 if not create:
                     return None
                 os.mkdir(path, 0o755)
+                os.chmod(path, 0o755)  # a parent the archive does not list: 0755, any umask
                 self.written.add(path)
                 cur.append(part)
             elif stat.S_ISLNK(st.st_mode):

@@ -222,6 +222,13 @@ def unmount(target: Path) -> None:
             raise StoreError(f"cannot unmount {target}: {os.strerror(err)}")
 
 
+def make_root_dir(path: Path) -> None:
+    """Create a snapshot's file system directory: it is ``/`` in a container, so it is
+    0755 as BuildKit's, whatever the caller's umask."""
+    path.mkdir(mode=0o755)
+    os.chmod(path, 0o755)
+
+
 def mount_all(mounts: list[Mount], target: Path) -> None:
     """Mount a list of mounts on ``target`` in order; on failure undo what was mounted."""
     done = 0

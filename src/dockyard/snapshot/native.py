@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from dockyard.errors import StoreError
 from dockyard.snapshot._meta import MetaBacked
-from dockyard.snapshot.base import Mount
+from dockyard.snapshot.base import Mount, make_root_dir
 
 if TYPE_CHECKING:
     from dockyard.layers.tarwriter import LayerStats
@@ -162,7 +162,7 @@ class NativeSnapshotter(MetaBacked):
         fs = d / "fs"
         try:
             if parent is None:
-                fs.mkdir(mode=0o755)
+                make_root_dir(fs)
             else:
                 src = self._dir(self._meta.get(parent)) / "fs"
                 proc = subprocess.run(
@@ -183,7 +183,7 @@ class NativeSnapshotter(MetaBacked):
     def view(self, key: str, parent: str | None) -> list[Mount]:
         """A read-only bind of committed ``parent`` (no copy)."""
         rec = self._meta.create(key, "view", parent)
-        (self._dir(rec) / "fs").mkdir(mode=0o755)
+        make_root_dir(self._dir(rec) / "fs")
         return self.mounts(key)
 
     def mounts(self, key: str) -> list[Mount]:

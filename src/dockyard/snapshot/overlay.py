@@ -18,7 +18,7 @@ from dockyard.errors import StoreError
 from dockyard.layers.tarwriter import is_overlay_opaque
 from dockyard.limits import current as current_limits
 from dockyard.snapshot._meta import MetaBacked
-from dockyard.snapshot.base import Mount
+from dockyard.snapshot.base import Mount, make_root_dir
 
 if TYPE_CHECKING:
     from dockyard.layers.tarwriter import LayerStats
@@ -96,14 +96,14 @@ class OverlaySnapshotter(MetaBacked):
         """A writable snapshot over committed ``parent`` (or an empty one)."""
         rec = self._meta.create(key, "active", parent)
         d = self._dir(rec)
-        (d / "fs").mkdir(mode=0o755)
+        make_root_dir(d / "fs")
         (d / "work").mkdir(mode=0o700)
         return self.mounts(key)
 
     def view(self, key: str, parent: str | None) -> list[Mount]:
         """A read-only view of committed ``parent``."""
         rec = self._meta.create(key, "view", parent)
-        (self._dir(rec) / "fs").mkdir(mode=0o755)
+        make_root_dir(self._dir(rec) / "fs")
         return self.mounts(key)
 
     def mounts(self, key: str) -> list[Mount]:

@@ -158,7 +158,9 @@ class LayerSnapshots:
 
         if not diff_ids:
             empty = self.store.root / "tmp" / f"empty-{_unique()}"
-            empty.mkdir(parents=True)
+            empty.parent.mkdir(parents=True, exist_ok=True)
+            empty.mkdir(mode=0o755)
+            empty.chmod(0o755)  # "/" of an empty stage, as a bind mount shows it
             try:
                 yield empty
             finally:

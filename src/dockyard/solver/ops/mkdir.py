@@ -1,7 +1,8 @@
 """WORKDIR's mkdir: create the working directory, owned by the current user, if it is missing.
 
 Key: the path and the user (:func:`dockyard.solver.keys.mkdir_components`). Execution: the
-missing directories are made 0755, owned by the user as the stage's passwd resolves it.
+missing directories are made 0755 whatever the caller's umask, owned by the user as the
+stage's passwd resolves it.
 """
 
 from __future__ import annotations
@@ -53,4 +54,5 @@ def mkdir(op: MkdirOp, rootfs: Path) -> None:
         p = p.parent
     for d in reversed(missing):
         d.mkdir(mode=0o755)
+        os.chmod(d, 0o755)  # mkdir's mode passes through the caller's umask
         os.chown(d, uid, gid)
