@@ -9,6 +9,7 @@ The hierarchy::
     ├── BuildError                   a step failed while building (location of the step)
     │   └── RunError                 a RUN exited non-zero (command, exit code, output tail)
     ├── ContextError                 build context: missing file, symlink escape, bad tar
+    │   └── SourceChangedError       a source changed between its digest and its copy
     ├── LayerError                   unsafe or corrupt layer tar (path escape, bad whiteout)
     ├── StoreError                   the local store
     │   └── NotFoundError            an image, tag or blob that is not there
@@ -47,6 +48,7 @@ __all__ = [
     "NotFoundError",
     "RegistryError",
     "RunError",
+    "SourceChangedError",
     "StoreError",
     "UsageError",
 ]
@@ -185,6 +187,13 @@ class RunError(BuildError):
 
 class ContextError(_Located):
     """The build context: a missing file, a symlink leaving the context, a bad tarball."""
+
+
+class SourceChangedError(ContextError):
+    """A file a step reads from a build context changed after the step's key was made from
+    it (and before the step had read it): the result would not match its key, so it is not
+    kept. The solver keys the step again; this reaches the user only when the file keeps
+    changing."""
 
 
 class LayerError(DockyardError):

@@ -183,8 +183,9 @@ def test_fast_file_record_matches_the_general_encoding(ctx: Path) -> None:
     with StatCache(None, racy_window_ns=0) as cache:
         sel = digest_selection(ctx, ["src"], [], cache, zero_owner=False)
         # the regular-file shortcut and _record must agree, or one tree could have 2 digests
-        files, records = hashing._manifest(
-            hashing.select_sources_raw(Path(os.path.abspath(ctx)), ["src"]), cache, False, ()
+        files, records, _ = hashing._manifest(
+            hashing.select_sources_raw(Path(os.path.abspath(ctx)), ["src"]), cache, False, (),
+            0,
         )
     assert files == sel.files
     for rel, meta in files.items():

@@ -33,20 +33,24 @@ def is_archive(path: Path) -> bool:
         return False
 
 
-def extract_archive(archive: Path, dest: Path, *, devices: bool = True) -> None:
+def extract_archive(
+    archive: Path, dest: Path, *, devices: bool = True, name: str | None = None
+) -> None:
     """Unpack ``archive`` (any compression) into the existing directory ``dest``, safely.
 
     ``devices=False`` refuses device nodes (a build context is unpacked on the host, outside
-    the store). A bad archive is a ContextError naming it and the problem."""
+    the store). A bad archive is a ContextError naming it (``name``, default its file name)
+    and the problem."""
     from dockyard.layers.apply import apply_layer
 
+    name = name or archive.name
     try:
         with open(archive, "rb") as raw:
             apply_layer(raw, dest, overlay_whiteouts=False, devices=devices)
     except NoSpaceError:
         raise
     except LayerError as err:
-        raise ContextError(f"failed to extract {archive.name}: {err}") from None
+        raise ContextError(f"failed to extract {name}: {err}") from None
     except OSError as err:
-        raise ContextError(f"failed to extract {archive.name}: {err.strerror}") from None
+        raise ContextError(f"failed to extract {name}: {err.strerror}") from None
 

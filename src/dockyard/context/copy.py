@@ -25,10 +25,10 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dockyard.context._paths import (
     SelectedEntry,
@@ -41,7 +41,10 @@ from dockyard.context._paths import (
     split_wildcards,
 )
 from dockyard.context.dockerignore import PatternMatcher, go_clean, has_wildcards
-from dockyard.errors import ContextError
+from dockyard.errors import ContextError, SourceChangedError
+
+if TYPE_CHECKING:
+    from dockyard.context.hashing import FileMeta, SelectionDigest
 
 StrPath = str | os.PathLike[str]
 
@@ -52,6 +55,7 @@ _CHUNK_FILES = 32
 
 __all__ = [
     "ChmodSpec",
+    "context_view",
     "copy_into",
     "parse_chmod",
     "resolve_chown",
@@ -209,6 +213,8 @@ class _Copier:
     inodes: dict[tuple[int, int], StrPath] = field(default_factory=dict)
     # Decides whether a regular file's copy is left to the caller (see ReuseHook).
     reuse: ReuseHook | None = None
+    # What the step's key was made of: the copy must copy exactly that (see copy_into)
+    expected: _Expected | None = None
 
     def owner(self, st: os.stat_result) -> tuple[int, int]:
         if self.chown is not None:
@@ -268,6 +274,8 @@ class _Copier:
             )
             try:
                 _copy_data(src_fd, dst_fd, st.st_size)
+                if self.expected is not None:
+                    self.expected.copied(os.fspath(src), src_fd, st, target)
                 if self.is_root:
                     os.fchown(dst_fd, *self.owner(st))
                 os.fchmod(dst_fd, self.target_mode(st))
@@ -303,7 +311,10 @@ class _Copier:
             os.link(self.inodes[key], target)
             return True
         if stat.S_ISLNK(mode):
-            os.symlink(os.readlink(src), target)
+            link = os.readlink(src)
+            if self.expected is not None:
+                self.expected.linked(os.fspath(src), link)
+            os.symlink(link, target)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             if not self.is_root:
                 return False
@@ -374,6 +385,137 @@ class _Copier:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
             for _ in pool.map(run, chunks):
                 pass
+
+
+class _Expected:
+    """The selection a COPY's key was made of, which the copy must reproduce exactly.
+
+    Between the digest and the copy a file may be rewritten, chmodded, added or removed. The
+    copy checks every entry against the key's manifest: an entry whose ``lstat`` still
+    equals its proof (:class:`~dockyard.context.hashing.SelectionDigest`) is unchanged, with
+    all it holds; one without a proof (changed just before the build) has its metadata
+    compared field by field and its copy's bytes hashed. A regular file must also keep its
+    stat while it is read (``fstat`` after the copy). Any difference raises
+    :class:`~dockyard.errors.SourceChangedError`: the step is keyed again, and a layer never
+    holds content its key does not describe."""
+
+    def __init__(self, selection: SelectionDigest, src_root: Path) -> None:
+        self.root = os.path.normpath(os.path.abspath(src_root))
+        self.files = selection.files
+        self.proofs = selection.proofs
+        self.proven: dict[str, bool] = {}  # source path -> proven by its stat
+        self.by_path: dict[str, FileMeta] = {}
+        self.rels: dict[str, str] = {}
+
+    def check(self, selected: Sequence[SelectedEntry]) -> None:
+        """Compare the entries the copy found with the manifest (before anything is copied)."""
+        from dockyard.context.hashing import stat_key
+
+        seen: set[str] = set()
+        for entry in selected:
+            if stat.S_IFMT(entry.st.st_mode) == stat.S_IFSOCK:
+                continue  # neither digested nor copied
+            meta = self.files.get(entry.rel)
+            if meta is None:
+                raise _changed(entry.rel, "appeared")
+            seen.add(entry.rel)
+            self.by_path[entry.path] = meta
+            self.rels[entry.path] = entry.rel
+            if os.path.normpath(os.path.abspath(entry.path)) == self.root:
+                continue  # the context's own directory: recorded as a constant, never copied
+            proof = self.proofs.get(entry.rel)
+            if proof is not None and stat_key(entry.st) == proof:
+                self.proven[entry.path] = True
+                continue
+            if _describe(entry) != (meta.type, meta.mode, meta.size, meta.linkname,
+                                    meta.rdev, meta.xattrs):
+                raise _changed(entry.rel)
+            self.proven[entry.path] = False
+        for rel in self.files:
+            if rel not in seen:
+                raise _changed(rel, "disappeared")
+
+    def copied(self, src: str, src_fd: int, st: os.stat_result, target: StrPath) -> None:
+        """A regular file was copied from ``src_fd`` (``st``: its ``lstat`` before): it must
+        not have changed while it was read, and, if its stat proves nothing, its copy must
+        hold the bytes the key was made of."""
+        from dockyard.context.hashing import hash_file, stat_key
+
+        rel = self.rels.get(src, src)
+        if stat_key(os.fstat(src_fd)) != stat_key(st):
+            raise _changed(rel)
+        meta = self.by_path.get(src)
+        if meta is None:
+            raise _changed(rel, "appeared")
+        if not self.proven.get(src, False) and hash_file(Path(target)) != meta.sha256:
+            raise _changed(rel)
+
+    def linked(self, src: str, link: str) -> None:
+        """A symlink was read: its target must be the one the key was made of."""
+        meta = self.by_path.get(src)
+        if meta is None or meta.linkname != link:
+            raise _changed(self.rels.get(src, src))
+
+    @contextlib.contextmanager
+    def archive(self, top: SelectedEntry, tmpdir: Path) -> Iterator[Path]:
+        """The archive ``top`` as the key saw it, to unpack: the file itself while its stat
+        proves it (checked again after the unpacking), else a private copy of its bytes
+        whose hash matches the key."""
+        from dockyard.context.hashing import hash_file, stat_key
+
+        meta = self.by_path[top.path]
+        if self.proven.get(top.path, False):
+            fd = os.open(top.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                if stat_key(os.fstat(fd)) != stat_key(top.st):
+                    raise _changed(top.rel)
+                yield Path(f"/proc/self/fd/{fd}")
+                if stat_key(os.fstat(fd)) != stat_key(top.st):
+                    raise _changed(top.rel)
+            finally:
+                os.close(fd)
+            return
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=tmpdir, prefix="dockyard-archive-") as scratch:
+            private = Path(scratch) / "archive"
+            src_fd = os.open(top.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                dst_fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    _copy_data(src_fd, dst_fd, top.st.st_size)
+                finally:
+                    os.close(dst_fd)
+            finally:
+                os.close(src_fd)
+            if hash_file(private) != meta.sha256:
+                raise _changed(top.rel)
+            yield private
+
+
+def _describe(entry: SelectedEntry) -> tuple[str, int, int, str, tuple[int, int], object]:
+    """What the content digest records of ``entry`` besides its bytes, read now (owners
+    aside: the build context's count as 0:0)."""
+    from dockyard.context.hashing import _kind, _xattrs
+
+    st = entry.st
+    kind = _kind(st.st_mode)
+    rdev = (os.major(st.st_rdev), os.minor(st.st_rdev)) if kind in ("char", "block") else (0, 0)
+    return (
+        kind,
+        stat.S_IMODE(st.st_mode),
+        st.st_size if kind == "file" else 0,
+        os.readlink(entry.path) if kind == "symlink" else "",
+        rdev,
+        _xattrs(entry.path),
+    )
+
+
+def _changed(rel: str, how: str = "changed") -> SourceChangedError:
+    return SourceChangedError(
+        f"{rel} {how} while the step was copying it",
+        hint="the step's cache key was made from the earlier state; add files that change "
+             "during builds to .dockerignore",
+    )
 
 
 def _clear_target(target: StrPath) -> None:
@@ -455,6 +597,8 @@ def copy_into(
     utime: int | None = None,
     command: str | None = None,
     reuse: ReuseHook | None = None,
+    expect: SelectionDigest | None = None,
+    tmpdir: Path | None = None,
 ) -> None:
     """Copy ``sources`` (below ``src_root``) to ``dest`` inside ``target_root``.
 
@@ -465,10 +609,16 @@ def copy_into(
     mtime when set. ``reuse`` may take over regular files that are not hardlinked (see
     :class:`ReuseHook`). Raises ContextError (missing source, bad destination, corrupt
     archive).
+
+    ``expect`` is the selection the step's key was made of (``digest_selection`` of the
+    same sources): the copy then holds exactly that or raises SourceChangedError (see
+    :class:`_Expected`); a private copy of an archive that changed just before the build
+    goes to ``tmpdir``.
     """
     mode_spec = ChmodSpec(octal=chmod) if isinstance(chmod, int) else chmod
+    expected = _Expected(expect, src_root) if expect is not None else None
     copier = _Copier(chown=chown, chmod=mode_spec, preserve_owner=preserve_owner, utime=utime,
-                     reuse=reuse)
+                     reuse=reuse, expected=expected)
     dest_abs = resolve_dest(dest, workdir)
     dest_is_dir = dest_abs.endswith("/")
     exclude_matcher = PatternMatcher(excludes) if excludes else None
@@ -492,8 +642,31 @@ def copy_into(
                     continue
             selected = select_match(src_root, match, src, exclude_matcher, ignore, follow_symlinks)
             plan.append((match, pivot, selected))
+    if expected is not None:
+        expected.check([entry for _, _, selected in plan for entry in selected])
     if not plan:
         return
+    try:
+        _copy_plan(copier, plan, src_root, target_root, dest_abs, dest_is_dir, parents, is_add,
+                   tmpdir)
+    except FileNotFoundError as err:
+        if expected is None:
+            raise
+        # a source went away while it was copied
+        raise _changed(os.path.relpath(err.filename or "?", src_root), "disappeared") from None
+
+
+def _copy_plan(
+    copier: _Copier,
+    plan: list[tuple[str, str, list[SelectedEntry]]],
+    src_root: Path,
+    target_root: Path,
+    dest_abs: str,
+    dest_is_dir: bool,
+    parents: bool,
+    is_add: bool,
+    tmpdir: Path | None,
+) -> None:
 
     # Several sources onto a destination without a trailing slash are not rejected (as
     # BuildKit, against its documentation): each is copied onto the same path in turn, so
@@ -513,7 +686,12 @@ def copy_into(
             copier.mkdir_all(dest_path, target_root)
             from dockyard.context.archive import extract_archive
 
-            extract_archive(Path(top.path), dest_path)
+            if copier.expected is None:
+                extract_archive(Path(top.path), dest_path)
+                continue
+            private = tmpdir if tmpdir is not None else Path(tempfile.gettempdir())
+            with copier.expected.archive(top, private) as archive:
+                extract_archive(archive, dest_path, name=os.path.basename(top.path))
             continue
         target = _prepare_target(copier, target_root, dest_path, top)
         copier.copy_tree(selected, target)
@@ -657,3 +835,43 @@ def _is_archive(path: Path) -> bool:
     from dockyard.context.archive import is_archive
 
     return is_archive(path)
+
+
+@contextlib.contextmanager
+def context_view(
+    ctx_root: Path,
+    source: str,
+    ignore: PatternMatcher | None,
+    tmpdir: Path,
+    expect: SelectionDigest | None = None,
+) -> Iterator[Path]:
+    """What ``RUN --mount=type=bind,source=SOURCE`` of a build context shows: a private copy
+    of the selection, made under ``tmpdir`` and removed afterwards.
+
+    As in BuildKit, the mount shows only what ``.dockerignore`` lets through, and writes to
+    it (``rw``) never reach the user's files: they go to the copy and vanish with it. With
+    ``expect`` (the selection the step's key was made of) the copy is exactly that, or
+    SourceChangedError. Owners are 0:0 (as the key records them); a directory source keeps
+    its mode, the context's own directory is 0755 (:data:`~dockyard.context.hashing.CONTEXT_ROOT`).
+    """
+    import shutil
+
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="dockyard-bind-", dir=tmpdir))
+    try:
+        word = go_clean("/" + source).lstrip("/") or "."
+        copy_into(ctx_root, [word], "/view", scratch, workdir="/", chown=None, chmod=None,
+                  parents=False, excludes=(), is_add=False, ignore=ignore,
+                  preserve_owner=False, expect=expect, tmpdir=tmpdir)
+        view = scratch / "view"
+        if view.is_dir() and not view.is_symlink():
+            mode = 0o755
+            top = expect.files.get(word) if expect is not None else None
+            if top is not None and top.type == "dir":
+                mode = top.mode
+            elif expect is None and word != ".":
+                mode = stat.S_IMODE(os.stat(root_path(ctx_root, word)).st_mode)
+            os.chmod(view, mode)
+        yield view
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -26,7 +26,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard._timestamps import settled_after
@@ -35,13 +35,16 @@ from dockyard.context.dockerignore import PatternMatcher
 from dockyard.errors import ContextError
 
 __all__ = [
+    "CONTEXT_ROOT",
     "DIGEST_VERSION",
     "FileMeta",
     "SelectionDigest",
     "StatCache",
+    "StatKey",
     "digest_selection",
     "explain_diff",
     "hash_file",
+    "stat_key",
 ]
 
 #: Bumped whenever the serialisation below changes; part of every selection digest.
@@ -161,8 +164,19 @@ class StatCache:
         Every path under one of the directory ``prefixes`` (each ending in "/") is looked
         up with one range query per prefix; the rest one by one, in batches.
         """
+        return [(digest, xattrs) for digest, xattrs, _ in self.lookup_timed(
+            paths, stats, prefixes)]
+
+    def lookup_timed(
+        self,
+        paths: Sequence[str],
+        stats: Sequence[os.stat_result],
+        prefixes: Sequence[str] = (),
+    ) -> list[tuple[str, _Xattrs, int]]:
+        """:meth:`lookup`, each answer with the time (ns) just before the bytes it digests
+        were read (this build's read, or the one the trusted entry comes from)."""
         known = self._rows(paths, prefixes)
-        results: list[tuple[str, _Xattrs] | None] = [None] * len(paths)
+        results: list[tuple[str, _Xattrs, int] | None] = [None] * len(paths)
         todo: list[int] = []
         racy = self.racy_window_ns
         for i, (path, st) in enumerate(zip(paths, stats, strict=True)):
@@ -180,14 +194,14 @@ class StatCache:
                     else settled_after(st.st_ctime_ns, racy) < row[5]
                 )
             ):
-                results[i] = (row[6], _decode_xattrs(row[7]) if row[7] else _NO_XATTRS)
+                results[i] = (row[6], _decode_xattrs(row[7]) if row[7] else _NO_XATTRS, row[5])
                 continue
             todo.append(i)
         if todo:
             fresh = self._hash_many([paths[i] for i in todo], [stats[i] for i in todo])
             rows = []
             for i, (digest, xattrs, hashed_ns) in zip(todo, fresh, strict=True):
-                results[i] = (digest, xattrs)
+                results[i] = (digest, xattrs, hashed_ns)
                 st = stats[i]
                 rows.append(
                     (paths[i], *_stat_key(st), hashed_ns, digest, _encode_xattrs(xattrs))
@@ -322,12 +336,37 @@ class FileMeta:
         )
 
 
+#: What identifies one state of an entry: ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``
+StatKey = tuple[int, int, int, int, int]
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    """The :data:`StatKey` of an ``os.lstat`` / ``os.fstat`` result."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 @dataclass(frozen=True, slots=True)
 class SelectionDigest:
-    """The digest of a selection and its per-path manifest (paths relative to the root)."""
+    """The digest of a selection and its per-path manifest (paths relative to the root).
+
+    ``proofs`` holds, for entries whose state at digest time is proven by their stat, that
+    stat's :data:`StatKey`: the entry's ctime was settled (its clock tick over) before it
+    was observed, so any later change to it - content, mode, owner, xattrs - moves its
+    ctime. An entry whose stat still equals its proof is exactly what was digested (the
+    copy checks this, :func:`dockyard.context.copy.copy_into`'s ``expect``); an entry
+    without a proof changed just before the build and is checked by content."""
 
     digest: str
     files: dict[str, FileMeta]
+    proofs: dict[str, StatKey] = field(default_factory=dict)
+
+
+#: How a build context's root directory is recorded when a source selects it (``COPY .``,
+#: a bind mount of the context): BuildKit's client never sends the root's own metadata (its
+#: content hash fakes the root's header with a constant), so a chmod of the context
+#: directory changes no key. Nothing copies it either: a directory source's own metadata
+#: never reaches the destination (its contents do).
+CONTEXT_ROOT = FileMeta("dir", 0o755, 0, 0, 0, "")
 
 
 def _kind(mode: int) -> str:
@@ -376,17 +415,27 @@ def _record(rel: str, meta: FileMeta) -> str:
 
 
 def _manifest(
-    entries: list[RawEntry], stat_cache: StatCache, zero_owner: bool, prefixes: Sequence[str]
-) -> tuple[dict[str, FileMeta], dict[str, str]]:
-    """The manifest and, per path, its :func:`_record` (for the regular-file fast path the
-    record is formatted directly rather than through :func:`_record`)."""
+    entries: list[RawEntry],
+    stat_cache: StatCache,
+    zero_owner: bool,
+    prefixes: Sequence[str],
+    observed_ns: int,
+    context_root: str | None = None,
+) -> tuple[dict[str, FileMeta], dict[str, str], dict[str, StatKey]]:
+    """The manifest, per path its :func:`_record` (for the regular-file fast path the record
+    is formatted directly rather than through :func:`_record`), and the proofs (see
+    :class:`SelectionDigest`) of the entries ``lstat``-ed after ``observed_ns``. The
+    directory ``context_root``, when selected itself, is recorded as :data:`CONTEXT_ROOT`."""
     regular = [e for e in entries if stat.S_ISREG(e[2].st_mode)]
     # in entry order, so the main loop takes them one by one
-    found = iter(stat_cache.lookup([e[1] for e in regular], [e[2] for e in regular], prefixes))
+    found = iter(stat_cache.lookup_timed(
+        [e[1] for e in regular], [e[2] for e in regular], prefixes))
     files: dict[str, FileMeta] = {}
     records: dict[str, str] = {}
+    proofs: dict[str, StatKey] = {}
     kinds = _KINDS
     tail = _FILE_TAIL
+    window = stat_cache.racy_window_ns
     for rel, path, st, _, _ in entries:
         mode = st.st_mode
         kind = kinds.get(mode & 0o170000)
@@ -398,14 +447,20 @@ def _manifest(
             uid, gid = st.st_uid, st.st_gid
         perm = mode & 0o7777
         if kind == "file":
-            sha, xattrs = next(found)
+            sha, xattrs, read_ns = next(found)
+            if settled_after(st.st_ctime_ns, window) < min(read_ns, observed_ns):
+                proofs[rel] = stat_key(st)
             size = st.st_size
             meta = FileMeta(kind, perm, uid, gid, size, sha, "", xattrs, _NO_RDEV)
             if not xattrs:
                 records[rel] = f"{rel}\0file\0{perm:o}\0{uid}\0{gid}\0{size}\0{sha}{tail}"
                 files[rel] = meta
                 continue
+        elif path == context_root:
+            meta = CONTEXT_ROOT  # its own metadata is never sent to BuildKit
         else:
+            if settled_after(st.st_ctime_ns, window) < observed_ns:
+                proofs[rel] = stat_key(st)
             meta = FileMeta(
                 kind,
                 perm,
@@ -421,7 +476,7 @@ def _manifest(
             )
         files[rel] = meta
         records[rel] = _record(rel, meta)
-    return files, records
+    return files, records, proofs
 
 
 def _digest_of(records: dict[str, str]) -> str:
@@ -439,6 +494,7 @@ def digest_selection(
     ignore: PatternMatcher | None = None,
     zero_owner: bool = True,
     allow_empty_wildcard: bool = True,
+    context: bool = False,
 ) -> SelectionDigest:
     """Digest the entries ``sources`` select below ``ctx_root``, as COPY would see them.
 
@@ -447,10 +503,13 @@ def digest_selection(
     context's .dockerignore matcher (excluded paths do not exist for COPY). ``zero_owner``
     reports uid/gid 0 for every entry, as BuildKit's client does for the local context; pass
     False for another stage's rootfs. A top-level source that is a symlink is followed within
-    the root when ``follow_root_symlinks``. Raises ContextError for a missing source.
+    the root when ``follow_root_symlinks``. ``context``: ``ctx_root`` is a build context,
+    whose root directory, when selected, is recorded as :data:`CONTEXT_ROOT`. Raises
+    ContextError for a missing source.
     """
     # Absolute once, so every walked path is already the stat cache's absolute key.
     root = Path(os.path.abspath(ctx_root))
+    observed_ns = time.time_ns()  # before any entry is looked at
     entries = select_sources_raw(
         root,
         sources,
@@ -464,8 +523,9 @@ def digest_selection(
         for e in entries
         if e[4] == "" and stat.S_ISDIR(e[2].st_mode)
     ]
-    files, records = _manifest(entries, stat_cache, zero_owner, prefixes)
-    return SelectionDigest(_digest_of(records), files)
+    files, records, proofs = _manifest(entries, stat_cache, zero_owner, prefixes, observed_ns,
+                                       str(root) if context else None)
+    return SelectionDigest(_digest_of(records), files, proofs)
 
 
 def _what_changed(old: FileMeta, new: FileMeta) -> str:

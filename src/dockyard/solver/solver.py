@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.context.context import BuildContext
-from dockyard.errors import BuildError, DockyardError, Location, UsageError
+from dockyard.errors import BuildError, DockyardError, Location, SourceChangedError, UsageError
 from dockyard.image.oci import chain_ids
 from dockyard.plan.model import BuildPlan, StagePlan, Step
 from dockyard.progress.events import (
@@ -39,6 +39,7 @@ from dockyard.progress.events import (
     VertexCached,
     VertexDone,
     VertexError,
+    VertexLog,
     VertexStarted,
 )
 from dockyard.solver import keys
@@ -58,6 +59,12 @@ def _unique() -> str:
 
 
 EMPTY_TAR_SIZE = 1024  # a tar stream with no entries: two zero blocks
+SOURCE_ATTEMPTS = 3  # keyings of a step whose sources keep changing while it copies them
+
+
+class _KeyAgain(Exception):
+    """The step's sources changed under it: make its key again (not a DockyardError, so the
+    step's error handling lets it through)."""
 
 
 class Solver:
@@ -250,12 +257,28 @@ class Solver:
 
     # ------------------------------------------------------------------ steps
     def _solve_step(self, stage: StagePlan, step: Step, state: StageState, no_cache: bool) -> None:
+        # A source that changed between the step's key and its copy (SourceChangedError)
+        # makes the step start over from its key, a few times, then fail.
+        for attempt in range(SOURCE_ATTEMPTS):
+            try:
+                self._solve_step_once(stage, step, state, no_cache, first=attempt == 0,
+                                      last=attempt == SOURCE_ATTEMPTS - 1)
+                return
+            except _KeyAgain:
+                continue
+
+    def _solve_step_once(
+        self, stage: StagePlan, step: Step, state: StageState, no_cache: bool, *,
+        first: bool = True, last: bool = True,
+    ) -> None:
         if self._cancelled:
             raise BuildError("build cancelled", step.location, source=self.plan.source)
         t0 = time.time()
         name = f"[{stage.display_name} {step.position}/{step.count}] {step.display}"
-        self.emit(VertexStarted(step.vertex, name, t0, stage=stage.display_name,
-                                instruction=step.instruction, line=step.location.start_line))
+        if first:
+            self.emit(VertexStarted(step.vertex, name, t0, stage=stage.display_name,
+                                    instruction=step.instruction,
+                                    line=step.location.start_line))
         try:
             assert step.op is not None
             op = op_for(step.op)
@@ -303,7 +326,14 @@ class Solver:
             with self._lock:
                 self.first_miss_line.setdefault(stage.index, step.location.start_line)
             previous = None if no_cache else self.explainer.previous_step(stage, step)
-            diff_id = self._execute(stage, step, state, inputs, previous)
+            try:
+                diff_id = self._execute(stage, step, state, inputs, previous)
+            except SourceChangedError as err:
+                if last:
+                    raise
+                self.emit(VertexLog(step.vertex, f"{err.message}: keying the step again\n"
+                                    .encode("utf-8", "surrogateescape"), time.time()))
+                raise _KeyAgain from err
             record = CacheRecord(
                 key=key,
                 diff_id=diff_id,

@@ -36,11 +36,13 @@ class SourceDigests:
 
     def context(self, ctx: BuildContext, sources: list[str], excludes: tuple[str, ...]) -> Any:
         """The :class:`~dockyard.context.hashing.SelectionDigest` of ``sources`` in a build
-        context (after its ``.dockerignore`` and ``excludes``; owners count as 0:0)."""
+        context (after its ``.dockerignore`` and ``excludes``; owners count as 0:0, the
+        context directory's own metadata not at all)."""
         from dockyard.context.hashing import digest_selection
 
         return digest_selection(
-            ctx.root, sources, excludes, self._stat_cache(), ignore=ctx.ignore, zero_owner=True
+            ctx.root, sources, excludes, self._stat_cache(), ignore=ctx.ignore, zero_owner=True,
+            context=True,
         )
 
     def layers(self, diff_ids: list[str], sources: list[str], excludes: tuple[str, ...]) -> Any:

@@ -9,10 +9,11 @@ of the step's previous result where it can (:mod:`dockyard.solver.reuse`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockyard.errors import ContextError, DockyardError
+from dockyard.errors import ContextError, DockyardError, SourceChangedError
 from dockyard.plan.model import CopyOp, StagePlan, Step
 from dockyard.solver import keys
 from dockyard.solver.model import StageState
@@ -27,7 +28,8 @@ class Copy:
     ) -> CacheInputs:
         op = step.op
         assert isinstance(op, CopyOp)
-        digest, files, source_id = sources_digest(ctx, op, step)
+        sel = context_selection(ctx, op)
+        digest, files, source_id = sources_digest(ctx, op, step, sel)
         chown = resolve_chown(ctx, op, state, step) if op.chown else None
         return CacheInputs(
             kind="copy",
@@ -37,42 +39,69 @@ class Copy:
             ),
             link=op.link,
             explain={"files": files},
-            prepared=chown,
+            prepared=Prepared(chown, sel),
         )
 
     def execute(self, ctx: OpContext, job: Execution) -> Finish | None:
         op = job.step.op
         assert isinstance(op, CopyOp)
         reuse = _file_reuse(ctx, op, job)
-        copy(ctx, op, job.step, job.rootfs, job.inputs.prepared, reuse)
+        prepared = job.inputs.prepared
+        assert isinstance(prepared, Prepared)
+        copy(ctx, op, job.step, job.rootfs, prepared.chown, reuse, prepared.selection)
         if reuse is not None and reuse.links:
             links: Finish = reuse.link_all  # made once the overlay is unmounted
             return links
         return None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What keying a COPY found that running it needs: ``--chown`` as ids, and the
+    selection of a build context the key was made of (the copy must copy exactly that)."""
+
+    chown: tuple[int, int] | None
+    selection: Any  # a SelectionDigest, or None for other sources
+
+
 # ---------------------------------------------------------------------- key
+def context_selection(ctx: OpContext, op: CopyOp) -> Any:
+    """The selection ``op``'s sources make in a build context (the main one or a named one),
+    or None when they come from elsewhere (a stage, an image, URLs, heredocs only)."""
+    if not op.sources or (op.is_add and any(is_url(s) for s in op.sources)):
+        return None
+    build_ctx = _source_context(ctx, op)
+    if build_ctx is None:
+        return None
+    return ctx.sources.context(build_ctx, list(op.sources), op.excludes)
+
+
+def _source_context(ctx: OpContext, op: CopyOp) -> Any:
+    """The build context ``op`` copies from, or None for a stage or an image."""
+    named = op.source_name in ctx.named_contexts if op.source_name else False
+    if op.source_kind == "context":
+        return ctx.named_contexts[op.source_name] if named and op.source_name else ctx.context
+    if op.source_kind == "image" and named and op.source_name:
+        return ctx.named_contexts[op.source_name]
+    return None
+
+
 def sources_digest(
-    ctx: OpContext, op: CopyOp, step: Step
+    ctx: OpContext, op: CopyOp, step: Step, sel: Any = None
 ) -> tuple[str, Mapping[str, Any], str | None]:
-    """(content digest, selection manifest path -> FileMeta, source identity) of ``op``."""
+    """(content digest, selection manifest path -> FileMeta, source identity) of ``op``;
+    ``sel`` is its :func:`context_selection` when that was made already."""
     if op.is_add and any(is_url(s) for s in op.sources):
         # remote sources are keyed by what they are (URL + checksum); the content is
         # fetched when the step runs, so an unpinned URL is re-fetched only on a miss.
         return keys.digest_of(list(op.sources)), {}, None
     if not op.sources:
         return keys.digest_of([]), {}, None
-    if op.source_kind == "context":
-        build_ctx = ctx.context
-        source_id = None
-        if op.source_name and op.source_name in ctx.named_contexts:
-            build_ctx = ctx.named_contexts[op.source_name]
-            source_id = f"context:{op.source_name}"
-        sel = ctx.sources.context(build_ctx, list(op.sources), op.excludes)
-    elif op.source_kind == "image" and op.source_name in ctx.named_contexts:
-        build_ctx = ctx.named_contexts[op.source_name]
-        sel = ctx.sources.context(build_ctx, list(op.sources), op.excludes)
-        source_id = f"context:{op.source_name}"
+    build_ctx = _source_context(ctx, op)
+    if build_ctx is not None:
+        source_id = None if build_ctx is ctx.context else f"context:{op.source_name}"
+        if sel is None:
+            sel = ctx.sources.context(build_ctx, list(op.sources), op.excludes)
     else:
         diff_ids, _ = source_layers(ctx, op, step)
         sel = ctx.sources.layers(diff_ids, list(op.sources), op.excludes)
@@ -155,9 +184,12 @@ def _file_reuse(ctx: OpContext, op: CopyOp, job: Execution) -> Any:
 
 
 def copy(
-    ctx: OpContext, op: CopyOp, step: Step, rootfs: Path, chown: Any, reuse: Any = None
+    ctx: OpContext, op: CopyOp, step: Step, rootfs: Path, chown: Any, reuse: Any = None,
+    selection: Any = None,
 ) -> None:
-    """Copy ``op``'s sources (and heredocs, and URLs for ADD) into ``rootfs``."""
+    """Copy ``op``'s sources (and heredocs, and URLs for ADD) into ``rootfs``; from a build
+    context, exactly the ``selection`` the step's key was made of (or the step fails with
+    SourceChangedError)."""
     from dockyard.context.copy import add_remote, copy_into, parse_chmod, write_heredocs
 
     chmod = parse_chmod(op.chmod) if op.chmod else None
@@ -186,7 +218,8 @@ def copy(
             copy_into(build_ctx.root, local, op.dest, rootfs, workdir=op.workdir, chown=chown,
                       chmod=chmod, parents=op.parents, excludes=op.excludes,
                       is_add=op.is_add, ignore=build_ctx.ignore, preserve_owner=False,
-                      utime=utime, command=command, reuse=reuse)
+                      utime=utime, command=command, reuse=reuse, expect=selection,
+                      tmpdir=tmpdir)
         else:
             diff_ids, _ = source_layers(ctx, op, step)
             with ctx.view_of(diff_ids) as src_root:
@@ -194,6 +227,8 @@ def copy(
                           chown=chown, chmod=chmod, parents=op.parents,
                           excludes=op.excludes, is_add=op.is_add, ignore=None,
                           preserve_owner=True, utime=utime, command=command)
+    except SourceChangedError:
+        raise  # the walker keys the step again
     except ContextError as err:
         raise located(ctx, step, err.message, err.hint) from None
 

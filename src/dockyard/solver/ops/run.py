@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from dockyard.errors import BuildError, DockyardError, RunError
+from dockyard.errors import BuildError, ContextError, DockyardError, RunError, SourceChangedError
 from dockyard.plan.model import RunOp, StagePlan, Step
 from dockyard.progress.events import VertexLog
 from dockyard.solver import keys
@@ -32,7 +32,8 @@ class Run:
     ) -> CacheInputs:
         op = step.op
         assert isinstance(op, RunOp)
-        mounts = mount_key_parts(ctx, op, step)
+        selections: dict[int, Any] = {}
+        mounts = mount_key_parts(ctx, op, step, selections)
         inputs = CacheInputs(
             kind="run",
             components=keys.run_components(
@@ -40,6 +41,7 @@ class Run:
                 source_date_epoch=ctx.options.source_date_epoch,
             ),
             explain={"used_args": dict(step.used_args)},
+            prepared=selections,
         )
         if ctx.options.extra_hosts:  # BuildKit keys ExtraHosts too; none keeps old keys
             inputs.components["extra_hosts"] = [list(h) for h in ctx.options.extra_hosts]
@@ -67,7 +69,7 @@ class Run:
             if len(tail) > 64:
                 del tail[:-64]
 
-        with run_mounts(ctx, op, step, rootfs) as (mounts, extra_env):
+        with run_mounts(ctx, op, step, rootfs, job.inputs.prepared) as (mounts, extra_env):
             for path, content in op.script_files:
                 target = rootfs / path.lstrip("/")
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -115,8 +117,11 @@ def network_mode(op: RunOp, build_network: str) -> Literal["host", "none"]:
     return "none" if network == "none" else "host"
 
 
-def mount_key_parts(ctx: OpContext, op: RunOp, step: Step) -> list[dict[str, Any]]:
-    """Each ``--mount`` as the key sees it (never a secret's value)."""
+def mount_key_parts(
+    ctx: OpContext, op: RunOp, step: Step, selections: dict[int, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Each ``--mount`` as the key sees it (never a secret's value). ``selections`` receives,
+    per index of a bind mount of a build context, the selection its key was made of."""
     if not op.mounts:
         return []  # and keep the executor's modules off a cached build's import path
     from dockyard.executor.mounts import parse_run_mount
@@ -134,7 +139,8 @@ def mount_key_parts(ctx: OpContext, op: RunOp, step: Step) -> list[dict[str, Any
             part.update(id=m.id, sharing=m.sharing)
         elif m.type == "bind":
             part["source"] = m.source
-            part["from"] = bind_source_identity(ctx, m.from_, m.source or "/", step)
+            part["from"] = bind_source_identity(ctx, m.from_, m.source or "/", step,
+                                                selections, i)
             part["rw"] = not m.readonly
         elif m.type == "ssh":
             part["id"] = m.id
@@ -142,21 +148,25 @@ def mount_key_parts(ctx: OpContext, op: RunOp, step: Step) -> list[dict[str, Any
     return parts
 
 
-def bind_source_identity(ctx: OpContext, ref: str | None, source: str, step: Step) -> str:
+def bind_source_identity(
+    ctx: OpContext, ref: str | None, source: str, step: Step,
+    selections: dict[int, Any] | None = None, index: int = 0,
+) -> str:
     """What a bind mount shows, as the key sees it: the content of the selected context files
     (the build context or a named one), the chain key of a stage, or an image's id (its
     config digest: re-tagging the name to another image changes the key). Never a name or a
-    path of this machine."""
-    if not ref:
-        sel = ctx.sources.context(ctx.context, [source.lstrip("/") or "."], ())
-        return f"context:{sel.digest}"
-    idx = ctx.stage_index(ref)
+    path of this machine. The selection of a build context goes to ``selections[index]``:
+    the mount shows exactly that."""
+    idx = ctx.stage_index(ref) if ref else None
     if idx is not None:
         return f"stage:{ctx.states[idx].key}"
-    named = ctx.named_contexts.get(ref.lower())
-    if named is not None:
-        sel = ctx.sources.context(named, [source.lstrip("/") or "."], ())
+    build_ctx = ctx.context if not ref else ctx.named_contexts.get(ref.lower())
+    if build_ctx is not None:
+        sel = ctx.sources.context(build_ctx, [source.lstrip("/") or "."], ())
+        if selections is not None:
+            selections[index] = sel
         return f"context:{sel.digest}"
+    assert ref
     return f"image:{mount_image(ctx, ref, step).id}"
 
 
@@ -177,38 +187,52 @@ def mount_image(ctx: OpContext, ref: str, step: Step) -> Any:
 # ---------------------------------------------------------------------- execution
 @contextlib.contextmanager
 def run_mounts(
-    ctx: OpContext, op: RunOp, step: Step, rootfs: Path
+    ctx: OpContext, op: RunOp, step: Step, rootfs: Path,
+    selections: Mapping[int, Any] | None = None,
 ) -> Iterator[tuple[list[Any], list[str]]]:
     """The mount specs and extra environment of ``op``'s ``--mount`` flags, set up for the
-    duration of the run."""
+    duration of the run. A bind mount of a build context shows a private copy of exactly
+    the selection its key was made of (``selections``, by mount index): no ignored file,
+    and no write reaches the user's files."""
+    from dockyard.context.copy import context_view
     from dockyard.executor import mounts as m
 
     specs: list[Any] = []
     env: list[str] = []
     ssh_index = 0  # BuildKit numbers default ssh targets among the ssh mounts only
+    tmpdir = ctx.store.root / "tmp"
     with contextlib.ExitStack() as stack:
-        for raw in op.mounts:
+        for i, raw in enumerate(op.mounts):
             rm = m.with_workdir(m.parse_run_mount(raw, index=ssh_index), op.workdir)
             if rm.type == "ssh":
                 ssh_index += 1
             if rm.type == "bind":
                 idx = ctx.stage_index(rm.from_) if rm.from_ else None
-                if not rm.from_:
-                    src_root = ctx.context.root
-                elif idx is None and rm.from_.lower() in ctx.named_contexts:
-                    src_root = ctx.named_contexts[rm.from_.lower()].root
+                build_ctx = ctx.context if not rm.from_ else (
+                    ctx.named_contexts.get(rm.from_.lower()) if idx is None else None)
+                if build_ctx is not None:
+                    # a private copy of exactly the selection the key was made of
+                    try:
+                        view = stack.enter_context(context_view(
+                            build_ctx.root, rm.source or "/", build_ctx.ignore, tmpdir,
+                            (selections or {}).get(i)))
+                    except SourceChangedError:
+                        raise
+                    except ContextError as err:
+                        raise located(ctx, step, err.message, err.hint) from None
+                    specs.append(m.bind_mount_spec(replace(rm, source=""), view))
+                    continue
+                if idx is not None:
+                    diff_ids = list(ctx.states[idx].diff_ids)
                 else:
-                    if idx is not None:
-                        diff_ids = list(ctx.states[idx].diff_ids)
-                    else:
-                        image = mount_image(ctx, rm.from_, step)
-                        cfg = ctx.store.read_config(image).to_dict()
-                        diff_ids = list(cfg.get("rootfs", {}).get("diff_ids") or [])
-                    # read-write: a throw-away snapshot, so writes are allowed and discarded
-                    # (as BuildKit); read-only: a view
-                    src_root = stack.enter_context(
-                        ctx.view_of(diff_ids) if rm.readonly else ctx.layers.writable(diff_ids)
-                    )
+                    image = mount_image(ctx, rm.from_, step)
+                    cfg = ctx.store.read_config(image).to_dict()
+                    diff_ids = list(cfg.get("rootfs", {}).get("diff_ids") or [])
+                # read-write: a throw-away snapshot, so writes are allowed and discarded
+                # (as BuildKit); read-only: a view
+                src_root = stack.enter_context(
+                    ctx.view_of(diff_ids) if rm.readonly else ctx.layers.writable(diff_ids)
+                )
                 specs.append(m.bind_mount_spec(rm, src_root))
             elif rm.type == "tmpfs":
                 specs.append(m.tmpfs_mount_spec(rm))

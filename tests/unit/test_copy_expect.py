@@ -1,0 +1,124 @@
+"""COPY copies exactly what its key was made of (issue 12, item 6): ``copy_into(expect=)``
+checks every entry against the selection digest, and any change between the digest and the
+copy raises SourceChangedError, whether the entry's stat proves it (settled ctime) or not
+(checked field by field and by the bytes of the copy)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dockyard.context.copy import copy_into
+from dockyard.context.hashing import CONTEXT_ROOT, StatCache, digest_selection
+from dockyard.errors import SourceChangedError
+
+
+def _tar(content: bytes) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("inner.txt")
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    root = tmp_path / "ctx"
+    (root / "src" / "sub").mkdir(parents=True)
+    (root / "src" / "a.txt").write_text("alpha\n")
+    (root / "src" / "sub" / "b.txt").write_text("beta\n")
+    (root / "src" / "link").symlink_to("a.txt")
+    (root / "arch.tar").write_bytes(_tar(b"one\n"))
+    return root
+
+
+def _settle() -> None:
+    time.sleep(0.05)  # past the racy window: the stat of every entry proves its state
+
+
+def _copy(ctx: Path, dest: Path, sources: list[str], *, proven: bool,
+          change: Callable[[], object] | None = None, add: bool = False) -> None:
+    if proven:
+        _settle()
+    window = 20_000_000 if proven else 10**15  # an enormous window: nothing is proven
+    with StatCache(None, racy_window_ns=window) as cache:
+        sel = digest_selection(ctx, sources, [], cache, context=True)
+    assert bool(sel.proofs) == proven
+    if change is not None:
+        change()
+    copy_into(ctx, sources, "/out/", dest, workdir="/", chown=None, chmod=None,
+              parents=False, excludes=(), is_add=add, ignore=None, expect=sel,
+              tmpdir=dest.parent / "tmp")
+
+
+CHANGES: dict[str, Callable[[Path], object]] = {
+    "same-size content": lambda c: (c / "src" / "a.txt").write_text("ALPHA\n"),
+    "mode": lambda c: os.chmod(c / "src" / "sub" / "b.txt", 0o600),
+    "added": lambda c: (c / "src" / "sub" / "new.txt").write_text("new\n"),
+    "removed": lambda c: (c / "src" / "sub" / "b.txt").unlink(),
+    "link target": lambda c: ((c / "src" / "link").unlink(),
+                              (c / "src" / "link").symlink_to("sub")),
+    "xattr": lambda c: os.setxattr(c / "src" / "a.txt", "user.k", b"v"),
+}
+
+
+@pytest.mark.parametrize("proven", [True, False], ids=["proven", "unproven"])
+@pytest.mark.parametrize("what", sorted(CHANGES))
+def test_a_change_between_digest_and_copy_is_refused(
+    ctx: Path, tmp_path: Path, what: str, proven: bool
+) -> None:
+    if what == "xattr":
+        try:
+            os.setxattr(ctx / "src" / "sub" / "b.txt", "user.probe", b"1")
+        except OSError:
+            pytest.skip("no user xattrs on this file system")
+    dest = tmp_path / "rootfs"
+    dest.mkdir()
+    with pytest.raises(SourceChangedError):
+        _copy(ctx, dest, ["src"], proven=proven, change=lambda: CHANGES[what](ctx))
+
+
+@pytest.mark.parametrize("proven", [True, False], ids=["proven", "unproven"])
+def test_an_unchanged_selection_is_copied(ctx: Path, tmp_path: Path, proven: bool) -> None:
+    dest = tmp_path / "rootfs"
+    dest.mkdir()
+    _copy(ctx, dest, ["src", "arch.tar"], proven=proven)
+    assert (dest / "out" / "a.txt").read_text() == "alpha\n"
+    assert (dest / "out" / "sub" / "b.txt").read_text() == "beta\n"
+    assert os.readlink(dest / "out" / "link") == "a.txt"
+
+
+@pytest.mark.parametrize("proven", [True, False], ids=["proven", "unproven"])
+def test_an_added_archive_that_changed_is_refused(
+    ctx: Path, tmp_path: Path, proven: bool
+) -> None:
+    dest = tmp_path / "rootfs"
+    dest.mkdir()
+    _copy(ctx, dest, ["arch.tar"], proven=proven, add=True)
+    assert (dest / "out" / "inner.txt").read_text() == "one\n"
+    again = tmp_path / "again"
+    again.mkdir()
+    with pytest.raises(SourceChangedError):
+        _copy(ctx, again, ["arch.tar"], proven=proven, add=True,
+              change=lambda: (ctx / "arch.tar").write_bytes(_tar(b"two\n")))
+
+
+def test_the_context_roots_own_metadata_is_not_in_the_digest(ctx: Path) -> None:
+    """A chmod of the context directory changes nothing a COPY makes (BuildKit never
+    receives the root's metadata): it changes no key either."""
+    with StatCache(None) as cache:
+        before = digest_selection(ctx, ["."], [], cache, context=True)
+        os.chmod(ctx, 0o700)
+        after = digest_selection(ctx, ["."], [], cache, context=True)
+        os.chmod(ctx / "src", 0o700)
+        sub = digest_selection(ctx, ["."], [], cache, context=True)
+    assert before.files["."] == after.files["."] == CONTEXT_ROOT
+    assert after.digest == before.digest
+    assert sub.digest != after.digest  # a subdirectory's mode counts, as in BuildKit
