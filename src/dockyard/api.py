@@ -257,6 +257,8 @@ def build(
                 for warning in graph.warnings:
                     emit(BuildWarning(warning, time.time()))
             plan = plan_build(graph, image_config, platform=plat, build_args=args)
+            if quick is not None and _fetches_urls(plan):
+                quick.refuse()  # a server's answer is an input no context walk can see
             emit_here = _platform_events(emit, plat, offset) if multi else emit
             offset += max([s.from_vertex for s in plan.stages]
                           + [st.vertex for s in plan.stages for st in s.steps] + [0])
@@ -417,6 +419,17 @@ def _platform_events(
         emit(event)
 
     return handle
+
+
+def _fetches_urls(plan: Any) -> bool:
+    """Whether a stage the build needs ADDs a URL (asked for again on every build)."""
+    from dockyard.plan.model import CopyOp
+    from dockyard.solver.ops.copy import is_url
+
+    return any(
+        isinstance(step.op, CopyOp) and step.op.is_add and any(is_url(s) for s in step.op.sources)
+        for stage in plan.needed() for step in stage.steps
+    )
 
 
 def _image_bytes(store: Any, manifest_digest: str) -> tuple[bytes, bytes]:

@@ -390,6 +390,12 @@ class Recorder:
         except OSError:
             self._signature = None
 
+    def refuse(self) -> None:
+        """The build reads what no walk of the context sees (an ``ADD`` of a URL, which
+        is asked for on every build): it records nothing, so every rebuild takes the full
+        path."""
+        self._valid = False
+
     def handle(self, event: Event) -> None:
         """Keep what a fully cached build would show: vertices, keys, warnings."""
         from dockyard.progress.events import (

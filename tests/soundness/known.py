@@ -11,12 +11,6 @@ deleting the line here puts the kind back into the random runs.
 from __future__ import annotations
 
 KNOWN: dict[str, str] = {
-    "rw-bind": "#12 item 1: RUN --mount=type=bind,rw writes into the build context",
-    "edit-ignored-bound": "#12 item 2: context bind mounts show .dockerignore'd files, "
-                          "which are not in the key",
-    "edit-during-build": "#12 item 6: a COPY source edited during the copy poisons the cache",
-    "umask": "#12 item 8: the caller's umask leaks into WORKDIR and ADD parent directories",
-    "edit-url": "#12: ADD of a URL stays cached when the server's content changes",
     "copy-nlink": "FINDINGS.md soundness-1: after an incremental COPY, RUN steps see link "
                   "counts a fresh build does not give",
     "hardlink": "FINDINGS.md soundness-2: splitting a hardlink pair (same content) keeps the "

@@ -55,6 +55,7 @@ _CHUNK_FILES = 32
 
 __all__ = [
     "ChmodSpec",
+    "add_fetched",
     "context_view",
     "copy_into",
     "parse_chmod",
@@ -875,3 +876,37 @@ def context_view(
         yield view
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def add_fetched(
+    blob: Path,
+    name: str,
+    mtime: int | None,
+    dest: str,
+    target_root: Path,
+    *,
+    workdir: str,
+    chown: tuple[int, int] | None,
+    chmod: int | ChmodSpec | None,
+    tmpdir: Path | None = None,
+) -> None:
+    """ADD of an http(s) URL whose bytes were fetched when the step was keyed (``blob``): the
+    file ``name``, mode 0600 (unless ``--chmod``), mtime the server's Last-Modified, never
+    unpacked; the same as :func:`add_remote`, without a second request."""
+    with tempfile.TemporaryDirectory(dir=tmpdir, prefix="dockyard-fetch-") as scratch:
+        root = Path(scratch)
+        target = root / name
+        src_fd = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            dst_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                _copy_data(src_fd, dst_fd, os.fstat(src_fd).st_size)
+                os.fchmod(dst_fd, 0o600)
+            finally:
+                os.close(dst_fd)
+        finally:
+            os.close(src_fd)
+        if mtime is not None:
+            os.utime(target, (mtime, mtime))
+        copy_into(root, [name], dest, target_root, workdir=workdir, chown=chown, chmod=chmod,
+                  parents=False, excludes=(), is_add=False, ignore=None, command="ADD")

@@ -27,11 +27,13 @@ from dockyard.errors import ContextError
 __all__ = [
     "FetchedFile",
     "GitRef",
+    "RemoteState",
     "fetch_git",
     "fetch_url",
     "is_git_url",
     "is_url",
     "parse_git_url",
+    "revalidate_url",
 ]
 
 _CHUNK = 1 << 20
@@ -60,6 +62,97 @@ class FetchedFile:
     name: str
     mtime: int | None
     digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteState:
+    """What a server last said of a URL: the file it gave (name, sha256 digest, size,
+    Last-Modified as epoch seconds) and the validators to ask it again with."""
+
+    name: str
+    digest: str
+    size: int
+    mtime: int | None
+    etag: str = ""
+    last_modified: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON form (kept in the store between builds)."""
+        return {"name": self.name, "digest": self.digest, "size": self.size,
+                "mtime": self.mtime, "etag": self.etag, "last_modified": self.last_modified}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> RemoteState:
+        """Inverse of :meth:`to_json` (ValueError/TypeError/KeyError for a bad record)."""
+        mtime = data.get("mtime")
+        return cls(str(data["name"]), str(data["digest"]), int(str(data["size"])),
+                   int(str(mtime)) if mtime is not None else None,
+                   str(data.get("etag") or ""), str(data.get("last_modified") or ""))
+
+
+def revalidate_url(
+    url: str,
+    dest_dir: Path,
+    *,
+    known: RemoteState | None,
+    client: httpx.Client | None = None,
+    timeout: float = 60.0,
+) -> tuple[RemoteState, Path | None]:
+    """Ask the server for ``url`` as BuildKit's http source does on every build.
+
+    With ``known`` (what it said last time, whose bytes the caller still has) the request is
+    conditional (``If-None-Match`` with its ETag, ``If-Modified-Since`` with its
+    Last-Modified): a 304 returns ``(known, None)``. Otherwise the body is downloaded into
+    ``dest_dir`` and ``(its state, its path)`` returned; the caller keys on the digest, so a
+    server that ignores the conditions only costs the download. Raises ContextError for an
+    HTTP error or a network failure.
+    """
+    import httpx  # lazily: only ADD of a URL needs an HTTP client
+
+    headers = {}
+    if known is not None:
+        if known.etag:
+            headers["If-None-Match"] = known.etag
+        if known.last_modified:
+            headers["If-Modified-Since"] = known.last_modified
+    own = client is None
+    http = client or httpx.Client(follow_redirects=True, timeout=timeout)
+    try:
+        with http.stream("GET", url, headers=headers) as response:
+            if response.status_code == 304 and known is not None:
+                return known, None
+            if response.status_code >= 300:
+                raise ContextError(
+                    f"failed to fetch {url}: invalid response status {response.status_code}"
+                )
+            name = _filename(url, response)
+            target = dest_dir / "download"
+            sha = hashlib.sha256()
+            size = 0
+            with open(target, "wb") as out:
+                for chunk in response.iter_bytes(_CHUNK):
+                    sha.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+            last_modified = response.headers.get("last-modified", "")
+            state = RemoteState(name, "sha256:" + sha.hexdigest(), size,
+                                _epoch(last_modified), response.headers.get("etag", ""),
+                                last_modified)
+            return state, target
+    except httpx.HTTPError as err:
+        raise ContextError(f"failed to fetch {url}: {err}") from None
+    finally:
+        if own:
+            http.close()
+
+
+def _epoch(http_date: str) -> int | None:
+    if not http_date:
+        return None
+    try:
+        return int(email.utils.parsedate_to_datetime(http_date).timestamp())
+    except (TypeError, ValueError):
+        return None
 
 
 def _filename(url: str, response: httpx.Response) -> str:

@@ -8,8 +8,10 @@ of the step's previous result where it can (:mod:`dockyard.solver.reuse`).
 
 from __future__ import annotations
 
+import tempfile
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,8 @@ class Copy:
         op = step.op
         assert isinstance(op, CopyOp)
         sel = context_selection(ctx, op)
-        digest, files, source_id = sources_digest(ctx, op, step, sel)
+        remotes = revalidate_urls(ctx, op, step)
+        digest, files, source_id = sources_digest(ctx, op, step, sel, remotes)
         chown = resolve_chown(ctx, op, state, step) if op.chown else None
         return CacheInputs(
             kind="copy",
@@ -39,7 +42,7 @@ class Copy:
             ),
             link=op.link,
             explain={"files": files},
-            prepared=Prepared(chown, sel),
+            prepared=Prepared(chown, sel, remotes),
         )
 
     def execute(self, ctx: OpContext, job: Execution) -> Finish | None:
@@ -48,7 +51,8 @@ class Copy:
         reuse = _file_reuse(ctx, op, job)
         prepared = job.inputs.prepared
         assert isinstance(prepared, Prepared)
-        copy(ctx, op, job.step, job.rootfs, prepared.chown, reuse, prepared.selection)
+        copy(ctx, op, job.step, job.rootfs, prepared.chown, reuse, prepared.selection,
+             prepared.remotes)
         if reuse is not None and reuse.links:
             links: Finish = reuse.link_all  # made once the overlay is unmounted
             return links
@@ -57,23 +61,84 @@ class Copy:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What keying a COPY found that running it needs: ``--chown`` as ids, and the
-    selection of a build context the key was made of (the copy must copy exactly that)."""
+    """What keying a COPY found that running it needs: ``--chown`` as ids, the selection
+    of a build context the key was made of (the copy must copy exactly that), and for ADD
+    what each http(s) URL gave (its bytes are in the blob store)."""
 
     chown: tuple[int, int] | None
     selection: Any  # a SelectionDigest, or None for other sources
+    remotes: Mapping[str, Any] = field(default_factory=dict)  # URL -> RemoteState
 
 
 # ---------------------------------------------------------------------- key
 def context_selection(ctx: OpContext, op: CopyOp) -> Any:
-    """The selection ``op``'s sources make in a build context (the main one or a named one),
-    or None when they come from elsewhere (a stage, an image, URLs, heredocs only)."""
-    if not op.sources or (op.is_add and any(is_url(s) for s in op.sources)):
+    """The selection ``op``'s local sources make in a build context (the main one or a
+    named one), or None when they come from elsewhere (a stage, an image) or there are none
+    (URLs, heredocs only)."""
+    local = _local_sources(op)
+    if not local:
         return None
     build_ctx = _source_context(ctx, op)
     if build_ctx is None:
         return None
-    return ctx.sources.context(build_ctx, list(op.sources), op.excludes)
+    return ctx.sources.context(build_ctx, local, op.excludes)
+
+
+def _local_sources(op: CopyOp) -> list[str]:
+    return [s for s in op.sources if not (op.is_add and is_url(s))]
+
+
+def _revalidated(op: CopyOp) -> list[str]:
+    """The http(s) URLs of an ADD that are asked for on every build (not git ones, nor any
+    with ``--checksum``: its digest is the key, as in BuildKit)."""
+    from dockyard.context.fetch import is_git_url
+    from dockyard.context.fetch import is_url as is_http
+
+    if not op.is_add or op.checksum:
+        return []
+    return [s for s in op.sources if is_http(s) and not is_git_url(s)]
+
+
+def revalidate_urls(ctx: OpContext, op: CopyOp, step: Step) -> dict[str, Any]:
+    """What each of ``op``'s http(s) URLs gives now, as BuildKit's http source finds out on
+    every build: a conditional request with what the server said last time (ETag,
+    Last-Modified), a download only when it answers with new content. The bytes go to the
+    blob store, so the step copies exactly what its key names; the server's answer is kept
+    as a cache record of kind ``http``."""
+    from dockyard.context.fetch import RemoteState, revalidate_url
+    from dockyard.store.db import CacheRecord
+
+    states: dict[str, Any] = {}
+    for url in _revalidated(op):
+        record_key = keys.digest_of({"v": keys.KEY_VERSION, "kind": "http", "url": url})
+        record = ctx.store.get_cache_record(record_key)
+        known = None
+        if record is not None:
+            try:
+                known = RemoteState.from_json(dict(record.result["remote"]))
+            except (KeyError, TypeError, ValueError):
+                known = None
+        if known is not None and not ctx.store.blobs.has(known.digest):
+            known = None  # its bytes were pruned: ask unconditionally
+        tmp = ctx.store.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=tmp, prefix="dockyard-url-") as scratch:
+            try:
+                state, path = revalidate_url(url, Path(scratch), known=known)
+            except ContextError as err:
+                raise located(ctx, step, err.message, err.hint) from None
+            if path is not None:
+                with open(path, "rb") as f:
+                    ctx.store.blobs.put_stream(f, state.digest, state.size)
+        if path is not None or record is None:
+            now = time.time()
+            ctx.store.put_cache_record(CacheRecord(
+                key=record_key, diff_id=None, chain_id=None,
+                result={"instruction": "http", "remote": state.to_json()},
+                description=f"what {url[:150]} gave", created=now, last_used=now,
+            ))
+        states[url] = state
+    return states
 
 
 def _source_context(ctx: OpContext, op: CopyOp) -> Any:
@@ -87,14 +152,37 @@ def _source_context(ctx: OpContext, op: CopyOp) -> Any:
 
 
 def sources_digest(
-    ctx: OpContext, op: CopyOp, step: Step, sel: Any = None
+    ctx: OpContext, op: CopyOp, step: Step, sel: Any = None,
+    remotes: Mapping[str, Any] | None = None,
 ) -> tuple[str, Mapping[str, Any], str | None]:
     """(content digest, selection manifest path -> FileMeta, source identity) of ``op``;
-    ``sel`` is its :func:`context_selection` when that was made already."""
+    ``sel`` is its :func:`context_selection` when that was made already, ``remotes`` what
+    its http(s) URLs gave (:func:`revalidate_urls`)."""
     if op.is_add and any(is_url(s) for s in op.sources):
-        # remote sources are keyed by what they are (URL + checksum); the content is
-        # fetched when the step runs, so an unpinned URL is re-fetched only on a miss.
-        return keys.digest_of(list(op.sources)), {}, None
+        # An http(s) URL is keyed by what it gave (file name, digest, Last-Modified, which
+        # becomes the file's mtime), as BuildKit's http source; a git URL, or one pinned by
+        # --checksum (in the key too), by the URL itself. Local sources beside them by
+        # their content, as any COPY's.
+        from dockyard.context.hashing import FileMeta
+
+        remotes = remotes or {}
+        parts: list[list[Any]] = []
+        files: dict[str, Any] = {}
+        for source in op.sources:
+            if not is_url(source):
+                continue
+            state = remotes.get(source)
+            if state is None:
+                parts.append([source])
+                continue
+            parts.append([source, state.name, state.digest, state.mtime])
+            files[source] = FileMeta("file", 0o600, 0, 0, state.size, state.digest)
+        if sel is None and _local_sources(op) and _source_context(ctx, op) is not None:
+            sel = context_selection(ctx, op)
+        if sel is not None:
+            files.update(sel.files)
+        content = keys.digest_of({"remote": parts, "local": sel.digest if sel else None})
+        return content, files, None
     if not op.sources:
         return keys.digest_of([]), {}, None
     build_ctx = _source_context(ctx, op)
@@ -185,12 +273,18 @@ def _file_reuse(ctx: OpContext, op: CopyOp, job: Execution) -> Any:
 
 def copy(
     ctx: OpContext, op: CopyOp, step: Step, rootfs: Path, chown: Any, reuse: Any = None,
-    selection: Any = None,
+    selection: Any = None, remotes: Mapping[str, Any] | None = None,
 ) -> None:
     """Copy ``op``'s sources (and heredocs, and URLs for ADD) into ``rootfs``; from a build
     context, exactly the ``selection`` the step's key was made of (or the step fails with
     SourceChangedError)."""
-    from dockyard.context.copy import add_remote, copy_into, parse_chmod, write_heredocs
+    from dockyard.context.copy import (
+        add_fetched,
+        add_remote,
+        copy_into,
+        parse_chmod,
+        write_heredocs,
+    )
 
     chmod = parse_chmod(op.chmod) if op.chmod else None
     utime = ctx.options.source_date_epoch
@@ -205,6 +299,12 @@ def copy(
         remote = [s for s in op.sources if op.is_add and is_url(s)]
         local = [s for s in op.sources if s not in remote]
         for url in remote:
+            state = (remotes or {}).get(url)
+            if state is not None:  # fetched when the step was keyed: copy those very bytes
+                add_fetched(ctx.store.blobs.path(state.digest), state.name, state.mtime,
+                            op.dest, rootfs, workdir=op.workdir, chown=chown, chmod=chmod,
+                            tmpdir=tmpdir)
+                continue
             add_remote(url, op.dest, rootfs, workdir=op.workdir, chown=chown, chmod=chmod,
                        checksum=op.checksum, keep_git_dir=op.keep_git_dir, tmpdir=tmpdir)
         if not local:
