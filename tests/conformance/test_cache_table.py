@@ -21,10 +21,6 @@ import cache_table
 import harness
 
 TABLE_KNOWN: dict[str, str] = {
-    "bind-mount-ignored": "#12 item 2: ignored files visible in bind mounts, not in the key",
-    "umask": "#12 item 8: the caller's umask leaks into WORKDIR",
-    "add-url-content": "#12: ADD of a URL is not revalidated",
-    "mode-root": "#12: a mode change of the source root misses (BuildKit hits)",
     "hardlink-join": "FINDINGS.md soundness-2: hardlinks are not in the COPY key "
                      "(BuildKit is stale too)",
     "hardlink-split": "FINDINGS.md soundness-2: hardlinks are not in the COPY key "
