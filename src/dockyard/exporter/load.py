@@ -502,11 +502,15 @@ def _load_platforms(
     what = f"{archive.label}: index {digest}"
     doc = _obj(_json(_read(archive, _blob_name(digest, what), digest), what), what)
     images: list[tuple[str, str]] = []
+    others: list[str] = []
     for item in _list(doc.get("manifests"), f"{what}: manifests", optional=True):
         child = _obj(item, f"{what}: an entry")
         plat = child.get("platform")
         if not isinstance(plat, dict) or child.get("mediaType") not in (MANIFEST_OCI,
                                                                          MANIFEST_DOCKER):
+            continue
+        if plat.get("os") != "linux":  # dockyard builds and runs Linux images only
+            others.append(f"{plat.get('os')}/{plat.get('architecture')}")
             continue
         child_digest = _str(child.get("digest"), f"{what}: an entry's digest")
         name = _blob_name(child_digest, what)
@@ -519,7 +523,10 @@ def _load_platforms(
             text += f"/{_str(plat['variant'], what)}"
         images.append((text, loaded.id))
     if not images:
-        raise StoreError(f"{what} has no image in the archive")
+        host = "/".join(host_platform())
+        have = f" (it has {', '.join(others)})" if others else ""
+        raise StoreError(f"{what}: no image for the host platform {host} or any Linux "
+                         f"platform in the archive{have}")
     full = tuple(dict.fromkeys(str(parse_reference(n)) for n in names))
     store.put_platform_images(images, full)
     default = store.get_image(full[0]).id if full else images[0][1]
