@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -56,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
     excluded = {} if args.with_known else dict(known.KNOWN)
-    runner = engine.Runner(work / "run", excluded,
-                           log=print if args.verbose else (lambda _line: None))
+    runner = engine.Runner(work / "run", excluded, log=_progress(args.verbose))
     t0 = time.monotonic()
     seed = args.seed
     try:
@@ -84,6 +84,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  or: {PROG} --seed {seed} --steps {args.steps}   (the whole run)")
     print(f"soundness {label}: {len(runner.failures)} failure(s)")
     return 1 if runner.failures else 0
+
+
+def _progress(verbose: bool) -> Callable[[str], None]:
+    """Every step when verbose, else a line every 100 steps (and each failing step)."""
+    count = [0]
+    t0 = time.monotonic()
+
+    def log(line: str) -> None:
+        count[0] += 1
+        if verbose or "problem(s)" in line:
+            print(line, flush=True)
+        elif count[0] % 100 == 0:
+            print(f"... {count[0]} steps, {time.monotonic() - t0:.0f} s", flush=True)
+    return log
 
 
 def _probes(work: Path, names: list[str], verbose: bool) -> int:
