@@ -168,6 +168,8 @@ def _cli(root: Path, *args: str) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         code = main(["--root", str(root), *args])
+    if code == 130:  # SIGINT/SIGTERM during the build: stop the run, not just this step
+        raise KeyboardInterrupt(out.getvalue()[-200:])
     return code, out.getvalue()
 
 
