@@ -54,7 +54,8 @@ class BuildResult:
     image_id: str  # config digest, "sha256:..." (the index digest for several platforms)
     manifest_digest: str
     tags: tuple[str, ...]
-    steps: tuple[StepResult, ...]  # RUN/COPY/ADD steps in Dockerfile order across stages
+    # RUN/COPY/ADD/WORKDIR steps in Dockerfile order across stages (FROM is not a step)
+    steps: tuple[StepResult, ...]
     config: dict[str, Any] = field(default_factory=dict)
     platforms: tuple[PlatformResult, ...] = ()
     pushed: tuple[tuple[str, str], ...] = ()  # (reference, manifest digest) per pushed name
@@ -66,8 +67,9 @@ class BuildResult:
         return all(s.cached for s in self.steps)
 
     def metadata(self) -> dict[str, Any]:
-        """The ``--metadata-file`` document."""
-        layer_steps = ("RUN", "COPY", "ADD")
+        """The ``--metadata-file`` document. Its ``steps`` are :attr:`steps`: one definition
+        of a step everywhere (the API, this file, the tty summary): every RUN, COPY, ADD and
+        WORKDIR looked up in the cache, never FROM."""
         out: dict[str, Any]
         if self.platforms:
             out = {
@@ -80,14 +82,13 @@ class BuildResult:
                     {"platform": p.platform, "containerimage.digest": p.manifest_digest,
                      "containerimage.config.digest": p.image_id} for p in self.platforms],
                 "steps": [{**s.to_dict(), "platform": p.platform}
-                          for p in self.platforms for s in p.steps
-                          if s.instruction in layer_steps],
+                          for p in self.platforms for s in p.steps],
             }
         else:
             out = {
                 "containerimage.digest": self.manifest_digest,
                 "containerimage.config.digest": self.image_id,
-                "steps": [s.to_dict() for s in self.steps if s.instruction in layer_steps],
+                "steps": [s.to_dict() for s in self.steps],
             }
         if self.tags:
             out["image.name"] = ",".join(self.tags)
@@ -235,6 +236,7 @@ def build(
                         f"base image {ref!r} is not in the local store"
                         + (f" for {plat}" if wanted else "") + f" and cannot be pulled: {err}",
                         location,
+                        hint=_base_hint(store),
                         source=text,
                     ) from None
                 pulled_here.add((ref, plat))
@@ -531,6 +533,17 @@ def _compressed_descriptor(store: Any, diff_id: str) -> dict[str, Any]:
 
 def _rfc3339(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
+
+
+def _base_hint(store: Any) -> str:
+    """How to get a base image when pulling it failed: what the store has, and the ways in
+    that need no registry."""
+    names = sorted({ref.familiar for image in store.list_images() for ref in image.tags})
+    have = (f"the store has {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}; "
+            if names else "the store has no images yet; ")
+    return (have + "get a base with 'dockyard load -i IMAGE.tar' (a docker save or OCI "
+            "archive), 'dockyard import ROOTFS.tar NAME' (a root filesystem), or 'dockyard "
+            "pull NAME' from a registry this machine reaches")
 
 
 def _locate(err: DockyardError, source: str) -> None:

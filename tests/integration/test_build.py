@@ -79,8 +79,10 @@ def test_metadata_file(root: Path, tmp_path: Path) -> None:
     assert manifest["config"]["digest"] == meta["containerimage.config.digest"]
     assert "meta:1" in meta["image.name"]
     steps = meta["steps"]
+    # every step, WORKDIR included (the API's BuildResult.steps), FROM not
     assert [(s["stage"], s["instruction"], s["location"]["line"]) for s in steps] == [
-        ("builder", "COPY", 3), ("builder", "RUN", 4), ("other", "ADD", 6),
+        ("builder", "WORKDIR", 2), ("builder", "COPY", 3), ("builder", "RUN", 4),
+        ("other", "ADD", 6),
         ("stage-2", "COPY", 9), ("stage-2", "COPY", 10), ("stage-2", "RUN", 11),
     ]
     for s in steps:
@@ -96,6 +98,8 @@ def test_metadata_file(root: Path, tmp_path: Path) -> None:
                       "--metadata-file", str(meta_path))
     assert proc.returncode == 0, proc.stderr
     steps = json.loads(meta_path.read_text())["steps"]
+    assert steps[0]["instruction"] == "WORKDIR" and steps[0]["cached"] is True
+    steps = steps[1:]
     assert [s["cached"] for s in steps] == [False, False, True, False, False, False]
     assert steps[2]["reason"] is None
     assert "main.c (content)" in steps[0]["reason"]
@@ -138,7 +142,8 @@ def test_config_and_history(root: Path, tmp_path: Path) -> None:
     assert len(layers) == len(config["rootfs"]["diff_ids"])
     created_by = [h.get("created_by", "") for h in history]
     assert "ENV APP=1" in created_by
-    assert any(c.startswith("RUN ls /app > /app/listing") for c in created_by)
+    # BuildKit's form: the argv as run (runCommandString), build args first when declared
+    assert any(c.startswith("RUN /bin/sh -c ls /app > /app/listing") for c in created_by)
     assert created_by[-1] == 'CMD ["/app/main.o"]'
     # nothing of the builder stage is in the final image's history
     assert not any("main.c" in c for c in created_by)

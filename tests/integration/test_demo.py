@@ -38,9 +38,11 @@ def test_demo_build_path(tmp_path: Path) -> None:
     cli(root, "build", "--progress", "plain", "-t", "demo:test", "--metadata-file", str(meta),
         str(ctx))
     first = _steps(meta)
-    # the metadata lists the RUN/COPY/ADD steps, in Dockerfile order across stages
+    # the metadata lists the steps (RUN, COPY, ADD, WORKDIR), in Dockerfile order across
+    # stages: the same list as the API's BuildResult.steps
     assert [(s["stage"], s["instruction"]) for s in first] == [
-        ("builder", "COPY"), ("builder", "RUN"), ("stage-1", "COPY"), ("stage-1", "COPY")]
+        ("builder", "WORKDIR"), ("builder", "COPY"), ("builder", "RUN"), ("stage-1", "COPY"),
+        ("stage-1", "COPY")]
 
     # no change: every step CACHED, and the same image
     image = inspect(root, "demo:test")
@@ -92,7 +94,7 @@ def test_demo_script(tmp_path: Path) -> None:
     # step 4: the image ran and printed its count (3 links in the sample page, then 4)
     assert "3 links" in lines
     assert "4 links" in lines
-    assert "rebuild, nothing changed: 4/4 steps CACHED" in lines
+    assert "rebuild, nothing changed: 5/5 steps CACHED" in lines  # WORKDIR is a step
     assert any(re.fullmatch(
         r"#\d+ CACHE MISS: COPY src/ \./: 1 file changed: src/sample\.html \(content\)", line)
         for line in lines), out

@@ -242,7 +242,7 @@ def test_the_cross_compiling_example(tmp_path: Path) -> None:
     steps = json.loads(meta.read_text())["steps"]
     arm_build = [(s["instruction"], s["cached"]) for s in steps
                  if s["platform"] == "linux/arm64" and s["stage"] == "build"]
-    assert arm_build == [("COPY", True), ("RUN", True), ("RUN", False)]
+    assert arm_build == [("WORKDIR", True), ("COPY", True), ("RUN", True), ("RUN", False)]
     # the images hold only busybox and the binary of their own architecture
     for plat, machine in (("linux/amd64", "x86-64"), ("linux/arm64", "aarch64")):
         image = store.get_image("hello:mp", platform=plat)

@@ -163,3 +163,41 @@ def test_build_check_lints_instead_of_building(tmp_path: Path,
     assert main(["--root", str(store), "build", "--check", str(tmp_path)]) == 0
     assert capsys.readouterr().out == "Check complete, no warnings found.\n"
     assert not store.exists()  # nothing was built
+
+
+# ------------------------------------------------------------------ pull failures
+def test_pull_failure_hints_tell_dns_from_tls_from_refused() -> None:
+    import socket
+    import ssl
+
+    import httpx
+
+    from dockyard.registry.client import connect_hint
+
+    def chained(outer: BaseException, inner: BaseException) -> BaseException:
+        outer.__cause__ = inner
+        return outer
+
+    dns = chained(httpx.ConnectError("[Errno -2] Name or service not known"),
+                  socket.gaierror(-2, "Name or service not known"))
+    assert "does not resolve" in connect_hint(dns, "reg.example:5000", False)
+    assert "TLS" not in connect_hint(dns, "reg.example:5000", False)
+    tls = chained(httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number"),
+                  ssl.SSLError(1, "wrong version number"))
+    hint = connect_hint(tls, "reg.example:5000", False)
+    assert "TLS handshake failed" in hint and "DOCKYARD_INSECURE_REGISTRIES" in hint
+    refused = chained(httpx.ConnectError("[Errno 111] Connection refused"),
+                      ConnectionRefusedError(111, "Connection refused"))
+    assert connect_hint(refused, "127.0.0.1:9", False) == " (nothing listens at 127.0.0.1:9)"
+
+
+def test_a_base_that_cannot_be_pulled_says_how_to_get_one(tmp_path: Path) -> None:
+    from dockyard.errors import DockerfileError
+
+    (tmp_path / "Dockerfile").write_text("FROM 127.0.0.1:9/nothing/here:1\nRUN true\n")
+    with pytest.raises(DockerfileError) as caught:
+        dockyard.build(str(tmp_path), root=tmp_path / "store")
+    text = caught.value.render()
+    assert "nothing listens at 127.0.0.1:9" in text
+    assert "--tls-verify" not in text  # build has no such flag
+    assert "the store has no images yet" in text and "dockyard load -i" in text

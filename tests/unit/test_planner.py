@@ -232,3 +232,21 @@ def test_step_numbering_follows_dockerfile_order() -> None:
     vertices = [(s.stage_index, s.vertex, s.position, s.count) for st in plan.stages
                 for s in st.steps if s.op is not None]
     assert vertices == [(0, 2, 2, 3), (0, 3, 3, 3), (1, 5, 2, 2)]
+
+
+def test_run_history_is_buildkits_form() -> None:
+    """``RUN |N K=V ... argv # buildkit`` (BuildKit's runCommandString): the stage's declared
+    ARGs with the value the RUN sees (empty without one), then the argv joined by spaces."""
+    plan = make_plan("FROM scratch\n"
+                 "RUN echo plain\n"
+                 "ARG VERSION=2\n"
+                 "ARG EMPTY\n"
+                 "RUN echo $VERSION\n"
+                 "ENV VERSION=3\n"
+                 'RUN ["echo", "exec form"]\n')
+    history = [s.created_by for s in plan.stages[0].steps if s.instruction == "RUN"]
+    assert history == [
+        "RUN /bin/sh -c echo plain # buildkit",
+        "RUN |2 VERSION=2 EMPTY= /bin/sh -c echo $VERSION # buildkit",
+        "RUN |2 VERSION=3 EMPTY= echo exec form # buildkit",
+    ]

@@ -228,7 +228,7 @@ def test_tty_renderer_summary() -> None:
     assert "#2 [a 2/2] COPY x /x CACHED" in text
     assert "#1 CACHE MISS: ARG V changed 1 -> 2" in text
     assert "unused build arg FOO" in text
-    assert "(2 steps, 1 cached)" in text
+    assert "(2 steps, 1 cached)" in text  # no FROM among them: both count
 
 
 def test_plain_thread_safe_lines_never_torn() -> None:
@@ -253,3 +253,33 @@ def test_plain_thread_safe_lines_never_torn() -> None:
         logs = [ln for ln in lines if ln.startswith(f"#{v} 1.000 ")]
         assert logs == [f"#{v} 1.000 v{v} line {i}" for i in range(n_lines)]
         assert lines.count(f"#{v} DONE 2.0s") == 1
+
+
+@pytest.mark.parametrize("width", [40, 80, 200])
+def test_tty_layout_at_a_fixed_width(width: int) -> None:
+    """Rendered to a console of 40, 80 and 200 columns: no line is wider, every step row
+    keeps its => mark and its time (a long name is cut with an ellipsis, not the time),
+    CACHED stays visible, the summary is one line, and FROM is not counted as a step."""
+    from dockyard.progress.tty import TTYRenderer
+
+    out = io.StringIO()
+    r = TTYRenderer(out, width=width)
+    r.handle(VertexStarted(1, "[s 1/3] FROM docker.io/library/busybox:latest", 0.0, stage="s",
+                           instruction="FROM"))
+    r.handle(VertexDone(1, 0.1, 0.1))
+    r.handle(VertexStarted(2, "[s 2/3] RUN " + "make all " * 40, 0.2, stage="s",
+                           instruction="RUN"))
+    r.handle(VertexDone(2, 1.5, 1.3, reason="RUN make: no earlier build"))
+    r.handle(VertexStarted(3, "[s 3/3] COPY a /a", 1.6, stage="s", instruction="COPY"))
+    r.handle(VertexCached(3, 1.6))
+    r.handle(BuildFinished(1.7, "sha256:" + "c" * 64, 1.7))
+    r.close()
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).splitlines()
+    assert all(len(line) <= width for line in lines), [len(x) for x in lines]
+    assert lines[0].startswith("[+] Building 1.7s (2/2)")
+    rows = [line for line in lines if line.startswith("=> ")]
+    assert len(rows) == 3
+    assert all(re.search(r" \d+\.\ds$", row) for row in rows), rows
+    assert rows[1].endswith("1.3s") and "…" in rows[1]
+    assert "CACHED" in rows[2]
+    assert lines[-1] == "Built in 1.7s (2 steps, 1 cached)"

@@ -83,6 +83,9 @@ class _State:
     # RUN gets exactly this list and words expand against it, so an ARG re-declared after an
     # ENV of the same name overrides it for RUN (but never in the image config).
     env: dict[str, str] = field(default_factory=dict)
+    # every ARG this stage declared, with or without a value, in first-declaration order:
+    # BuildKit's buildArgs, which its RUN history entries list (``RUN |2 A=1 B= ...``)
+    declared: dict[str, None] = field(default_factory=dict)
 
     def env_map(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -289,6 +292,7 @@ class _Planner:
             case ins.ArgInstruction(args=args):
                 parts = []
                 for key, default in args:
+                    state.declared.setdefault(key, None)
                     arg_value: str | None
                     if key in self.build_args:
                         arg_value = self.build_args[key]
@@ -370,7 +374,7 @@ class _Planner:
                 return None, f"ONBUILD {expression}", used
             case ins.RunInstruction() as run:
                 run_op, used = self._run(run, state)
-                return run_op, f"RUN {run_op.command_text} # buildkit", used
+                return run_op, f"RUN {run_history(run_op.args, state)} # buildkit", used
             case ins.CopyInstruction() | ins.AddInstruction():
                 copy_op = self._copy(inst, state, stage_index)
                 what = "ADD" if copy_op.is_add else "COPY"
@@ -586,3 +590,13 @@ def _healthcheck(hc: ins.HealthcheckInstruction, cfg: Mapping[str, Any]) -> dict
     if hc.retries:
         out["Retries"] = hc.retries
     return out
+
+
+def run_history(args: tuple[str, ...], state: _State) -> str:
+    """A RUN's history text as BuildKit writes it (``runCommandString``): the stage's
+    declared ARGs as ``|N K=V ...`` (the value the RUN sees, empty when it has none), then
+    the argv joined by spaces (``/bin/sh -c CMD`` for the shell form). Not part of any cache
+    key: keys are made of the op itself (``solver/keys.py``)."""
+    pairs = [f"{key}={state.env.get(key, '')}" for key in state.declared]
+    head = [f"|{len(pairs)}", *pairs] if pairs else []
+    return " ".join([*head, *args])

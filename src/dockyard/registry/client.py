@@ -228,10 +228,8 @@ class RegistryClient:
                                  f"HTTP {response.status_code} {_error_detail(response)}")
             self._challenge = None
             return None
-        hint = "" if self._insecure else (
-            " (for a registry without TLS, add it to DOCKYARD_INSECURE_REGISTRIES or use "
-            "--tls-verify=false)")
-        raise self._fail("cannot reach the registry" + hint, None,
+        raise self._fail("cannot reach the registry" + connect_hint(last, self.host,
+                                                                    self._insecure), None,
                          f"{type(last).__name__}: {last}" if last else "")
 
     # --- auth ---
@@ -512,3 +510,33 @@ def _pick(challenges: list[Challenge]) -> Challenge | None:
             if challenge.scheme == scheme:
                 return challenge
     return None
+
+
+def connect_hint(err: BaseException | None, host: str, insecure: bool) -> str:
+    """Why a registry could not be reached, as a hint: a host name that does not resolve
+    (DNS), a TLS handshake that failed (a registry without TLS, or an untrusted
+    certificate), or nothing listening. Only the TLS case suggests an insecure registry."""
+    import socket
+    import ssl
+
+    chain: list[BaseException] = []
+    while err is not None and len(chain) < 10:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    text = " ".join(str(e) for e in chain).lower()
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if any(isinstance(e, socket.gaierror) for e in chain) or any(
+            s in text for s in ("name or service not known", "temporary failure in name",
+                                "nodename nor servname", "no address associated")):
+        return (f" (the host name {name} does not resolve: check the name, or the machine's "
+                "DNS; with no network, load the image from an archive instead)")
+    if any(isinstance(e, ssl.SSLError) for e in chain) or any(
+            s in text for s in ("ssl", "certificate", "tls", "wrong version number")):
+        if insecure:
+            return " (the TLS handshake failed)"
+        return (" (the TLS handshake failed: for a registry without TLS or with a "
+                "self-signed certificate, add it to DOCKYARD_INSECURE_REGISTRIES; pull and "
+                "push also take --tls-verify=false)")
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text:
+        return f" (nothing listens at {host})"
+    return ""

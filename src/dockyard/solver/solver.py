@@ -103,6 +103,8 @@ class Solver:
         self._cancelled = False
         self._stat_cache: Any = None
         self._lock = threading.Lock()
+        # step vertex -> seconds its run spent unpacking the base image (shown under FROM)
+        self._unpack_time: dict[int, float] = {}
         self.first_miss_line: dict[int, int] = {}
 
     # ------------------------------------------------------------------ lazy services
@@ -239,10 +241,7 @@ class Solver:
         if base.kind == "scratch":
             return StageState(key=keys.scratch_key(stage.platform))
         assert base.image_id is not None
-        self.emit(VertexStarted(stage.from_vertex, f"[{stage.display_name} 1/"
-                                f"{_count(stage)}] FROM {_full_ref(base.name)}", t0,
-                                stage=stage.display_name, instruction="FROM",
-                                line=stage.from_location.start_line))
+        self._emit_from(stage, t0)
         image = self.store.get_image(base.image_id)
         config = self.store.read_config(image).to_dict()
         self.emit(VertexDone(stage.from_vertex, time.time(), time.time() - t0))
@@ -347,7 +346,8 @@ class Solver:
             self.cache.save(record)
             self.options.made_here.add(key)
             self._apply_result(state, key, diff_id, step, record.created)
-            duration = time.time() - t0
+            with self._lock:  # the base's unpacking was shown (and timed) under FROM
+                duration = time.time() - t0 - self._unpack_time.pop(step.vertex, 0.0)
             self.emit(VertexDone(step.vertex, time.time(), duration, key=key, reason=reason))
             self._record_result(stage, step, False, key, reason, duration)
             with self._lock:
@@ -407,6 +407,38 @@ class Solver:
     def ensure_snapshot(self, diff_ids: list[str]) -> str | None:
         return self.layers.ensure(diff_ids)
 
+    def _emit_from(self, stage: StagePlan, when: float) -> None:
+        self.emit(VertexStarted(stage.from_vertex, f"[{stage.display_name} 1/"
+                                f"{_count(stage)}] FROM {_full_ref(stage.base.name)}", when,
+                                stage=stage.display_name, instruction="FROM",
+                                line=stage.from_location.start_line))
+
+    def _ensure_parent(self, stage: StagePlan, step: Step, state: StageState) -> str | None:
+        """The snapshot a missed step runs on. When the base image's layers are not unpacked
+        yet, that happens under the FROM vertex (as BuildKit shows its extraction there):
+        FROM starts again, says what it unpacks and is done; the step's own time leaves it
+        out."""
+        rootfs = state.base_config.get("rootfs") if state.base_config else None
+        base = list((rootfs or {}).get("diff_ids") or [])[: len(state.diff_ids)]
+        if (stage.base.kind != "image" or not base or state.diff_ids[: len(base)] != base
+                or self.snapshotter.exists(chain_ids(base)[-1])):
+            return self.ensure_snapshot(state.diff_ids)
+        t0 = time.time()
+        self._emit_from(stage, t0)
+        self.emit(VertexLog(stage.from_vertex,
+                            f"unpacking {len(base)} layer{'s' if len(base) != 1 else ''}\n"
+                            .encode(), t0))
+        try:
+            self.ensure_snapshot(base)
+        except DockyardError as err:
+            self.emit(VertexError(stage.from_vertex, time.time(), str(err)))
+            raise
+        done = time.time()
+        self.emit(VertexDone(stage.from_vertex, done, done - t0))
+        with self._lock:
+            self._unpack_time[step.vertex] = done - t0
+        return self.ensure_snapshot(state.diff_ids)
+
     def _commit(self, key: str, name: str) -> None:
         self.layers.commit(key, name)
 
@@ -429,7 +461,7 @@ class Solver:
         op = op_for(step.op)
         snap = self.snapshotter
         link = inputs.link
-        parent = None if link else self.ensure_snapshot(state.diff_ids)
+        parent = None if link else self._ensure_parent(stage, step, state)
         key = f"step-{_unique()}"
         mounts = snap.prepare(key, parent)
         try:
