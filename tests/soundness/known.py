@@ -11,8 +11,6 @@ deleting the line here puts the kind back into the random runs.
 from __future__ import annotations
 
 KNOWN: dict[str, str] = {
-    "copy-nlink": "FINDINGS.md soundness-1: after an incremental COPY, RUN steps see link "
-                  "counts a fresh build does not give",
     "hardlink": "FINDINGS.md soundness-2: splitting a hardlink pair (same content) keeps the "
                 "COPY key, so the cached layer still holds a hardlink",
 }

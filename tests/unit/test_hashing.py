@@ -138,7 +138,7 @@ def test_content_sha_is_the_file_sha(ctx: Path) -> None:
     assert sel.files["README"].sha256 == hash_file(ctx / "README")
 
 
-def test_many_files_noop_is_fast(tmp_path: Path) -> None:
+def test_many_files_noop_reads_nothing(tmp_path: Path) -> None:
     root = tmp_path / "many"
     for d in range(20):
         (root / f"d{d}").mkdir(parents=True)
@@ -151,12 +151,9 @@ def test_many_files_noop_is_fast(tmp_path: Path) -> None:
         assert cache.reads == 2000
     _settle()
     with StatCache(db) as cache:
-        start = time.perf_counter()
         again = digest_selection(root, ["."], [], cache)
-        elapsed = time.perf_counter() - start
-        assert cache.reads == 0
+        assert cache.reads == 0  # no file is read again (speed: bench/, not here)
     assert again.digest == first.digest
-    assert elapsed < 2.0
 
 
 def test_filemeta_json_round_trip() -> None:

@@ -89,18 +89,17 @@ def test_no_instructions_location() -> None:
     assert info.value.message == "file with no instructions"
 
 
-def test_speed_5000_lines() -> None:
+def test_5000_lines() -> None:
+    # Speed lives in bench/bench_frontend.py; this checks only that a long file parses whole.
     lines = ["FROM busybox AS base"]
     for i in range(4999):
         lines.append(
             [f"RUN echo {i} && make -j4 \\", "    install", f"ENV K{i}=v{i}",
              f"COPY --from=base /a{i} /b", "LABEL a=b"][i % 5]
         )
-    text = "\n".join(lines) + "\n"
-    start = time.perf_counter()
-    parse(text)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 0.5  # bench target is 50 ms; generous bound for loaded CI machines
+    result = parse("\n".join(lines) + "\n")
+    assert len(result.nodes) == 4000  # each "RUN ... \" continues onto the next line
+    assert result.nodes[-1].end_line == 5000
 
 
 @settings(max_examples=300, deadline=None)

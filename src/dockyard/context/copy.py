@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from dockyard.context._paths import (
     SelectedEntry,
@@ -193,17 +193,6 @@ def resolve_dest(dest: str, workdir: str) -> str:
     return cleaned
 
 
-class ReuseHook(Protocol):
-    """Called for each regular, not hardlinked file before it is copied, with the mode,
-    owner and mtime (ns) its copy would get; True means the caller provides ``target``
-    itself (``dockyard.solver.reuse``), and the file is not copied."""
-
-    def __call__(
-        self, src: StrPath, st: os.stat_result, target: StrPath, mode: int,
-        owner: tuple[int, int], mtime_ns: int,
-    ) -> bool: ...
-
-
 @dataclass
 class _Copier:
     chown: tuple[int, int] | None
@@ -212,8 +201,6 @@ class _Copier:
     utime: int | None
     is_root: bool = field(default_factory=lambda: os.geteuid() == 0)
     inodes: dict[tuple[int, int], StrPath] = field(default_factory=dict)
-    # Decides whether a regular file's copy is left to the caller (see ReuseHook).
-    reuse: ReuseHook | None = None
     # What the step's key was made of: the copy must copy exactly that (see copy_into)
     expected: _Expected | None = None
 
@@ -292,10 +279,6 @@ class _Copier:
         mode = st.st_mode
         key = (st.st_dev, st.st_ino)
         if stat.S_ISREG(mode) and (st.st_nlink == 1 or key not in self.inodes):
-            if st.st_nlink == 1 and self.reuse is not None and self.reuse(
-                src, st, target, self.target_mode(st), self.owner(st), self.target_times(st)[1]
-            ):
-                return True
             # The common case, a new file: create it exclusively (no lookup beforehand) and
             # replace what is there only when that fails.
             try:
@@ -597,7 +580,6 @@ def copy_into(
     follow_symlinks: bool = True,
     utime: int | None = None,
     command: str | None = None,
-    reuse: ReuseHook | None = None,
     expect: SelectionDigest | None = None,
     tmpdir: Path | None = None,
 ) -> None:
@@ -607,8 +589,7 @@ def copy_into(
     (octal bits) or a :class:`ChmodSpec`. ``ignore`` is the context's .dockerignore matcher
     (None for a stage). ``preserve_owner`` keeps the source ids when there is no chown (True
     for another stage, False for the local context). ``utime`` (seconds) replaces every
-    mtime when set. ``reuse`` may take over regular files that are not hardlinked (see
-    :class:`ReuseHook`). Raises ContextError (missing source, bad destination, corrupt
+    mtime when set. Raises ContextError (missing source, bad destination, corrupt
     archive).
 
     ``expect`` is the selection the step's key was made of (``digest_selection`` of the
@@ -619,7 +600,7 @@ def copy_into(
     mode_spec = ChmodSpec(octal=chmod) if isinstance(chmod, int) else chmod
     expected = _Expected(expect, src_root) if expect is not None else None
     copier = _Copier(chown=chown, chmod=mode_spec, preserve_owner=preserve_owner, utime=utime,
-                     reuse=reuse, expected=expected)
+                     expected=expected)
     dest_abs = resolve_dest(dest, workdir)
     dest_is_dir = dest_abs.endswith("/")
     exclude_matcher = PatternMatcher(excludes) if excludes else None

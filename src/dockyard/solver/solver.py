@@ -324,9 +324,8 @@ class Solver:
             self.emit(CacheMissExplained(step.vertex, time.time(), reason))
             with self._lock:
                 self.first_miss_line.setdefault(stage.index, step.location.start_line)
-            previous = None if no_cache else self.explainer.previous_step(stage, step)
             try:
-                diff_id = self._execute(stage, step, state, inputs, previous)
+                diff_id = self._execute(stage, step, state, inputs)
             except SourceChangedError as err:
                 if last:
                     raise
@@ -448,13 +447,8 @@ class Solver:
     # ------------------------------------------------------------------ execution
     def _execute(
         self, stage: StagePlan, step: Step, state: StageState, inputs: CacheInputs,
-        previous: Any = None,
     ) -> str | None:
-        """Run a missed step on a fresh snapshot; returns the new layer's diff id (None if empty).
-
-        ``previous``: the previous build's record of this step, whose result may lend it
-        unchanged files (see :mod:`dockyard.solver.reuse`); None under --no-cache.
-        """
+        """Run a missed step on a fresh snapshot; returns the new layer's diff id (None if empty)."""
         from dockyard.snapshot.base import mounted
 
         assert step.op is not None
@@ -468,7 +462,7 @@ class Solver:
             with mounted(mounts, under=self.store.root / "mnt") as rootfs:
                 finish = op.execute(self, Execution(
                     stage=stage, step=step, state=state, rootfs=rootfs, snapshot=key,
-                    inputs=inputs, previous=previous,
+                    inputs=inputs,
                 ))
             if finish is not None:
                 finish()

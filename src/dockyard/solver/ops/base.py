@@ -57,9 +57,6 @@ class Execution:
     rootfs: Path  # the mounted, writable snapshot of the step's parent
     snapshot: str  # that active snapshot's name
     inputs: CacheInputs
-    # the previous build's record of this step, if its result may lend unchanged files (see
-    # dockyard.solver.reuse); None under --no-cache
-    previous: Mapping[str, Any] | None = None
 
 
 class OpContext(Protocol):

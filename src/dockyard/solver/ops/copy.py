@@ -2,8 +2,9 @@
 
 Key: the content digest of every entry the sources select (never times), the flags as
 written, ``--chown`` resolved to numeric ids (:func:`dockyard.solver.keys.copy_components`).
-Execution: :func:`dockyard.context.copy.copy_into` into the snapshot, lending unchanged files
-of the step's previous result where it can (:mod:`dockyard.solver.reuse`).
+Execution: :func:`dockyard.context.copy.copy_into` into the snapshot. Every file is copied:
+the result shares no inode with an earlier snapshot (a hard link to the previous result's
+unchanged files was tried once; a RUN step then saw link counts a fresh build does not give).
 """
 
 from __future__ import annotations
@@ -48,14 +49,10 @@ class Copy:
     def execute(self, ctx: OpContext, job: Execution) -> Finish | None:
         op = job.step.op
         assert isinstance(op, CopyOp)
-        reuse = _file_reuse(ctx, op, job)
         prepared = job.inputs.prepared
         assert isinstance(prepared, Prepared)
-        copy(ctx, op, job.step, job.rootfs, prepared.chown, reuse, prepared.selection,
+        copy(ctx, op, job.step, job.rootfs, prepared.chown, prepared.selection,
              prepared.remotes)
-        if reuse is not None and reuse.links:
-            links: Finish = reuse.link_all  # made once the overlay is unmounted
-            return links
         return None
 
 
@@ -238,41 +235,8 @@ def resolve_chown(ctx: OpContext, op: CopyOp, state: StageState, step: Step) -> 
 
 
 # ---------------------------------------------------------------------- execution
-def _file_reuse(ctx: OpContext, op: CopyOp, job: Execution) -> Any:
-    """A :class:`~dockyard.solver.reuse.FileReuse` lending this COPY the unchanged files
-    of its previous result, or None where that does not apply (see that module)."""
-    prev = job.previous
-    if (
-        prev is None
-        or not ctx.layers.keeps_diffs
-        or op.is_add
-        or op.link
-        or op.parents
-        or op.heredocs
-        or op.source_kind != "context"
-        or (op.source_name and op.source_name in ctx.named_contexts)
-        or len(op.sources) != 1
-        or any(c in op.sources[0] for c in "*?[")
-    ):
-        return None
-    if not prev.get("key") or "files" not in prev:
-        return None
-    comps = {k: v for k, v in job.inputs.components.items() if k != "content"}
-    pcomps = {k: v for k, v in (prev.get("components") or {}).items() if k != "content"}
-    if comps != pcomps:
-        return None
-    record = ctx.store.get_cache_record(prev["key"])
-    snap = ctx.layers.snapshotter
-    if record is None or not record.chain_id or not snap.exists(record.chain_id):
-        return None
-    from dockyard.solver.reuse import FileReuse
-
-    return FileReuse(ctx.context.root, job.rootfs, snap.fs_dir(job.snapshot),
-                     snap.fs_dir(record.chain_id), job.inputs.explain["files"], prev["files"])
-
-
 def copy(
-    ctx: OpContext, op: CopyOp, step: Step, rootfs: Path, chown: Any, reuse: Any = None,
+    ctx: OpContext, op: CopyOp, step: Step, rootfs: Path, chown: Any,
     selection: Any = None, remotes: Mapping[str, Any] | None = None,
 ) -> None:
     """Copy ``op``'s sources (and heredocs, and URLs for ADD) into ``rootfs``; from a build
@@ -318,7 +282,7 @@ def copy(
             copy_into(build_ctx.root, local, op.dest, rootfs, workdir=op.workdir, chown=chown,
                       chmod=chmod, parents=op.parents, excludes=op.excludes,
                       is_add=op.is_add, ignore=build_ctx.ignore, preserve_owner=False,
-                      utime=utime, command=command, reuse=reuse, expect=selection,
+                      utime=utime, command=command, expect=selection,
                       tmpdir=tmpdir)
         else:
             diff_ids, _ = source_layers(ctx, op, step)
