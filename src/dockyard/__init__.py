@@ -78,6 +78,7 @@ if TYPE_CHECKING:
         push,
     )
     from dockyard._api._root import default_root
+    from dockyard._api._store import StoreCheckResult, StoreProblem, store_check
     from dockyard._api._system import RuntimeStatus, SnapshotterStatus, SystemInfo, info
     from dockyard.api import BuildResult, StepResult, build
     from dockyard.dockerfile.check import Finding
@@ -166,6 +167,10 @@ _LAZY = {
     "CachePruneResult": "dockyard._api._cleanup",
     "CacheUsage": "dockyard.store.cache_gc",
     "KindUsage": "dockyard.store.cache_gc",
+    # the store itself
+    "store_check": "dockyard._api._store",
+    "StoreCheckResult": "dockyard._api._store",
+    "StoreProblem": "dockyard._api._store",
     # the host
     "info": "dockyard._api._system",
     "SystemInfo": "dockyard._api._system",
@@ -229,7 +234,9 @@ __all__ = [
     "StageInfo",
     "StagesResult",
     "StepResult",
+    "StoreCheckResult",
     "StoreError",
+    "StoreProblem",
     "SystemInfo",
     "TagResult",
     "UsageError",
@@ -261,6 +268,7 @@ __all__ = [
     "rmi",
     "run",
     "save",
+    "store_check",
     "tag",
 ]
 

@@ -15,14 +15,15 @@ FUNCTIONS = [
     "build", "cache_du", "cache_ls", "cache_prune", "check", "cp", "default_root",
     "expand_word", "export", "get_login", "history", "images", "import_", "info", "inspect",
     "load", "login", "logout", "manifest_create", "parse_dockerfile", "prune", "pull", "push", "resolve_stages",
-    "rmi", "run", "save", "tag",
+    "rmi", "run", "save", "store_check", "tag",
 ]
 RESULTS = [
     "BuildResult", "CacheEntry", "CheckResult", "Finding", "StageInfo", "StagesResult", "CachePruneResult", "CacheUsage", "CopyResult",
     "ExportResult", "HistoryItem", "ImageDetails", "ImageSummary", "ImportResult",
     "KindUsage", "LoadResult", "LoadedImage", "LoginResult", "ManifestResult", "LoginStatus", "LogoutResult",
     "PruneResult", "PullResult", "PushResult", "RemoveResult", "RunResult", "RuntimeStatus",
-    "SaveResult", "SnapshotterStatus", "StepResult", "SystemInfo", "TagResult",
+    "SaveResult", "SnapshotterStatus", "StepResult", "StoreCheckResult", "StoreProblem",
+    "SystemInfo", "TagResult",
 ]
 EVENTS = ["Event", "ProgressMessage"]
 # calls that never open the store

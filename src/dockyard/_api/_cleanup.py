@@ -8,12 +8,10 @@ Tagged images always stay. The rules are in :mod:`dockyard.store.gc` and
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dockyard._api._common import Root, open_store
-from dockyard.errors import DockyardError
+from dockyard._api._common import Root, open_store, store_root
 
 if TYPE_CHECKING:
     from dockyard.store.cache_gc import CacheUsage
@@ -85,8 +83,9 @@ def prune(*, all: bool = False, timeout: float = 60.0, root: Root = None) -> Pru
     ``all``, every cache record, the cache mounts and the untagged images first."""
     from dockyard.executor.run import sweep_stale
     from dockyard.store.gc import prune as gc_prune
+    from dockyard.store.reserve import making_room
 
-    with open_store(root) as store:
+    with making_room(store_root(root)), open_store(root) as store:
         # bundles, secrets, mounts and containers of killed dockyard processes
         sweep_stale(store.root / "run")
         report = gc_prune(store, all_cache=all, timeout=timeout)
@@ -101,30 +100,24 @@ def prune(*, all: bool = False, timeout: float = 60.0, root: Root = None) -> Pru
 
 
 def _sweep_snapshots(store: Store, timeout: float) -> tuple[int, int]:
-    """Committed snapshots (kept by the snapshotter's own table) that nothing uses."""
-    from dockyard.snapshot import open_snapshotter
+    """What killed processes left (:func:`dockyard.store.check.leftovers`: mounts,
+    containers, bundles, uncommitted and unrecorded snapshots, temp files, unfinished
+    outputs), then the committed snapshots nothing uses. Returns (snapshots removed, bytes
+    freed)."""
     from dockyard.store.cache_gc import sweep_snapshots
+    from dockyard.store.check import leftovers
 
-    if not any(store.snapshots_dir.iterdir()) if store.snapshots_dir.is_dir() else True:
-        return 0, 0
-    from dockyard.snapshot.base import cleanup_stale_mounts
-
-    snapshotter = open_snapshotter(store.snapshots_dir, "auto")
     with store.exclusive_lock(timeout):
-        # No build runs while we hold the exclusive lock: whatever is still mounted, and every
-        # active snapshot or view, was left by a killed process.
-        from dockyard.executor.run import cleanup_stale_containers, sweep_stale
-
-        cleanup_stale_containers(store.root / "run")
-        sweep_stale(store.root / "run", exclusive=True)
-        cleanup_stale_mounts(store.root)
-        leftovers = 0
-        for key in reversed(snapshotter.uncommitted()):
-            with contextlib.suppress(DockyardError):
-                snapshotter.remove(key)
-                leftovers += 1
-        removed, freed = sweep_snapshots(store, snapshotter)
-        return removed + leftovers, freed
+        # No build runs while we hold the exclusive lock: all of it is a killed process's.
+        found = leftovers(store, remove=True)
+        removed = sum(1 for f in found if f.repaired and f.kind.startswith("snapshot"))
+        freed = sum(f.bytes for f in found if f.repaired)
+        snapshotter = _snapshotter(store)
+        if snapshotter is not None:
+            swept, swept_bytes = sweep_snapshots(store, snapshotter)
+            removed += swept
+            freed += swept_bytes
+    return removed, freed
 
 
 def cache_ls(*, root: Root = None) -> tuple[CacheEntry, ...]:
@@ -184,7 +177,9 @@ def cache_prune(
         keep_storage=parse_size(keep_storage) if isinstance(keep_storage, str) else keep_storage,
         older_than=parse_duration(older_than) if isinstance(older_than, str) else older_than,
     )
-    with open_store(root) as store:
+    from dockyard.store.reserve import making_room
+
+    with open_store(root) as store, making_room(store.root):
         report = prune_cache(store, policy, timeout=timeout, snapshotter=_snapshotter(store))
     return CachePruneResult(
         records_removed=report.records_removed,
@@ -199,6 +194,6 @@ def _snapshotter(store: Store) -> Any:
     """The snapshotter that made the store's snapshots (None when there are none)."""
     from dockyard.snapshot import open_snapshotter
 
-    if not any(store.snapshots_dir.iterdir()):
+    if not (store.snapshots_dir / "snapshots").is_dir():
         return None
     return open_snapshotter(store.snapshots_dir, "auto")

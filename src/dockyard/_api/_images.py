@@ -221,8 +221,9 @@ def rmi(image: str, *, force: bool = False, root: Root = None) -> RemoveResult:
     its last name; an id removes the image and all its names, which needs ``force`` when
     several names point at it. Blobs are freed by :func:`dockyard.prune`."""
     from dockyard.image.reference import parse_reference
+    from dockyard.store.reserve import making_room
 
-    with open_store(root) as store:
+    with open_store(root) as store, making_room(store.root):
         record = store.get_image(image)
         try:
             full = str(parse_reference(image))

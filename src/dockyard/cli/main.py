@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logout": ("dockyard.cli.cmd_login", "Remove the stored credentials of a registry"),
     "export": ("dockyard.cli.cmd_export", "Write an image's flattened filesystem as a tar"),
     "cache": ("dockyard.cli.cmd_cache", "Inspect and prune the build cache"),
+    "store": ("dockyard.cli.cmd_store", "Check the store (and repair it): store check"),
     "info": ("dockyard.cli.cmd_info", "Show the runtime, snapshotter and store in use"),
     "debug": ("dockyard.cli.cmd_debug", "Frontend debugging: parse, expand, stages"),
     "completion": ("dockyard.cli.cmd_completion", "Print a shell completion script"),

@@ -147,13 +147,10 @@ def _push(store: Store, image_id: str, spec: OutputSpec, names: Sequence[str],
 
 def _write_file_atomic(store: Store, image: StoredImage, path: Path,
                        each: Sequence[tuple[str, StoredImage]] = ()) -> None:
-    import os
+    from dockyard._fs import no_space
+    from dockyard.exporter._pending import atomic_output
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.dockyard-tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write_rootfs_tar(store, image, f, each)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with no_space("the output tar", path), atomic_output(store.root, path) as tmp, \
+            open(tmp, "wb") as f:
+        write_rootfs_tar(store, image, f, each)

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
+from dockyard._fs import no_space
 from dockyard.errors import StoreError
+from dockyard.exporter._pending import atomic_output
 from dockyard.exporter._stored import (
     CONFIG_OCI,
     INDEX_OCI,
@@ -273,7 +275,7 @@ def _write_image(
 
 
 @contextlib.contextmanager
-def _sink_for(dest: str | Path | BinaryIO, *, as_tar: bool) -> Iterator[_Sink]:
+def _sink_for(root: Path, dest: str | Path | BinaryIO, *, as_tar: bool) -> Iterator[_Sink]:
     if not isinstance(dest, str | Path):
         sink: _Sink = _TarSink(dest)
         yield sink
@@ -287,15 +289,11 @@ def _sink_for(dest: str | Path | BinaryIO, *, as_tar: bool) -> Iterator[_Sink]:
     if path.is_dir():
         raise StoreError(f"{path} is a directory; an archive needs a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.dockyard-tmp")
-    try:
-        with open(tmp, "wb") as f:
-            sink = _TarSink(f)
-            yield sink
-            sink.close()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with no_space("the archive", path), atomic_output(root, path) as tmp, \
+            open(tmp, "wb") as f:
+        sink = _TarSink(f)
+        yield sink
+        sink.close()
 
 
 def write_oci_layout(
@@ -308,7 +306,7 @@ def write_oci_layout(
 ) -> None:
     """Write an OCI image layout: a tar at ``dest`` (a path or a binary stream), or with
     ``as_tar=False`` a directory (blobs already there are kept; index.json is replaced)."""
-    with _sink_for(dest, as_tar=as_tar) as sink:
+    with _sink_for(store.root, dest, as_tar=as_tar) as sink:
         _write_layout(sink, store, images, compression)
 
 
@@ -321,7 +319,7 @@ def write_docker_archive(
     index, as a containerd image store loads it); ``manifest.json``, which has no notion of
     platforms, lists every platform's image but gives the names only to the default one (the
     host's platform, else the first), so a classic ``docker load`` tags a runnable image."""
-    with _sink_for(dest, as_tar=True) as sink:
+    with _sink_for(store.root, dest, as_tar=True) as sink:
         written = _write_layout(sink, store, images, "uncompressed")
         names_of: dict[str, tuple[str, ...]] = {}
         for item in images:

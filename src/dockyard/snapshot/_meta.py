@@ -201,6 +201,26 @@ class MetaTable:
                 self._save(data)
         return freed
 
+    def forget(self, key: str) -> list[str]:
+        """Drop the record of ``key`` and of every snapshot built on it (their content is
+        lost: a directory is missing, or a parent is); their directories go as in
+        :meth:`remove`. Returns the keys forgotten."""
+        with self._locked():
+            data = self._load(for_write=True)
+            snaps = data["snapshots"]
+            gone = [key] if key in snaps else []
+            for name in gone:  # grows while children are found
+                gone += [k for k, v in snaps.items() if v.get("parent") == name and k not in gone]
+            ids = [int(snaps[k]["id"]) for k in gone]
+            for k in gone:
+                del snaps[k]
+            if gone:
+                data["removing"] = sorted(set(data.get("removing", [])) | set(ids))
+                self._save(data)
+        if gone:
+            self._finish_removal(ids)
+        return gone
+
     def orphans(self) -> tuple[list[int], list[int], list[str]]:
         """What a crash can leave: (directories no record names, ids still listed as
         removing, keys whose directory is missing)."""

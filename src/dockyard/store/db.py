@@ -54,6 +54,7 @@ from dockyard.store.indexes import Indexes
 from dockyard.store.layers import LayerBlob, LayerRecord, Layers, LayerSnapshot
 from dockyard.store.lock import hold_lock
 from dockyard.store.perms import secure_root
+from dockyard.store.reserve import ensure_reserve
 from dockyard.store.snapshots import SnapshotRecord, Snapshots
 from dockyard.store.stats import StatCache, StatKey
 
@@ -108,6 +109,7 @@ class Store:
         except OSError as err:
             raise StoreError(f"cannot create the store at {store.root}: {err}") from None
         store.database.init_schema()
+        ensure_reserve(store.root)  # space kept back so a full disk can be freed (reserve.py)
         return store
 
     @property

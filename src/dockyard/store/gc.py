@@ -21,12 +21,11 @@ the ``RUN --mount=type=cache`` directories. Tagged images always stay.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard._fs import remove_tree
 from dockyard.errors import DockyardError
 from dockyard.image.oci import chain_ids
 from dockyard.store.db import Store
@@ -48,19 +47,8 @@ class PruneReport:
 
 
 def _rmtree(path: Path) -> int:
-    """Remove a file or tree; returns the bytes freed (best effort)."""
-    freed = 0
-    if path.is_symlink() or not path.is_dir():
-        with contextlib.suppress(OSError):
-            freed = path.lstat().st_size
-            path.unlink()
-        return freed
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                freed += os.lstat(os.path.join(dirpath, name)).st_size
-    shutil.rmtree(path, ignore_errors=True)
-    return freed
+    """Remove a file or tree of any depth; returns the bytes freed (best effort)."""
+    return remove_tree(path, ignore_errors=True)
 
 
 def prune(
@@ -80,7 +68,7 @@ def prune(
     Waits up to ``timeout`` seconds for running builds (StoreError after that).
     """
     remover = remove_snapshot or (
-        lambda key: shutil.rmtree(store.snapshots_dir / key, ignore_errors=True)
+        lambda key: remove_tree(store.snapshots_dir / key, ignore_errors=True)
     )
     with store.exclusive_lock(timeout):
         store.bump_generation()  # blobs and snapshots may go: no fingerprint survives this
@@ -115,7 +103,7 @@ def prune(
             if record.chain_id:
                 live_chains.add(record.chain_id)
 
-        layers_forgotten = 0
+        dead_layers: list[str] = []
         for diff_id in store.list_layer_ids():
             layer = store.get_layer(diff_id)
             if layer is None:
@@ -123,9 +111,11 @@ def prune(
             if diff_id in live_layers:
                 live_blobs.update(b.digest for b in layer.blobs.values())
             else:
-                store.delete_layer(diff_id)
-                layers_forgotten += 1
+                dead_layers.append(diff_id)
 
+        # Files first, records after: on a full disk deleting rows needs room, and a crash in
+        # between leaves dead layers' rows naming blobs that are gone (the next prune, or
+        # ``store check --repair``, forgets them), never a live blob deleted.
         blobs_removed = 0
         freed = 0
         for digest in list(store.blobs.iter_digests()):
@@ -136,6 +126,10 @@ def prune(
                 if store.blobs.delete(digest):
                     blobs_removed += 1
                     freed += size
+
+        for diff_id in dead_layers:
+            store.delete_layer(diff_id)
+        layers_forgotten = len(dead_layers)
 
         snapshots = store.list_snapshots()
         by_chain: dict[str, list[str]] = {}

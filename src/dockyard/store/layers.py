@@ -150,6 +150,12 @@ class Layers:
 
     # --- snapshot-backed layers ---
 
+    def forget_blob(self, diff_id: str, compression: str) -> None:
+        """Drop one stored form of a layer from the record (its blob is gone or corrupt)."""
+        with self._db.write(invalidates=True) as db:
+            db.execute("DELETE FROM layer_blobs WHERE diff_id=? AND compression=?",
+                       (diff_id, compression))
+
     def put_snapshot_layer(self, diff_id: str, size: int, source: LayerSnapshot) -> None:
         """Record layer ``diff_id`` (``size`` bytes of tar) as the diff of committed snapshot
         ``source``, with no blob: :meth:`ensure_blob` writes it when something needs it."""
