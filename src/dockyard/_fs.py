@@ -278,7 +278,8 @@ def walk(
         path, depth, dirnames, filenames = stack.pop()
         if dirnames is None:
             if max_depth and depth > max_depth:
-                raise LayerError(f"{path[:120]!r}...: more than {max_depth} levels deep "
+                rel = os.path.relpath(path, root)
+                raise LayerError(f"a path more than {max_depth} levels deep: {rel[:60]!r}... "
                                  "(raise it with --max-path-depth or DOCKYARD_MAX_PATH_DEPTH)")
             dirnames, filenames = [], []
             try:

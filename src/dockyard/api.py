@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -392,11 +393,16 @@ def _solve(
         error = err
         raise
     finally:
+        failing = sys.exc_info()[1]
         solver.close()
         history = solver.history_record()
         # A no-op rebuild records exactly what is there: skip the rewrite.
         if previous is None or history["steps"] != previous.get("steps"):
-            store.put_build_history(history_key, history_name, history)
+            try:
+                store.put_build_history(history_key, history_name, history)
+            except Exception:
+                if failing is None:
+                    raise  # else the step's own error (a full disk, say) is the one to show
         if error is not None:
             emit(BuildFinished(time.time(), None, time.time() - started, error=str(error)))
     return final, solver

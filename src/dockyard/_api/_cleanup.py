@@ -179,7 +179,7 @@ def cache_prune(
     )
     from dockyard.store.reserve import making_room
 
-    with open_store(root) as store, making_room(store.root):
+    with making_room(store_root(root)), open_store(root) as store:
         report = prune_cache(store, policy, timeout=timeout, snapshotter=_snapshotter(store))
     return CachePruneResult(
         records_removed=report.records_removed,

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dockyard._api._common import Root, open_store
+from dockyard._api._common import Root, open_store, store_root
 from dockyard.errors import DockyardError, StoreError, UsageError
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ def rmi(image: str, *, force: bool = False, root: Root = None) -> RemoveResult:
     from dockyard.image.reference import parse_reference
     from dockyard.store.reserve import making_room
 
-    with open_store(root) as store, making_room(store.root):
+    with making_room(store_root(root)), open_store(root) as store:
         record = store.get_image(image)
         try:
             full = str(parse_reference(image))

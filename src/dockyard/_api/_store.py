@@ -4,9 +4,10 @@ docs/reliability.md."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
-from dockyard._api._common import Root, open_store
+from dockyard._api._common import Root, open_store, store_root
 
 __all__ = ["StoreCheckResult", "StoreProblem", "store_check"]
 
@@ -51,8 +52,10 @@ def store_check(*, repair: bool = False, timeout: float = 60.0, root: Root = Non
     whose content is gone; never a tagged image's content. Waits up to ``timeout`` seconds
     for running builds."""
     from dockyard.store.check import check_store
+    from dockyard.store.reserve import making_room
 
-    with open_store(root) as store:
+    room = making_room(store_root(root)) if repair else contextlib.nullcontext()
+    with room, open_store(root) as store:
         report = check_store(store, repair=repair, timeout=timeout)
     return StoreCheckResult(
         problems=tuple(StoreProblem(f.kind, f.message, f.repairable, f.repaired, f.bytes)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dockyard._fs import no_space
 from dockyard.context._paths import (
     SelectedEntry,
     missing_source_error,
@@ -261,7 +262,8 @@ class _Copier:
                 target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
             )
             try:
-                _copy_data(src_fd, dst_fd, st.st_size)
+                with no_space("a file of the COPY", target):
+                    _copy_data(src_fd, dst_fd, st.st_size)
                 if self.expected is not None:
                     self.expected.copied(os.fspath(src), src_fd, st, target)
                 if self.is_root:

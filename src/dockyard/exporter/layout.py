@@ -138,6 +138,13 @@ class _TarSink:
     def close(self) -> None:
         self._tar.close()
 
+    def abort(self) -> None:
+        """Give up after an error: write nothing more (not even at garbage collection)."""
+        self._tar.closed = True  # type: ignore[attr-defined]  # TarFile.close() checks it
+        stream = self._tar.fileobj
+        if stream is not None and hasattr(stream, "closed"):
+            stream.closed = True
+
 
 class _DirSink:
     """Writes a layout directory; blobs are hard-linked from the store when they can be."""
@@ -277,23 +284,30 @@ def _write_image(
 @contextlib.contextmanager
 def _sink_for(root: Path, dest: str | Path | BinaryIO, *, as_tar: bool) -> Iterator[_Sink]:
     if not isinstance(dest, str | Path):
-        sink: _Sink = _TarSink(dest)
-        yield sink
-        sink.close()
+        with _tar_sink(dest) as tar_sink:
+            yield tar_sink
         return
     path = Path(dest)
     if not as_tar:
-        sink = _DirSink(path)
-        yield sink
+        yield _DirSink(path)
         return
     if path.is_dir():
         raise StoreError(f"{path} is a directory; an archive needs a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     with no_space("the archive", path), atomic_output(root, path) as tmp, \
-            open(tmp, "wb") as f:
-        sink = _TarSink(f)
+            open(tmp, "wb") as f, _tar_sink(f) as file_sink:
+        yield file_sink
+
+
+@contextlib.contextmanager
+def _tar_sink(out: BinaryIO) -> Iterator[_TarSink]:
+    sink = _TarSink(out)
+    try:
         yield sink
-        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
 
 
 def write_oci_layout(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dockyard._fs import remove_tree
+from dockyard._fs import is_no_space, remove_tree
 from dockyard.errors import NotFoundError, StoreError
 from dockyard.snapshot.topdir import spread_subdirs
 
@@ -180,7 +180,16 @@ class MetaTable:
             del data["snapshots"][key]
             sid = int(raw["id"])
             data.setdefault("removing", []).append(sid)
-            self._save(data)
+            try:
+                self._save(data)
+            except OSError as err:
+                if not is_no_space(err) or raw["kind"] == "committed":
+                    raise
+                # A step that filled the disk cannot even be marked: empty its directory
+                # first (nothing else ever uses an uncommitted snapshot), then mark.
+                for entry in os.scandir(self.dir / str(sid)):
+                    remove_tree(entry.path, ignore_errors=True)
+                self._save(data)
         self._finish_removal([sid])
 
     def _finish_removal(self, ids: list[int]) -> int:

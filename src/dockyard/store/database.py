@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dockyard.errors import StoreError
+from dockyard.errors import NoSpaceError, StoreError
 
 __all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "Database", "format_time", "i64", "now"]
 
@@ -120,6 +120,15 @@ CREATE TABLE IF NOT EXISTS stat_cache (
 """
 
 
+def _disk_full(path: Path) -> bool:
+    """Whether the file system of ``path`` has (almost) no space left."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
+
+
 def now() -> float:
     """The time rows record (unix time)."""
     return time.time()
@@ -163,6 +172,8 @@ class Database:
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as err:
             conn.close()
+            if _disk_full(path):  # SQLite says "disk I/O error" when it cannot map its -shm
+                raise NoSpaceError("the store database", str(path)) from None
             raise StoreError(f"cannot open the store database {path}: {err}") from None
         with self._conns_lock:
             self._conns.append(conn)

@@ -1,0 +1,313 @@
+"""The crash suite: SIGKILL at random points of COPY, RUN, the commit of a step, an export,
+a push and a prune. After each kill, ``store check`` may find leftovers; ``store check
+--repair`` must leave a store that ``store check`` calls clean, and the next build (with
+SOURCE_DATE_EPOCH) must give the image an uninterrupted build gives; an export or a push
+done again must give the same bytes or digest.
+
+Kill points are drawn uniformly within each phase, as measured on an uninterrupted run
+(a phase starts and ends at lines of the build's plain progress output). The random seed is
+printed, so a failure can be replayed with ``CRASH_SEED``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_build_support import dockyard_cli, fresh_store, template_store, write_tree
+from test_registry_support import REGISTRY_BIN, Registry, start_registry
+
+from bases import need_runtime
+
+SDE = "1700000000"
+TAG = "crash:1"
+DOCKERFILE = """\
+FROM busybox:latest
+COPY files/ /data/
+RUN echo run-started && mkdir /out && i=0 && while [ $i -lt 120 ]; do \
+dd if=/dev/zero of=/out/f$i bs=64k count=4 2>/dev/null; i=$((i+1)); done && echo run-finished
+RUN cat /data/f0001 > /x
+"""
+# phase -> (line that starts it, line that ends it)
+PHASES = {
+    "copy": ("COPY files/ /data/", "#2 DONE"),
+    "run": ("run-started", "run-finished"),
+    "commit": ("run-finished", "#3 DONE"),
+}
+KILLS_PER_BUILD_PHASE = 3
+KILLS_PER_OPERATION = 4
+# 3 phases x 3 + 3 operations x 4 = 21 kills in all (docs/reliability.md)
+SEED = int(os.environ.get("CRASH_SEED", str(int(time.time()))))
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    reason = need_runtime()
+    if reason:
+        pytest.skip(reason)
+    template_store()
+    root = tmp_path_factory.mktemp("crash-ctx")
+    files = {f"files/f{i:04d}": (f"{i}" * 4096)[:4096] for i in range(1200)}
+    return write_tree(root, {"Dockerfile": DOCKERFILE, **files})
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "SOURCE_DATE_EPOCH": SDE}
+
+
+def _cli(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*dockyard_cli(), "--root", str(root), *args], capture_output=True,
+                          text=True, env=_env(), timeout=600, check=False)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if check:
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    return proc
+
+
+class _Lines:
+    """A child's merged output, line by line, each with the time it arrived."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.queue: queue.Queue[tuple[float, str] | None] = queue.Queue()
+        self.seen: list[tuple[float, str]] = []
+        assert proc.stdout is not None
+        out = proc.stdout
+
+        def pump() -> None:
+            for raw in out:
+                self.queue.put((time.monotonic(), raw.decode("utf-8", "replace")))
+            self.queue.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def wait_for(self, text: str, deadline: float) -> float | None:
+        """When a line holding ``text`` arrived (None if the output ended first)."""
+        for when, line in self.seen:
+            if text in line:
+                return when
+        while time.monotonic() < deadline:
+            try:
+                item = self.queue.get(timeout=deadline - time.monotonic())
+            except queue.Empty:
+                return None
+            if item is None:
+                return None
+            self.seen.append(item)
+            if text in item[1]:
+                return item[0]
+        return None
+
+
+def _spawn(root: Path, *args: str) -> tuple[subprocess.Popen[bytes], _Lines]:
+    proc = subprocess.Popen([*dockyard_cli(), "--root", str(root), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(),
+                            start_new_session=True)
+    return proc, _Lines(proc)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> bool:
+    """SIGKILL the whole session (dockyard, the runtime, helpers); False if it had ended."""
+    if proc.poll() is not None:
+        return False
+    with _suppress_lookup():
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    return proc.returncode == -signal.SIGKILL
+
+
+class _suppress_lookup:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, *rest: object) -> bool:
+        return kind is ProcessLookupError
+
+
+def _recover(root: Path, what: str) -> None:
+    """After a kill: check (anything may be found), repair (must succeed), check (clean)."""
+    first = _cli(root, "store", "check", check=False)
+    assert first.returncode in (0, 1), first.stderr
+    repaired = _cli(root, "store", "check", "--repair", check=False)
+    assert repaired.returncode == 0, (what, repaired.stdout, repaired.stderr)
+    clean = _cli(root, "store", "check", check=False)
+    assert clean.returncode == 0, (what, clean.stdout)
+    assert "wrong:" not in clean.stdout, (what, clean.stdout)
+
+
+def _image_id(root: Path, ctx: Path) -> str:
+    proc = _cli(root, "build", "-q", "-t", TAG, str(ctx))
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class Reference:
+    image_id: str
+    phases: dict[str, float]  # phase -> seconds
+    built: Path  # a store holding the uninterrupted build
+
+
+@pytest.fixture(scope="module")
+def reference(ctx: Path, tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    print(f"crash suite seed: {SEED} (CRASH_SEED={SEED} replays it)")
+    root = fresh_store(tmp_path_factory.mktemp("crash-ref") / "store")
+    proc, lines = _spawn(root, "build", "--progress", "plain", "-t", TAG, str(ctx))
+    deadline = time.monotonic() + 600
+    phases: dict[str, float] = {}
+    for name, (start, end) in PHASES.items():
+        began = lines.wait_for(start, deadline)
+        ended = lines.wait_for(end, deadline)
+        assert began is not None and ended is not None, lines.seen
+        phases[name] = max(ended - began, 0.05)
+    lines.wait_for("\x00never", time.monotonic() + 600)  # drain to the end
+    assert proc.wait() == 0, lines.seen
+    text = "".join(line for _, line in lines.seen)
+    image_id = text.rsplit("writing image ", 1)[1].split()[0]
+    return Reference(image_id, phases, root)
+
+
+def _rng(label: str) -> random.Random:
+    return random.Random(f"{SEED}-{label}")
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_kill_a_build(phase: str, ctx: Path, reference: Reference, tmp_path: Path) -> None:
+    rng = _rng(phase)
+    start, _ = PHASES[phase]
+    landed = 0
+    for attempt in range(KILLS_PER_BUILD_PHASE * 3):
+        if landed == KILLS_PER_BUILD_PHASE:
+            break
+        root = fresh_store(tmp_path / f"store{attempt}")
+        proc, lines = _spawn(root, "build", "--progress", "plain", "-t", TAG, str(ctx))
+        began = lines.wait_for(start, time.monotonic() + 600)
+        assert began is not None, lines.seen
+        delay = rng.uniform(0, reference.phases[phase])
+        time.sleep(max(0.0, began + delay - time.monotonic()))
+        if not _kill(proc):
+            proc.wait()
+            continue
+        landed += 1
+        _recover(root, f"{phase} kill at +{delay:.2f}s (seed {SEED})")
+        assert _image_id(root, ctx) == reference.image_id, f"seed {SEED}, +{delay:.2f}s"
+        _cli(root, "store", "check")
+        shutil.rmtree(root, ignore_errors=True)
+    assert landed == KILLS_PER_BUILD_PHASE, f"only {landed} kills landed in {phase}"
+
+
+def _copy_store(src: Path, dest: Path) -> Path:
+    subprocess.run(["cp", "-a", str(src), str(dest)], check=True)
+    return dest
+
+
+def _timed(root: Path, *args: str) -> float:
+    t0 = time.monotonic()
+    _cli(root, *args)
+    return time.monotonic() - t0
+
+
+def _kill_at_random(root: Path, rng: random.Random, duration: float, *args: str) -> float | None:
+    proc, _ = _spawn(root, *args)
+    delay = rng.uniform(0, duration)
+    time.sleep(delay)
+    return delay if _kill(proc) else None
+
+
+def test_kill_an_export(reference: Reference, tmp_path: Path) -> None:
+    root = _copy_store(reference.built, tmp_path / "store")
+    out = tmp_path / "out"
+    out.mkdir()
+    expected_file = out / "expected.tar"
+    duration = _timed(root, "save", "-o", str(expected_file), TAG)
+    expected = hashlib.sha256(expected_file.read_bytes()).hexdigest()
+    expected_file.unlink()
+    rng = _rng("export")
+    landed = 0
+    for _ in range(KILLS_PER_OPERATION * 3):
+        if landed == KILLS_PER_OPERATION:
+            break
+        target = out / "image.tar"
+        delay = _kill_at_random(root, rng, duration, "save", "-o", str(target), TAG)
+        if delay is None:
+            target.unlink(missing_ok=True)
+            continue
+        landed += 1
+        _recover(root, f"export kill at +{delay:.2f}s (seed {SEED})")
+        assert sorted(p.name for p in out.iterdir()) == [], list(out.iterdir())
+        _cli(root, "save", "-o", str(target), TAG)
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == expected
+        target.unlink()
+    assert landed == KILLS_PER_OPERATION
+
+
+@pytest.fixture(scope="module")
+def crash_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    if REGISTRY_BIN is None:
+        pytest.skip("docker-registry is not installed")
+    reg = start_registry(tmp_path_factory.mktemp("crash-registry"))
+    yield reg
+    reg.stop()
+
+
+def test_kill_a_push(reference: Reference, crash_registry: Registry, tmp_path: Path) -> None:
+    root = _copy_store(reference.built, tmp_path / "store")
+    t0 = time.monotonic()
+    first = _cli(root, "push", "-q", TAG, f"{crash_registry.host}/crash/ref:1")
+    duration = time.monotonic() - t0
+    expected = first.stdout.strip().splitlines()[-1]
+    rng = _rng("push")
+    landed = 0
+    for attempt in range(KILLS_PER_OPERATION * 3):
+        if landed == KILLS_PER_OPERATION:
+            break
+        # a fresh copy each time, so the compressed layers are made (and killed) again
+        root = _copy_store(reference.built, tmp_path / f"store{attempt}")
+        dest = f"{crash_registry.host}/crash/try{attempt}:1"
+        delay = _kill_at_random(root, rng, duration, "push", "-q", TAG, dest)
+        if delay is None:
+            continue
+        landed += 1
+        _recover(root, f"push kill at +{delay:.2f}s (seed {SEED})")
+        again = _cli(root, "push", "-q", TAG, dest)
+        assert again.stdout.strip().splitlines()[-1] == expected
+    assert landed == KILLS_PER_OPERATION
+
+
+def _with_garbage(reference: Reference, tmp_path: Path, name: str) -> Path:
+    """A copy of the built store plus garbage to collect: another image of the same steps,
+    untagged, with its cache records."""
+    root = _copy_store(reference.built, tmp_path / name)
+    other = write_tree(tmp_path / f"{name}-ctx", {
+        "Dockerfile": DOCKERFILE.replace("count=4", "count=3"),
+        **{f"files/f{i:04d}": f"other {i}" for i in range(300)}})
+    _cli(root, "build", "-q", "-t", "garbage:1", str(other))
+    _cli(root, "rmi", "garbage:1")
+    return root
+
+
+def test_kill_a_prune(reference: Reference, ctx: Path, tmp_path: Path) -> None:
+    duration = _timed(_with_garbage(reference, tmp_path, "calibrate"), "prune", "--all")
+    rng = _rng("prune")
+    landed = 0
+    for attempt in range(KILLS_PER_OPERATION * 3):
+        if landed == KILLS_PER_OPERATION:
+            break
+        root = _with_garbage(reference, tmp_path, f"store{attempt}")
+        delay = _kill_at_random(root, rng, duration, "prune", "--all")
+        if delay is None:
+            continue
+        landed += 1
+        _recover(root, f"prune kill at +{delay:.2f}s (seed {SEED})")
+        assert _image_id(root, ctx) == reference.image_id
+        _cli(root, "store", "check")
+    assert landed == KILLS_PER_OPERATION
