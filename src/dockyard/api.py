@@ -193,6 +193,9 @@ def build(
         quick.begin(store)
     with ExitStack() as stack:
         stack.callback(store.close)
+        # The shared lock before the first file in tmp/: prune empties tmp/ under the
+        # exclusive lock, taking whatever it finds there for a killed process's.
+        stack.enter_context(store.build_lock())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(
             dir=store.root / "tmp", prefix="build-")))
         ctx = BuildContext.open(os.fspath(context), dockerfile=dockerfile, tmpdir=tmp,
@@ -247,8 +250,6 @@ def build(
         explicit = targets != [None]
         sde_text = os.environ.get("SOURCE_DATE_EPOCH") or args.get("SOURCE_DATE_EPOCH")
         history_key = str(ctx.dockerfile_path or filename)
-        lock = stack.enter_context(store.build_lock())
-        del lock
         full_tags = tuple(dict.fromkeys((*checked_tags, *checked_outputs.names)))
         built: list[PlatformResult] = []
         made_here: set[str] = set()  # every platform's solve shares what this build made

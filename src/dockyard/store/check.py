@@ -103,6 +103,20 @@ def leftovers(store: Store, *, remove: bool) -> list[Finding]:
         found.append(Finding("mount", f"{point} is still mounted (a killed build's)",
                              repaired=done))
     found += _runtime_leftovers(store, remove=remove)
+    mnt = store.root / "mnt"
+    still_mounted = set(our_mounts(mnt)) if mnt.is_dir() else set()
+    for name in sorted(os.listdir(mnt)) if mnt.is_dir() else []:
+        point = mnt / name
+        if not point.is_dir() or point.is_symlink() or \
+                Path(os.path.realpath(point)) in still_mounted:
+            continue
+        done = False
+        if remove:
+            with contextlib.suppress(OSError):
+                point.rmdir()  # only an empty, unmounted mount point goes
+                done = True
+        found.append(Finding("mount-point", f"mount point {point} was left behind",
+                             repaired=done))
 
     table = _meta(store)
     if isinstance(table, MetaTable):
