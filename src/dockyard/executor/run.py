@@ -567,21 +567,11 @@ def _nodev_view(rootfs: Path, target: Path) -> Path:
     return target
 
 
-def sweep_stale(state_dir: Path, *, exclusive: bool = False) -> int:
-    """Remove what dockyard processes that are gone (SIGKILL, power loss) left in
-    ``state_dir``: their containers (killed and deleted), mounts, bundles (with the env
-    secrets in their config.json) and secrets directories. Safe while other dockyard
-    processes run: an owner still holding its lock is left alone. With ``exclusive`` (the
-    caller holds the store's exclusive lock, so no dockyard process runs) bundles with no
-    owner file at all (older dockyard versions) go too. Returns how many owners were
-    cleaned up."""
+def _stale_owners(state_dir: Path) -> Iterator[tuple[Path, Path | None]]:
+    """Owner files of dockyard processes that are gone, each locked while the caller looks
+    at it: (owner file, its secrets directory if it names a valid one)."""
     owners = state_dir / "owners"
-    cleaned = 0
-    try:
-        names = os.listdir(owners)
-    except OSError:
-        names = []
-    for name in names:
+    for name in _listdir(owners):
         path = owners / name
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -596,20 +586,53 @@ def sweep_stale(state_dir: Path, *, exclusive: bool = False) -> int:
             secrets = Path(secrets_text) if secrets_text else None
             if secrets is not None and not _is_secrets_dir(secrets, state_dir, name):
                 secrets = None
-            bundles = state_dir / "bundles" / name
-            _kill_containers(state_dir, _listdir(bundles))
-            _remove_owned(bundles, secrets, state_dir.parent / "mnt")
-            with contextlib.suppress(OSError):
-                path.unlink()
-            cleaned += 1
+            yield path, secrets
         finally:
             os.close(fd)
+
+
+def _ownerless_bundles(state_dir: Path) -> list[Path]:
+    """Bundle directories with no owner file at all (older dockyard versions); leftovers
+    only while no dockyard process runs."""
+    owners = state_dir / "owners"
+    return [state_dir / "bundles" / name for name in _listdir(state_dir / "bundles")
+            if not (owners / name).exists()]
+
+
+def stale_leftovers(state_dir: Path, *, exclusive: bool = False) -> list[Path]:
+    """What :func:`sweep_stale` would remove, without removing it: the owner files, bundle
+    directories and secrets directories of processes that are gone (with ``exclusive``,
+    ownerless bundles too)."""
+    found: list[Path] = []
+    for owner, secrets in _stale_owners(state_dir):
+        found.append(owner)
+        bundles = state_dir / "bundles" / owner.name
+        found += [p for p in (bundles, secrets) if p is not None and p.exists()]
     if exclusive:
-        for name in _listdir(state_dir / "bundles"):
-            if not (owners / name).exists():
-                bundle = state_dir / "bundles" / name
-                _kill_containers(state_dir, [name, *_listdir(bundle)])
-                _remove_owned(bundle, None)
+        found += _ownerless_bundles(state_dir)
+    return found
+
+
+def sweep_stale(state_dir: Path, *, exclusive: bool = False) -> int:
+    """Remove what dockyard processes that are gone (SIGKILL, power loss) left in
+    ``state_dir``: their containers (killed and deleted), mounts, bundles (with the env
+    secrets in their config.json) and secrets directories. Safe while other dockyard
+    processes run: an owner still holding its lock is left alone. With ``exclusive`` (the
+    caller holds the store's exclusive lock, so no dockyard process runs) bundles with no
+    owner file at all (older dockyard versions) go too. Returns how many owners were
+    cleaned up. (``store check`` lists the same with :func:`stale_leftovers`.)"""
+    cleaned = 0
+    for owner, secrets in _stale_owners(state_dir):
+        bundles = state_dir / "bundles" / owner.name
+        _kill_containers(state_dir, _listdir(bundles))
+        _remove_owned(bundles, secrets, state_dir.parent / "mnt")
+        with contextlib.suppress(OSError):
+            owner.unlink()
+        cleaned += 1
+    if exclusive:
+        for bundle in _ownerless_bundles(state_dir):
+            _kill_containers(state_dir, [bundle.name, *_listdir(bundle)])
+            _remove_owned(bundle, None)
     _sweep_legacy_secrets()
     return cleaned
 

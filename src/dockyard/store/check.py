@@ -92,8 +92,9 @@ def leftovers(store: Store, *, remove: bool) -> list[Finding]:
     from dockyard.snapshot._meta import MetaTable
     from dockyard.snapshot.base import our_mounts, unmount
 
-    found: list[Finding] = []
-    # mounts first: nothing below can be removed while mounted
+    # containers first (nothing may run on what goes), then mounts (nothing below can be
+    # removed while mounted)
+    found = _runtime_leftovers(store, remove=remove)
     for point in our_mounts(store.root):
         done = False
         if remove:
@@ -102,7 +103,6 @@ def leftovers(store: Store, *, remove: bool) -> list[Finding]:
                 done = True
         found.append(Finding("mount", f"{point} is still mounted (a killed build's)",
                              repaired=done))
-    found += _runtime_leftovers(store, remove=remove)
     mnt = store.root / "mnt"
     still_mounted = set(our_mounts(mnt)) if mnt.is_dir() else set()
     for name in sorted(os.listdir(mnt)) if mnt.is_dir() else []:
@@ -166,25 +166,28 @@ def leftovers(store: Store, *, remove: bool) -> list[Finding]:
 
 
 def _runtime_leftovers(store: Store, *, remove: bool) -> list[Finding]:
-    """Containers and bundles of killed runs (the executor knows their layout)."""
+    """Containers, bundles and secret directories of killed runs: the executor knows their
+    layout (``executor.run.sweep_stale``, which prune runs too, and ``stale_leftovers``)."""
     state = store.root / "run"
-    found: list[Finding] = []
-    bundles = state / "bundles"
-    names = sorted(os.listdir(bundles)) if bundles.is_dir() else []
-    removed = 0
-    if remove and (names or (state / "runtime").is_dir()):
-        from dockyard.executor.run import cleanup_stale_containers
+    if not state.is_dir():
+        return []
+    from dockyard.executor.run import cleanup_stale_containers, stale_leftovers, sweep_stale
 
-        removed = cleanup_stale_containers(state)
-    for name in names:
-        size = tree_size(bundles / name)
-        if remove:
-            remove_tree(bundles / name, ignore_errors=True)
-        found.append(Finding("bundle", f"container bundle {bundles / name} was left behind",
-                             repaired=remove and not (bundles / name).exists(), bytes=size))
-    if removed:
-        found.append(Finding("container", f"{removed} container(s) of killed runs were running",
-                             repaired=True))
+    found: list[Finding] = []
+    listed = stale_leftovers(state, exclusive=True)
+    sizes = {p: tree_size(p) for p in listed}
+    containers = 0
+    if remove:
+        containers = cleanup_stale_containers(state)
+        sweep_stale(state, exclusive=True)
+    for path in listed:
+        what = ("owner file" if path.parent.name == "owners" else
+                "container bundle" if "bundles" in path.parts else "secrets directory")
+        found.append(Finding("run-leftover", f"{what} {path} was left by a killed process",
+                             repaired=remove and not os.path.lexists(path), bytes=sizes[path]))
+    if containers:
+        found.append(Finding("container", f"{containers} container(s) of killed runs were "
+                             "still there", repaired=True))
     return found
 
 
