@@ -163,6 +163,35 @@ def test_user_switching_and_workdir_ownership(root: Path, tmp_path: Path) -> Non
     assert config["WorkingDir"] == "/srv/app/data/sub"
 
 
+def test_heredoc_script_with_shebang(root: Path, tmp_path: Path) -> None:
+    # A #! heredoc runs as a file at /dev/pipes/<name> (BuildKit); it must exist under the
+    # container's own /dev, for root and for another user, and never reach a layer.
+    ctx = _ctx(tmp_path, "FROM busybox\n"
+                         "RUN <<EOT\n#!/bin/sh\necho \"$0 as $(id -u)\" > /root-ran\nEOT\n"
+                         "USER app\n"
+                         "RUN <<'EOT'\n#!/bin/sh -e\necho \"$0 as $(id -u)\" > /tmp/app-ran\nEOT\n")
+    built = build(ctx, root, tags=["scripts"])
+    fs = flatten(root, "scripts", tmp_path / "fs")
+    assert (fs / "root-ran").read_text() == "/dev/pipes/EOT as 0\n"
+    assert (fs / "tmp" / "app-ran").read_text() == "/dev/pipes/EOT as 1000\n"
+    assert not (fs / "dev" / "pipes").exists()
+    for diff_id in built.result.config["rootfs"]["diff_ids"][1:]:
+        assert not any(n.startswith("dev") for n in _layer_names(root, diff_id)), diff_id
+
+
+def test_ulimit_and_shm_size_are_in_the_run_key(root: Path, tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, "FROM busybox\nRUN ulimit -n > /nofile && df -k /dev/shm | tail -1 > /shm\n")
+    first = build(ctx, root, tags=["lim"])
+    assert not first.result.steps[-1].cached
+    assert build(ctx, root, tags=["lim"]).result.steps[-1].cached
+    limited = build(ctx, root, tags=["lim"], ulimits=["nofile=512:512"])
+    assert not limited.result.steps[-1].cached
+    assert (flatten(root, "lim", tmp_path / "a") / "nofile").read_text() == "512\n"
+    shm = build(ctx, root, tags=["lim"], shm_size="8m")
+    assert not shm.result.steps[-1].cached
+    assert (flatten(root, "lim", tmp_path / "b") / "shm").read_text().split()[1] == "8192"
+
+
 def _interfaces(proc_net_dev: str) -> list[str]:
     return [line.split(":")[0].strip() for line in proc_net_dev.splitlines()[2:] if ":" in line]
 

@@ -188,6 +188,8 @@ def _check_command(rootfs: Path, spec: RunSpec) -> None:
     if prog.startswith("/"):
         if _is_executable_in(rootfs, prog):
             return
+        if any(m.destination == prog for m in spec.mounts):
+            return  # a file mounted there (a #! heredoc at /dev/pipes/<name>)
         if prog in _SHELLS:
             raise ExecutorError(
                 f"{prog} not found in the image, so the shell form cannot run",

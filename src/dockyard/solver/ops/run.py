@@ -43,12 +43,18 @@ class Run:
             explain={"used_args": dict(step.used_args)},
             prepared=selections,
         )
-        if ctx.options.extra_hosts:  # BuildKit keys ExtraHosts too; none keeps old keys
+        # BuildKit keys these exec options too (ExtraHosts, Ulimit, ShmSize: the process
+        # sees them); left out when unset, so keys without them stay as they were
+        if ctx.options.extra_hosts:
             inputs.components["extra_hosts"] = [list(h) for h in ctx.options.extra_hosts]
+        if ctx.options.ulimits:
+            inputs.components["ulimits"] = [[u.name, u.soft, u.hard] for u in ctx.options.ulimits]
+        if ctx.options.shm_size:
+            inputs.components["shm_size"] = ctx.options.shm_size
         return inputs
 
     def execute(self, ctx: OpContext, job: Execution) -> Finish | None:
-        from dockyard.executor.spec import RunSpec
+        from dockyard.executor.spec import MountSpec, RunSpec
 
         op, step, rootfs = job.step.op, job.step, job.rootfs
         assert isinstance(op, RunOp)
@@ -69,12 +75,16 @@ class Run:
             if len(tail) > 64:
                 del tail[:-64]
 
-        with run_mounts(ctx, op, step, rootfs, job.inputs.prepared) as (mounts, extra_env):
-            for path, content in op.script_files:
-                target = rootfs / path.lstrip("/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(content)
-                target.chmod(0o755)
+        with run_mounts(ctx, op, step, rootfs, job.inputs.prepared) as (mounts, extra_env), \
+                _scripts_dir(ctx, op) as scripts:
+            # A #! heredoc is a read-only file mounted at /dev/pipes/<name>, as BuildKit
+            # does: never written into the rootfs (whose /dev the container does not see)
+            for index, (path, content) in enumerate(op.script_files):
+                source = scripts / str(index)
+                source.write_text(content)
+                source.chmod(0o755)
+                mounts.append(MountSpec(path, "bind", str(source),
+                                        ("rbind", "ro", "nosuid", "nodev")))
             spec = RunSpec(
                 args=op.args,
                 env=(*op.env, *extra_env),
@@ -88,14 +98,7 @@ class Run:
             )
             if ctx.options.shm_size:
                 spec = replace(spec, shm_size=ctx.options.shm_size)
-            try:
-                code = ctx.executor.run(rootfs, spec, on_output=on_output)
-            finally:
-                for path, _ in op.script_files:
-                    with contextlib.suppress(OSError):
-                        (rootfs / path.lstrip("/")).unlink()
-                    with contextlib.suppress(OSError):
-                        (rootfs / path.lstrip("/")).parent.rmdir()
+            code = ctx.executor.run(rootfs, spec, on_output=on_output)
         if code != 0:
             lines = b"".join(tail).decode("utf-8", "replace").splitlines()[-10:]
             command = " ".join(op.args)
@@ -278,3 +281,21 @@ def _secret(
         if spec is not None:
             with contextlib.suppress(OSError):
                 os.unlink(spec.source)
+
+
+@contextlib.contextmanager
+def _scripts_dir(ctx: OpContext, op: RunOp) -> Iterator[Path]:
+    """A private directory (in the store's tmp) for the step's ``#!`` heredoc scripts."""
+    if not op.script_files:
+        yield Path("/nonexistent")
+        return
+    import shutil
+    import tempfile
+
+    tmp = ctx.store.root / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="dockyard-scripts-", dir=tmp))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
