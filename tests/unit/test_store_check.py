@@ -184,3 +184,13 @@ def test_cli_store_check(store: Store) -> None:
     good = subprocess.run([*run, "--format", "json"], capture_output=True, text=True,
                           check=False)
     assert good.returncode == 0 and json.loads(good.stdout)["ok"] is True
+
+
+def test_recorded_sizes_are_checked(store: Store) -> None:
+    make_image(store, BASE)  # untagged: repair may drop it
+    with store.database.write() as db:
+        db.execute("UPDATE images SET manifest_size = manifest_size + 1")
+    report = check_store(store)
+    assert any("bytes, not the" in f.message and "manifest" in f.message
+               for f in report.findings)
+    assert check_store(store, repair=True).ok

@@ -365,9 +365,16 @@ def _check_images(store: Store, state: _State) -> tuple[int, set[str]]:
         if not problems:
             try:
                 diff_ids = list(store.read_config(image).diff_ids)
-                store.read_manifest(image)
+                manifest = store.read_manifest(image)
             except DockyardError as err:
                 problems.append(f"its documents cannot be read ({err})")
+            else:
+                problems += _size_problems(store, image.manifest_digest, image.manifest_size,
+                                           "manifest")
+                problems += _size_problems(store, manifest.config.digest,
+                                           manifest.config.size, "config")
+                for desc in manifest.layers:
+                    problems += _size_problems(store, desc.digest, desc.size, "layer")
         for diff_id in diff_ids:
             live_layers.add(diff_id)
             if not _layer_present(store, diff_id, state.corrupt):
@@ -394,6 +401,17 @@ def _check_images(store: Store, state: _State) -> tuple[int, set[str]]:
             state.add("blob-corrupt", f"blob {digest} is corrupt (its content has another "
                       "digest)", partial(_unlink, path), tree_size(path))
     return len(images), live_layers
+
+
+def _size_problems(store: Store, digest: str, recorded: int, what: str) -> list[str]:
+    """A present blob whose size is not the one its descriptor records."""
+    try:
+        size = store.blobs.size(digest)
+    except DockyardError:
+        return []  # absent: a snapshot-backed layer, or reported as missing
+    if size == recorded:
+        return []
+    return [f"its {what} blob {digest} has {size} bytes, not the {recorded} recorded"]
 
 
 def _layer_present(store: Store, diff_id: str, corrupt: set[str]) -> bool:
