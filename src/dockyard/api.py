@@ -145,6 +145,8 @@ def build(
     add_hosts: Sequence[str] = (),
     ulimits: Sequence[str] = (),
     shm_size: str | None = None,
+    cache_from: Sequence[str] = (),
+    cache_to: Sequence[str] = (),
 ) -> BuildResult:
     """Build ``context`` (a directory, a tarball or ``-``) into an image in the store at ``root``.
 
@@ -158,9 +160,13 @@ def build(
     context is opened, so a bad value costs no step.
     ``ulimits`` (``nofile=1024:2048``) and ``shm_size`` (``128m``) apply to every RUN, as
     ``docker build --ulimit/--shm-size``; neither is part of a cache key.
+    ``cache_from`` / ``cache_to``: shared build caches, as ``--cache-from`` / ``--cache-to``
+    take them (``type=registry,ref=REG/REPO:TAG,mode=max``, ``type=local,src=DIR``,
+    ``type=inline``; see docs/cache.md).
     Raises the same located errors as the CLI (``DockerfileError``, ``BuildError`` ...).
     """
     from dockyard._api import _request
+    from dockyard._api._buildcache import parse_specs
     from dockyard._api._frontend import parse_build_args
     from dockyard._api._root import default_root
     from dockyard.context.context import BuildContext, open_named_contexts
@@ -181,6 +187,7 @@ def build(
         _parse_duration(cache_ttl)  # a bad TTL is refused now (parsed again per platform)
     secret_values = _load_secrets(secrets)
     ssh_sockets = _parse_ssh(ssh)
+    cache = parse_specs(cache_from, cache_to)
     host = str(host_platform())
     # None: the host's, implicitly (the image then keeps its base image's platform fields)
     targets: list[str | None] = list(parse_platforms(platform)) or [None]
@@ -253,6 +260,9 @@ def build(
         full_tags = tuple(dict.fromkeys((*checked_tags, *checked_outputs.names)))
         built: list[PlatformResult] = []
         made_here: set[str] = set()  # every platform's solve shares what this build made
+        solved: list[tuple[Any, Any]] = []  # (solver, plan) per platform, for cache export
+        backend: Any = None
+        cache_vertex = 0
         offset = 0  # each platform's vertices are numbered after the previous platform's
         for number, target_platform in enumerate(targets):
             plat = target_platform or host
@@ -263,6 +273,13 @@ def build(
             plan = plan_build(graph, image_config, platform=plat, build_args=args)
             if quick is not None and _fetches_urls(plan):
                 quick.refuse()  # a server's answer is an input no context walk can see
+            if number == 0 and cache.sources:
+                from dockyard._api._buildcache import import_caches, next_vertex
+
+                cache_vertex = next_vertex(plan) * len(targets)
+                backend = _imported_backend(store, import_caches(
+                    store, cache.sources, platform=plat, emit=emit, vertex=cache_vertex))
+                cache_vertex += len(cache.sources)
             emit_here = _platform_events(emit, plat, offset) if multi else emit
             offset += max([s.from_vertex for s in plan.stages]
                           + [st.vertex for s in plan.stages for st in s.steps] + [0])
@@ -276,12 +293,19 @@ def build(
                                  allow, secret_values, ssh_sockets, plat, build_contexts or {},
                                  image_platform=plat if explicit else None, made_here=made_here,
                                  extra_hosts=extra_hosts, ulimits=ulimits,
-                                 shm_size=shm_size),
+                                 shm_size=shm_size, pull=pull),
+                cache=backend,
             )
+            solved.append((solver, plan))
             target_plan = plan.stages[plan.target]
+            extra = None
+            if cache.inline is not None:
+                from dockyard._api._buildcache import inline_cache
+
+                extra = inline_cache(store, cache, solver, plan, final.diff_ids)
             _config_digest, manifest_digest, config = _assemble(
                 store, final, target_plan.config, plat,
-                int(sde_text) if sde_text else None, labels or {}, target_plan.base.kind,
+                int(sde_text) if sde_text else None, labels or {}, target_plan.base.kind, extra,
             )
             record = store.put_image(*_image_bytes(store, manifest_digest),
                                      names=() if multi else full_tags)
@@ -310,6 +334,11 @@ def build(
             pushed=tuple((ref, digest) for ref, digest in done if ref != "loaded"),
             loaded=tuple(line for ref, line in done if ref == "loaded"),
             wrote_stdout=checked_outputs.to_stdout)
+        if cache.targets:
+            from dockyard._api._buildcache import export_caches, next_vertex
+
+            export_caches(store, cache, solved, emit=emit,
+                          vertex=cache_vertex or next_vertex(solved[0][1]) * len(targets))
         if iidfile:
             Path(iidfile).write_text(result.image_id)
         if metadata_file:
@@ -340,7 +369,7 @@ def _options(
     no_cache: bool, no_cache_filter: Iterable[str], cache_ttl: str | None, jobs: int | None,
     network: str, sde_text: str | None, allow: Sequence[str], secrets: dict[str, bytes],
     ssh: dict[str, str], platform: str, build_contexts: Mapping[str, str], *,
-    image_platform: str | None, made_here: set[str],
+    image_platform: str | None, made_here: set[str], pull: str = "missing",
     extra_hosts: tuple[tuple[str, str], ...] = (),
     ulimits: Sequence[str] = (), shm_size: str | None = None,
 ) -> Any:
@@ -361,6 +390,7 @@ def _options(
         image_platform=image_platform,
         made_here=made_here,
         extra_hosts=extra_hosts,
+        pull=pull,
         image_contexts={
             name.lower(): spec.removeprefix("docker-image://")
             for name, spec in build_contexts.items()
@@ -374,14 +404,16 @@ def _options(
 def _solve(
     plan: Any, store: Any, ctx: Any, named: Any, emit: Callable[[Event], None], text: str,
     history_key: str, history_name: str, *, snapshotter: str, runtime: str | None,
-    started: float, options: Any,
+    started: float, options: Any, cache: Any = None,
 ) -> tuple[Any, Any]:
-    """Solve one platform's plan; records its history for the next build's explanations."""
+    """Solve one platform's plan; records its history for the next build's explanations.
+    ``cache``: the solver's cache backend factory (None: the local store's)."""
     from dockyard.solver.solver import Solver
 
     previous = store.get_build_history(history_key, history_name)
     solver = Solver(plan, store, ctx, named, options, emit,
-                    snapshotter_kind=snapshotter, runtime=runtime, history=previous)
+                    snapshotter_kind=snapshotter, runtime=runtime, history=previous,
+                    cache=cache)
     error: BaseException | None = None
     try:
         with _terminate_as_interrupt(solver):
@@ -407,6 +439,19 @@ def _solve(
         if error is not None:
             emit(BuildFinished(time.time(), None, time.time() - started, error=str(error)))
     return final, solver
+
+
+def _imported_backend(store: Any, imported: list[Any]) -> Any:
+    """The cache backend factory for a build with imported caches: the local store first,
+    then the imported ones (None when none could be read: the local store alone)."""
+    if not imported:
+        return None
+    from dockyard.solver.cache import ChainCache, ImportedCache, LocalCache
+
+    def backend(layers: Any) -> Any:
+        return ChainCache([LocalCache(store, layers), ImportedCache(store, imported)])
+
+    return backend
 
 
 def _platform_events(
@@ -455,6 +500,7 @@ def _assemble(
     source_date_epoch: int | None,
     labels: Mapping[str, str],
     base_kind: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[str, str, dict[str, Any]]:
     """Write the config and manifest blobs for the target stage; returns their digests."""
     from dockyard.image.oci import (
@@ -500,6 +546,8 @@ def _assemble(
     }
     if variant:
         config["variant"] = variant
+    if extra:  # the inline build cache (cache_to type=inline)
+        config.update(extra)
     if author:
         config["author"] = author
     elif base_cfg.get("author"):

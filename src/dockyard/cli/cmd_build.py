@@ -72,6 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pull FROM images: missing (default: those not in the store), "
                              "always (also --pull alone), never (true and false mean always "
                              "and missing)")
+    parser.add_argument("--cache-from", dest="cache_from", action="append", default=[],
+                        metavar="SPEC",
+                        help="import a shared build cache: type=registry,ref=REG/REPO:TAG | "
+                             "type=local,src=DIR (repeatable; an unreadable one is a warning)")
+    parser.add_argument("--cache-to", dest="cache_to", action="append", default=[],
+                        metavar="SPEC",
+                        help="export the build cache: type=registry,ref=REG/REPO:TAG"
+                             "[,mode=min|max][,compression=gzip|zstd][,oci-mediatypes=true] | "
+                             "type=local,dest=DIR | type=inline")
     parser.add_argument("--push", action="store_true",
                         help="push the image to its registry after the build (every -t name; "
                              "same as --output type=registry); prints the pushed digests")
@@ -223,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
             add_hosts=args.add_hosts,
             ulimits=args.ulimits,
             shm_size=args.shm_size,
+            cache_from=args.cache_from,
+            cache_to=args.cache_to,
         )
     finally:
         renderer.close()

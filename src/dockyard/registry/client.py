@@ -42,6 +42,9 @@ __all__ = [
     "is_insecure_host",
 ]
 
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""Replies worth another try: a timeout, rate limiting, and server-side failures."""
+
 ACCEPT_MANIFESTS = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -63,14 +66,28 @@ class RegistryOptions:
     timeout: float = 60.0
     chunk_size: int = 32 << 20
     credentials: Mapping[str, Credentials] = field(default_factory=dict)
+    retries: int = 4
+    backoff: float = 0.25
 
     @classmethod
     def from_env(cls, **overrides: Any) -> RegistryOptions:
-        """Options with ``$DOCKYARD_INSECURE_REGISTRIES`` added to the insecure list."""
+        """Options with ``$DOCKYARD_INSECURE_REGISTRIES`` added to the insecure list and
+        ``$DOCKYARD_REGISTRY_RETRIES`` (how many times a failed transfer is tried again)."""
         env = os.environ.get("DOCKYARD_INSECURE_REGISTRIES", "")
         listed = tuple(x.strip() for x in env.split(",") if x.strip())
         extra = tuple(overrides.pop("insecure_registries", ()) or ())
+        retries = os.environ.get("DOCKYARD_REGISTRY_RETRIES", "")
+        if retries.isdigit() and "retries" not in overrides:
+            overrides["retries"] = int(retries)
         return cls(insecure_registries=listed + extra, **overrides)
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """How long to wait before try ``attempt + 1`` (``attempt`` counts from 0):
+        exponential backoff with jitter, or the server's ``Retry-After`` (at most 30 s)."""
+        if retry_after and retry_after.strip().isdigit():
+            return min(30.0, float(retry_after.strip()))
+        base = self.backoff * (2 ** attempt)
+        return float(min(8.0, base * (0.5 + int.from_bytes(os.urandom(1), "big") / 255)))
 
 
 def api_host(domain: str) -> str:
@@ -171,6 +188,7 @@ class RegistryClient:
         self._base: str | None = None
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], str] = {}
+        self.retried = 0  # how many requests or transfers were tried again
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -201,7 +219,19 @@ class RegistryClient:
         return self._base
 
     def ping(self) -> Challenge | None:
-        """``GET /v2/``: find the scheme and the auth challenge (None when none is needed)."""
+        """``GET /v2/``: find the scheme and the auth challenge (None when none is needed).
+        Tried again with backoff when the connection drops or the registry answers 5xx."""
+        attempts = 1 + max(0, self.options.retries)
+        for attempt in range(attempts):
+            try:
+                return self._ping_once()
+            except _Transient as err:
+                if attempt == attempts - 1:
+                    raise RegistryError(f"{err} (tried {attempts} times)") from None
+                self._pause(attempt, None)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ping_once(self) -> Challenge | None:
         import httpx
 
         schemes = ("https", "http") if self._insecure else ("https",)
@@ -214,7 +244,11 @@ class RegistryClient:
                 last = err
                 continue
             except httpx.HTTPError as err:
-                raise self._transport(err, "cannot reach the registry", None) from None
+                raise _Transient(str(self._transport(err, "cannot reach the registry",
+                                                     None))) from None
+            if response.status_code in RETRY_STATUSES:
+                raise _Transient(str(self._fail("GET /v2/ failed", None,
+                                                f"HTTP {response.status_code}")))
             self._base = f"{scheme}://{self.host}"
             if response.status_code == 401:
                 challenges = parse_www_authenticate(response.headers.get("www-authenticate", ""))
@@ -228,9 +262,12 @@ class RegistryClient:
                                  f"HTTP {response.status_code} {_error_detail(response)}")
             self._challenge = None
             return None
-        raise self._fail("cannot reach the registry" + connect_hint(last, self.host,
-                                                                    self._insecure), None,
-                         f"{type(last).__name__}: {last}" if last else "")
+        error = self._fail("cannot reach the registry" + connect_hint(last, self.host,
+                                                                      self._insecure), None,
+                           f"{type(last).__name__}: {last}" if last else "")
+        if isinstance(last, (httpx.RemoteProtocolError, httpx.ReadError)):
+            raise _Transient(str(error))  # the connection was dropped: worth another try
+        raise error
 
     # --- auth ---
 
@@ -353,27 +390,61 @@ class RegistryClient:
         what: str,
         repo: str | None = None,
         ok: tuple[int, ...] = (200,),
+        retry: bool = True,
         **kwargs: Any,
     ) -> httpx.Response:
+        """One request, tried again with backoff on a dropped connection, a timeout, 429 and
+        5xx (``retry=False``: once; for requests that cannot simply be sent again)."""
         import httpx
 
-        try:
-            response = self._send(method, path_or_url, scopes, **kwargs)
-        except RegistryError:
-            raise
-        except httpx.HTTPError as err:
-            raise self._transport(err, what, repo) from None
+        attempts = 1 + (max(0, self.options.retries) if retry else 0)
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                response = self._send(method, path_or_url, scopes, **kwargs)
+            except RegistryError:
+                raise
+            except httpx.TransportError as err:
+                if last or not retry:
+                    suffix = f" (tried {attempts} times)" if attempts > 1 else ""
+                    raise self._fail(what + suffix, repo,
+                                     f"{type(err).__name__}: {err}") from None
+                self._pause(attempt, None)
+                continue
+            except httpx.HTTPError as err:
+                raise self._transport(err, what, repo) from None
+            if response.status_code in RETRY_STATUSES and response.status_code not in ok \
+                    and not last:
+                retry_after = response.headers.get("retry-after")
+                response.close()
+                self._pause(attempt, retry_after)
+                continue
+            break
         if response.status_code not in ok:
-            detail = f"HTTP {response.status_code} {_error_detail(response)}".strip()
-            response.close()
-            if response.status_code == 401:
-                who = (f"as {self.credentials.username!r}" if self.credentials
-                       else f"anonymously (run 'dockyard login {self.domain}')")
-                raise self._fail(f"{what}: not authorized {who}", repo, detail)
-            if response.status_code == 403:
-                raise self._fail(f"{what}: access denied", repo, detail)
-            raise self._fail(what, repo, detail)
+            tried = attempts if response.status_code in RETRY_STATUSES else 1
+            raise self._refuse(response, what, repo, tried)
         return response
+
+    def _refuse(self, response: httpx.Response, what: str, repo: str | None,
+                tried: int = 1) -> RegistryError:
+        """The error for a reply with an unexpected status (the response is closed)."""
+        detail = f"HTTP {response.status_code} {_error_detail(response)}".strip()
+        if tried > 1:
+            detail += f" (tried {tried} times)"
+        response.close()
+        if response.status_code == 401:
+            who = (f"as {self.credentials.username!r}" if self.credentials
+                   else f"anonymously (run 'dockyard login {self.domain}')")
+            return self._fail(f"{what}: not authorized {who}", repo, detail)
+        if response.status_code == 403:
+            return self._fail(f"{what}: access denied", repo, detail)
+        return self._fail(what, repo, detail)
+
+    def _pause(self, attempt: int, retry_after: str | None) -> None:
+        import time
+
+        self.retried += 1
+        time.sleep(self.options.delay(attempt, retry_after))
 
     # --- manifests ---
 
@@ -460,7 +531,23 @@ class RegistryClient:
     ) -> None:
         """Upload ``size`` bytes (``open_data()`` returns a fresh binary file each call):
         one ``PUT`` when ``size`` is at most ``chunk_size``, else ``PATCH`` chunks, then
-        the closing ``PUT ?digest=``."""
+        the closing ``PUT ?digest=``. A transfer that fails (a dropped connection, a 5xx) is
+        started again from the beginning in a new upload session, with backoff."""
+        attempts = 1 + max(0, self.options.retries)
+        for attempt in range(attempts):
+            try:
+                self._upload_once(repo, digest, size, open_data, location)
+                return
+            except _Transient as err:
+                if attempt == attempts - 1:
+                    raise RegistryError(f"{err} (tried {attempts} times)") from None
+            location = None  # a new session: the old one may hold a partial upload
+            self._pause(attempt, None)
+
+    def _upload_once(
+        self, repo: str, digest: str, size: int, open_data: Callable[[], Any],
+        location: str | None,
+    ) -> None:
         import httpx
 
         url = location or self.start_upload(repo)
@@ -475,7 +562,7 @@ class RegistryClient:
                         yield data
 
             put_url = str(httpx.URL(url).copy_merge_params({"digest": digest}))
-            response = self._request(
+            response = self._transfer(
                 "PUT", put_url, scopes, what=what, repo=repo, ok=(201, 204),
                 headers={"Content-Type": "application/octet-stream",
                          "Content-Length": str(size)}, content=whole)
@@ -488,7 +575,7 @@ class RegistryClient:
                 if not data:
                     raise self._fail(what, repo, f"local blob ended after {offset} of {size} "
                                      "bytes")
-                response = self._request(
+                response = self._transfer(
                     "PATCH", url, scopes, what=what, repo=repo, ok=(202, 204),
                     headers={"Content-Type": "application/octet-stream",
                              "Content-Length": str(len(data)),
@@ -498,9 +585,31 @@ class RegistryClient:
                 url = self._location(response, repo)
                 offset += len(data)
         put_url = str(httpx.URL(url).copy_merge_params({"digest": digest}))
-        response = self._request("PUT", put_url, scopes, what=what, repo=repo, ok=(201, 204),
-                                 headers={"Content-Length": "0"}, content=b"")
+        response = self._transfer("PUT", put_url, scopes, what=what, repo=repo, ok=(201, 204),
+                                  headers={"Content-Length": "0"}, content=b"")
         response.close()
+
+    def _transfer(self, method: str, url: str, scopes: tuple[str, ...], *, what: str,
+                  repo: str, ok: tuple[int, ...], **kwargs: Any) -> httpx.Response:
+        """One request of an upload, sent once; a failure worth starting the upload again
+        for raises a RegistryError marked ``transient``."""
+        import httpx
+
+        try:
+            response = self._send(method, url, scopes, **kwargs)
+        except RegistryError:
+            raise
+        except httpx.HTTPError as err:
+            raise _Transient(str(self._transport(err, what, repo))) from None
+        if response.status_code in RETRY_STATUSES:
+            raise _Transient(str(self._refuse(response, what, repo)))
+        if response.status_code not in ok:
+            raise self._refuse(response, what, repo)
+        return response
+
+
+class _Transient(RegistryError):
+    """A failed upload request worth starting the upload again for."""
 
 
 def _pick(challenges: list[Challenge]) -> Challenge | None:

@@ -134,6 +134,26 @@ class _Inflater:
         return self._obj is None or bool(self._obj.eof)
 
 
+class TransferError(RegistryError):
+    """A blob that arrived broken (cut short, too long, failing its digest, not
+    decompressible, the connection dropped mid-body): worth downloading again."""
+
+
+def with_retries(client: RegistryClient, fn: Callable[[], Any]) -> Any:
+    """``fn()``, tried again with the client's backoff while it raises TransferError; the
+    last failure says how many times it was tried."""
+    attempts = 1 + max(0, client.options.retries)
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except TransferError as err:
+            if attempt == attempts - 1:
+                suffix = f" (tried {attempts} times)" if attempts > 1 else ""
+                raise RegistryError(f"{err}{suffix}") from None
+            client._pause(attempt, None)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 @dataclass
 class _Pending:
     writer: BlobWriter
@@ -154,18 +174,30 @@ class _Puller:
         return RegistryError(f"{self.ref.domain}/{self.repo}: {what}"
                              + (f": {detail}" if detail else ""))
 
+    def broken(self, what: str, detail: str = "") -> TransferError:
+        return TransferError(f"{self.ref.domain}/{self.repo}: {what}"
+                             + (f": {detail}" if detail else ""))
+
     def document(self, reference: str, expected: Descriptor | None) -> tuple[bytes, str, str]:
+        """A manifest or index by tag or digest, verified (downloaded again if it arrives
+        broken): (body, media type, digest)."""
+        got: tuple[bytes, str, str] = with_retries(
+            self.client, lambda: self._document(reference, expected))
+        return got
+
+    def _document(self, reference: str, expected: Descriptor | None) -> tuple[bytes, str, str]:
         body, media_type, header_digest = self.client.get_manifest(self.repo, reference)
         digest = digest_bytes(body)
         if expected is not None:
             if digest != expected.digest or len(body) != expected.size:
-                raise self.fail(f"manifest {expected.digest} does not match its descriptor",
-                                f"got {digest} ({len(body)} bytes, expected {expected.size})")
+                raise self.broken(f"manifest {expected.digest} does not match its descriptor",
+                                  f"got {digest} ({len(body)} bytes, expected {expected.size})")
         elif reference.startswith("sha256:") and digest != reference:
-            raise self.fail(f"manifest {reference} does not match its digest", f"got {digest}")
+            raise self.broken(f"manifest {reference} does not match its digest",
+                              f"got {digest}")
         if header_digest and header_digest.startswith("sha256:") and header_digest != digest:
-            raise self.fail(f"manifest {reference} does not match the Docker-Content-Digest "
-                            f"header {header_digest}", f"got {digest}")
+            raise self.broken(f"manifest {reference} does not match the Docker-Content-Digest "
+                              f"header {header_digest}", f"got {digest}")
         if not media_type or media_type in ("application/json", "text/plain",
                                             "application/octet-stream"):
             media_type = _media_type_in(body) or media_type
@@ -177,6 +209,9 @@ class _Puller:
     def small_blob(self, desc: Descriptor, what: str) -> bytes:
         if desc.size > _MAX_DOCUMENT:
             raise self.fail(f"{what} {desc.digest} is too large ({desc.size} bytes)")
+        return bytes(with_retries(self.client, lambda: self._small_blob(desc, what)))
+
+    def _small_blob(self, desc: Descriptor, what: str) -> bytes:
         chunks: list[bytes] = []
         with self.client.open_blob(self.repo, desc.digest) as response:
             chunks.extend(self._iter(response, desc, what))
@@ -189,29 +224,40 @@ class _Puller:
 
         length = response.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) != desc.size:
-            raise self.fail(f"{what} {desc.digest}: the registry sends {length} bytes, the "
-                            f"manifest says {desc.size}")
+            raise self.broken(f"{what} {desc.digest}: the registry sends {length} bytes, "
+                              f"the manifest says {desc.size}")
         total = 0
         try:
             for chunk in response.iter_raw(1 << 20):
                 total += len(chunk)
                 if total > desc.size:
-                    raise self.fail(f"{what} {desc.digest} is larger than the {desc.size} "
-                                    "bytes its descriptor says")
+                    raise self.broken(f"{what} {desc.digest} is larger than the "
+                                      f"{desc.size} bytes its descriptor says")
                 yield chunk
         except httpx.HTTPError as err:
-            raise self.fail(f"download of {what} {desc.digest} failed after {total} of "
-                            f"{desc.size} bytes", f"{type(err).__name__}: {err}") from None
+            raise self.broken(f"download of {what} {desc.digest} failed after {total} of "
+                              f"{desc.size} bytes", f"{type(err).__name__}: {err}") from None
 
     def _check(self, desc: Descriptor, what: str, digest: str, size: int) -> None:
         if size != desc.size:
-            raise self.fail(f"{what} {desc.digest} is truncated or too long",
-                            f"got {size} bytes, expected {desc.size}")
+            raise self.broken(f"{what} {desc.digest} is truncated or too long",
+                              f"got {size} bytes, expected {desc.size}")
         if digest != desc.digest:
-            raise self.fail(f"{what} {desc.digest} failed verification", f"got {digest}")
+            raise self.broken(f"{what} {desc.digest} failed verification", f"got {digest}")
 
     def layer(self, desc: Descriptor, diff_id: str, stack: ExitStack) -> list[_Pending]:
-        """Download one layer into uncommitted writers; verified, not yet visible."""
+        """Download one layer into uncommitted writers (held open by ``stack``); verified,
+        not yet visible. A broken transfer is downloaded again into new writers."""
+
+        def once() -> list[_Pending]:
+            with ExitStack() as attempt:
+                pending = self._layer_once(desc, diff_id, attempt)
+                stack.enter_context(attempt.pop_all())
+                return pending
+
+        return list(with_retries(self.client, once))
+
+    def _layer_once(self, desc: Descriptor, diff_id: str, stack: ExitStack) -> list[_Pending]:
         blobs = self.store.blobs
         have_diff = blobs.has(diff_id)
         same = desc.digest == diff_id
@@ -243,11 +289,11 @@ class _Puller:
             except RegistryError:
                 raise
             except Exception as err:  # zlib.error, ZstdError ...
-                raise self.fail(f"layer {desc.digest} cannot be decompressed",
-                                str(err)) from None
+                raise self.broken(f"layer {desc.digest} cannot be decompressed",
+                                  str(err)) from None
         self._check(desc, "layer", "sha256:" + blob_hash.hexdigest(), size)
         if not inflater.complete:
-            raise self.fail(f"layer {desc.digest} is a truncated {inflater.kind} stream")
+            raise self.broken(f"layer {desc.digest} is a truncated {inflater.kind} stream")
         got_diff = "sha256:" + diff_hash.hexdigest()
         if got_diff != diff_id:
             raise self.fail(f"layer {desc.digest} does not match its diff_id {diff_id} in "

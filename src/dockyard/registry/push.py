@@ -29,6 +29,7 @@ from dockyard.image.oci import (
     MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST,
+    Compression,
     Descriptor,
     ImageConfig,
     Index,
@@ -44,7 +45,7 @@ from dockyard.registry.client import RegistryClient, RegistryOptions
 from dockyard.registry.sources import BlobSources
 from dockyard.store.db import ImageRecord, Store
 
-__all__ = ["PushResult", "push"]
+__all__ = ["PushResult", "layer_blob", "push"]
 
 ManifestFormat = Literal["oci", "docker"]
 PushCompression = Literal["gzip", "zstd", "uncompressed"]
@@ -64,15 +65,46 @@ class PushResult:
     present: int
 
 
+def layer_blob(
+    store: Store, diff_id: str, compression: PushCompression,
+) -> tuple[str, int, Callable[[], None] | None]:
+    """The blob that carries layer ``diff_id`` with ``compression``: ``(digest, size,
+    ensure_local)``. A stored form is used as it is; a form only known remotely (an imported
+    build cache's) is not downloaded now, and ``ensure_local`` downloads it if an upload
+    turns out to need its bytes (a HEAD or a cross-repository mount needs none); else the
+    layer is compressed now, once, and the form kept with the layer."""
+    from dockyard.exporter.layout import compressed_layer
+
+    kind: Compression = "none" if compression == "uncompressed" else compression
+    layer = store.get_layer(diff_id)
+    if layer is not None:
+        form = layer.blobs.get(kind)
+        if form is not None and store.blobs.has(form.digest):
+            return form.digest, form.size, None
+        if kind == "none" and store.blobs.has(diff_id):
+            return diff_id, store.blobs.size(diff_id), None
+        if not store.layers.local(diff_id):
+            for remote in layer.remotes:
+                try:
+                    have = layer_compression(remote.media_type)
+                except InvalidDocument:
+                    continue
+                if have == kind:
+                    def fetch(diff_id: str = diff_id) -> None:
+                        store.layers.fetch_remote(diff_id, kind)
+
+                    return remote.digest, remote.size, fetch
+    made = compressed_layer(store, diff_id, compression)
+    return made.digest, made.size, None
+
+
 def _layer_descriptors(
     store: Store, record: ImageRecord, config: ImageConfig, compression: PushCompression,
     docker: bool,
-) -> list[Descriptor]:
-    from dockyard.exporter.layout import compressed_layer
-
+) -> list[tuple[Descriptor, Callable[[], None] | None]]:
     stored = store.read_manifest(record).layers
-    kind = "none" if compression == "uncompressed" else compression
-    out: list[Descriptor] = []
+    kind: Compression = "none" if compression == "uncompressed" else compression
+    out: list[tuple[Descriptor, Callable[[], None] | None]] = []
     for index, diff_id in enumerate(config.diff_ids):
         desc = stored[index] if index < len(stored) else None
         if desc is not None and desc.digest != diff_id and store.blobs.has(desc.digest):
@@ -81,11 +113,12 @@ def _layer_descriptors(
             except InvalidDocument:
                 have = None
             if have == kind:  # a pulled image: push the registry's own blob back
-                out.append(Descriptor(layer_media_type(have, docker=docker), desc.digest,
-                                      desc.size))
+                out.append((Descriptor(layer_media_type(have, docker=docker), desc.digest,
+                                       desc.size), None))
                 continue
-        made = compressed_layer(store, diff_id, compression)
-        out.append(Descriptor(layer_media_type(kind, docker=docker), made.digest, made.size))
+        digest, size, ensure_local = layer_blob(store, diff_id, compression)
+        out.append((Descriptor(layer_media_type(kind, docker=docker), digest, size),
+                    ensure_local))
     return out
 
 
@@ -100,13 +133,16 @@ class _Pusher:
         self.sources = BlobSources(store.root)
         self.counts = {"uploaded": 0, "mounted": 0, "present": 0}
 
-    def blob(self, desc: Descriptor) -> None:
+    def blob(self, desc: Descriptor, ensure_local: Callable[[], None] | None = None) -> str:
+        """Make sure the repository has ``desc``: HEAD, else a cross-repository mount, else an
+        upload (``ensure_local`` first, for a blob this store only knows where to download).
+        Returns what was done: ``present``, ``mounted`` or ``uploaded``."""
         short = desc.digest[7:19]
         size = self.client.blob_size(self.repo, desc.digest, push=True)
         if size is not None:
             self.counts["present"] += 1
             self.progress(f"{short}: layer already exists")
-            return
+            return "present"
         location: str | None = None
         for source in self.sources.repositories(self.ref.domain, desc.digest)[:3]:
             if source == self.repo:
@@ -118,9 +154,11 @@ class _Pusher:
             if location is None:
                 self.counts["mounted"] += 1
                 self.progress(f"{short}: mounted from {source}")
-                return
+                return "mounted"
             break  # the registry opened a normal upload instead of mounting: use it
         blobs = self.store.blobs
+        if ensure_local is not None and not blobs.has(desc.digest):
+            ensure_local()
 
         def open_data() -> Any:
             return blobs.open(desc.digest)
@@ -129,6 +167,7 @@ class _Pusher:
                                 location=location)
         self.counts["uploaded"] += 1
         self.progress(f"{short}: pushed ({desc.size} bytes)")
+        return "uploaded"
 
     def run(self, record: ImageRecord, compression: PushCompression,
             manifest_format: ManifestFormat) -> PushResult:
@@ -176,7 +215,8 @@ class _Pusher:
         docker = manifest_format == "docker"
         config_bytes = self.store.config_bytes(record)
         config = self.store.read_config(record)
-        layers = _layer_descriptors(self.store, record, config, compression, docker)
+        described = _layer_descriptors(self.store, record, config, compression, docker)
+        layers = [desc for desc, _ in described]
         config_desc = Descriptor(MEDIA_TYPE_DOCKER_CONFIG if docker else MEDIA_TYPE_OCI_CONFIG,
                                  digest_bytes(config_bytes), len(config_bytes))
         media_type = MEDIA_TYPE_DOCKER_MANIFEST if docker else MEDIA_TYPE_OCI_MANIFEST
@@ -188,8 +228,9 @@ class _Pusher:
         })
         digest = digest_bytes(manifest)
         self.progress(f"pushing {self.ref} ({len(layers)} layers)")
-        for desc in [*layers, config_desc]:
-            self.blob(desc)
+        for desc, ensure_local in described:
+            self.blob(desc, ensure_local)
+        self.blob(config_desc)
         if target is None:
             reported = self.client.put_manifest(self.repo, digest, manifest, media_type)
             if reported is not None and reported.startswith("sha256:") and reported != digest:

@@ -77,6 +77,10 @@ class SolveOptions:
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host (name, address)
     ulimits: tuple[Any, ...] = ()  # executor.spec.Ulimit, for every RUN (--ulimit)
     shm_size: int | None = None  # bytes of /dev/shm in every RUN (--shm-size)
+    # --pull: how images named by COPY --from= and RUN --mount=from= are found, as FROM's:
+    # "missing" pulls one that is not in the store, "always" pulls it once per build,
+    # "never" uses the store only
+    pull: str = "missing"
 
 
 def _host_platform() -> str:

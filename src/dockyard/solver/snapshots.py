@@ -141,7 +141,9 @@ class LayerSnapshots:
                     with blobs.open(blob.digest) as f:
                         yield f
                     return
-            if rec.snapshots:
+            if rec.snapshots or rec.remotes:
+                # written from its snapshot, or downloaded from an imported cache (lazily:
+                # only now that a step needs it)
                 with blobs.open(self.store.ensure_layer_blob(diff_id)) as f:
                     yield f
                 return

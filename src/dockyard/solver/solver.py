@@ -82,7 +82,10 @@ class Solver:
         snapshotter_kind: str = "auto",
         runtime: str | None = None,
         history: dict[str, Any] | None = None,
+        cache: Callable[[LayerSnapshots], CacheBackend] | None = None,
     ) -> None:
+        """``cache``: makes the cache backend from the solve's layer snapshots (default: the
+        local store's, :class:`LocalCache`)."""
         self.plan = plan
         self.store = store
         self.context = context
@@ -96,8 +99,14 @@ class Solver:
         self.records: dict[str, dict[str, Any]] = {}  # vertex id -> explain info for history
         self.states: dict[int, StageState] = {}
         self.layers = LayerSnapshots(store, snapshotter_kind)
-        self.cache: CacheBackend = LocalCache(store, self.layers)
-        self.sources = SourceDigests(store, lambda: self.stat_cache, self.view_of)
+        self.cache: CacheBackend = (cache or (lambda layers: LocalCache(store, layers)))(
+            self.layers)
+        # every record this build used or made, by key: (stage index, record); what a
+        # cache export (--cache-to) writes
+        self.used_records: dict[str, tuple[int, CacheRecord]] = {}
+        self._stage_of_thread = threading.local()
+        self.sources = SourceDigests(store, lambda: self.stat_cache, self.view_of,
+                                     self.cache, self._note_selection)
         self.explainer = Explainer(self.previous, plan)
         self._executor: Any = None
         self._cancelled = False
@@ -105,6 +114,8 @@ class Solver:
         self._lock = threading.Lock()
         # step vertex -> seconds its run spent unpacking the base image (shown under FROM)
         self._unpack_time: dict[int, float] = {}
+        self._pull_lock = threading.Lock()
+        self._images: dict[str, Any] = {}  # name -> image record (see image())
         self.first_miss_line: dict[int, int] = {}
 
     # ------------------------------------------------------------------ lazy services
@@ -208,7 +219,15 @@ class Solver:
         return self.states[self.plan.target]
 
     # ------------------------------------------------------------------ stages
+    def _note(self, stage: int, record: CacheRecord) -> None:
+        with self._lock:
+            self.used_records.setdefault(record.key, (stage, record))
+
+    def _note_selection(self, record: CacheRecord) -> None:
+        self._note(getattr(self._stage_of_thread, "index", self.plan.target), record)
+
     def _solve_stage(self, stage: StagePlan) -> StageState:
+        self._stage_of_thread.index = stage.index
         state = self._base_state(stage)
         no_cache = self.options.no_cache or (
             (stage.name or "") in self.options.no_cache_filter
@@ -306,6 +325,7 @@ class Solver:
             }
             if record is not None:
                 self.cache.mark_used(key)
+                self._note(stage.index, record)
                 self._apply_result(state, key, record.diff_id, step, record.created)
                 self.emit(VertexCached(step.vertex, time.time(), key=key))
                 self._record_result(stage, step, True, key, None, time.time() - t0)
@@ -344,6 +364,7 @@ class Solver:
             )
             self.cache.save(record)
             self.options.made_here.add(key)
+            self._note(stage.index, record)
             self._apply_result(state, key, diff_id, step, record.created)
             with self._lock:  # the base's unpacking was shown (and timed) under FROM
                 duration = time.time() - t0 - self._unpack_time.pop(step.vertex, 0.0)
@@ -401,6 +422,46 @@ class Solver:
         if ref.isdigit() and int(ref) < len(self.plan.stages):
             return int(ref)
         return None
+
+    def image(self, name: str) -> Any:
+        """The image ``name`` for ``COPY --from=`` / ``RUN --mount=from=``: from the store, or
+        pulled as FROM's are (``--pull``: ``missing`` pulls what is not there, ``always``
+        pulls once per build, ``never`` only looks). The answer is kept for the build, so a
+        step's key and its execution see the same image."""
+        with self._lock:
+            known = self._images.get(name)
+        if known is not None:
+            return known
+        with self._pull_lock:  # one pull per name, even when stages ask at once
+            with self._lock:
+                known = self._images.get(name)
+            if known is not None:
+                return known
+            wanted = self.options.image_platform
+            image = None
+            if self.options.pull != "always":
+                try:
+                    image = self.store.get_image(name, platform=wanted)
+                except DockyardError as err:
+                    if self.options.pull == "never":
+                        raise DockyardError(
+                            f"{name!r} is not in the local store and --pull=never ({err}); "
+                            "pull it, or load it with 'dockyard load' or 'dockyard import'"
+                        ) from None
+            if image is None:
+                from dockyard.registry.pull import pull
+
+                try:
+                    pulled = pull(self.store, name,
+                                  platform=wanted or self.options.platform)
+                except DockyardError as err:
+                    raise DockyardError(
+                        f"{name!r} is not in the local store and cannot be pulled: {err}"
+                    ) from None
+                image = self.store.get_image(pulled.image_id)
+            with self._lock:
+                self._images[name] = image
+            return image
 
     # ------------------------------------------------------------------ snapshots
     def ensure_snapshot(self, diff_ids: list[str]) -> str | None:

@@ -27,8 +27,14 @@ class SourceDigests:
         store: Store,
         stat_cache: Callable[[], Any],
         view_of: Callable[[list[str]], contextlib.AbstractContextManager[Path]],
+        cache: Any = None,
+        on_record: Callable[[Any], None] | None = None,
     ) -> None:
         self.store = store
+        # where selection records are looked up and kept (the solve's cache backend: an
+        # imported cache may know the digest, so a cached COPY --from downloads nothing)
+        self._cache = cache
+        self._on_record = on_record or (lambda record: None)
         self._stat_cache = stat_cache  # opened on first use: a cached build may need none
         self._view_of = view_of
         self._lock = threading.Lock()
@@ -61,11 +67,15 @@ class SourceDigests:
             cached = self._memo.get(memo_key)
         if cached is not None:
             return cached
-        record = self.store.get_cache_record(memo_key)
+        record = (self._cache.lookup(memo_key) if self._cache is not None
+                  else self.store.get_cache_record(memo_key))
         packed = record.result.get("files") if record is not None else None
         if record is not None and isinstance(packed, str):
             cached = SelectionDigest(str(record.result.get("selection")),
                                      LazyFileMetas(PackedManifest(packed)))  # type: ignore[arg-type]
+            if self._cache is not None:
+                self._cache.mark_used(memo_key)
+            self._on_record(record)
         else:
             from dockyard.context.hashing import iter_manifest_json
 
@@ -75,14 +85,19 @@ class SourceDigests:
                     follow_root_symlinks=True, ignore=None, zero_owner=False,
                 )
             now = time.time()
-            self.store.put_cache_record(CacheRecord(
+            record = CacheRecord(
                 key=memo_key, diff_id=None, chain_id=None,
                 result={"instruction": "selection", "selection": cached.digest,
                         "files": PackedManifest.pack(dict(iter_manifest_json(cached.files)))
                         .packed},
                 description=f"files of {' '.join(sources)} in a stage or image",
                 created=now, last_used=now,
-            ))
+            )
+            if self._cache is not None:
+                self._cache.save(record)
+            else:
+                self.store.put_cache_record(record)
+            self._on_record(record)
         with self._lock:
             self._memo[memo_key] = cached
         return cached

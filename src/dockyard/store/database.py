@@ -32,7 +32,7 @@ from dockyard.errors import NoSpaceError, StoreError
 
 __all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "Database", "format_time", "i64", "now"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: layer_remotes (lazily imported build cache layers)
 BUSY_TIMEOUT = 30.0
 
 SCHEMA = """
@@ -71,6 +71,15 @@ CREATE TABLE IF NOT EXISTS layer_snapshots (
     PRIMARY KEY (diff_id, snapshotter, chain_id)
 );
 CREATE INDEX IF NOT EXISTS layer_snapshots_by_chain ON layer_snapshots(chain_id);
+CREATE TABLE IF NOT EXISTS layer_remotes (
+    diff_id TEXT NOT NULL REFERENCES layers(diff_id) ON DELETE CASCADE,
+    blob TEXT NOT NULL,                  -- the blob's digest where it is kept
+    media_type TEXT NOT NULL,            -- its layer media type (compression)
+    size INTEGER NOT NULL,
+    source TEXT NOT NULL,                -- registry://DOMAIN/REPO or oci-layout:///DIR
+    added REAL NOT NULL,
+    PRIMARY KEY (diff_id, blob, source)
+);
 CREATE TABLE IF NOT EXISTS snapshots (
     chain_id TEXT NOT NULL,
     snapshotter TEXT NOT NULL,

@@ -51,7 +51,7 @@ from dockyard.store.database import BUSY_TIMEOUT, SCHEMA_VERSION, Database, form
 from dockyard.store.history import BuildHistory, PackedManifest
 from dockyard.store.images import HistoryItem, ImageRecord, Images
 from dockyard.store.indexes import Indexes
-from dockyard.store.layers import LayerBlob, LayerRecord, Layers, LayerSnapshot
+from dockyard.store.layers import LayerBlob, LayerRecord, Layers, LayerSnapshot, RemoteBlob
 from dockyard.store.lock import hold_lock
 from dockyard.store.perms import secure_root
 from dockyard.store.reserve import ensure_reserve
@@ -68,6 +68,7 @@ __all__ = [
     "LayerRecord",
     "LayerSnapshot",
     "PackedManifest",
+    "RemoteBlob",
     "SnapshotRecord",
     "StatKey",
     "Store",

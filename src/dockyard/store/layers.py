@@ -5,6 +5,10 @@ A layer's ``"none"`` form is the uncompressed tar, stored as the blob whose dige
 id; compressed forms are variants. With the overlay snapshotter a build step stores no tar at
 all: the layer is recorded as the diff of a committed snapshot, and :meth:`Layers.ensure_blob`
 writes the tar (verified against the diff id) when something needs the bytes.
+
+A layer found in an imported build cache (``--cache-from``) is recorded by where its blob is
+kept (``layer_remotes``: a registry repository or an OCI layout directory) and downloaded
+only when its bytes are needed, again through :meth:`Layers.ensure_blob` (lazy import).
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockyard.errors import NotFoundError, StoreError
+from dockyard.errors import DockyardError, NotFoundError, StoreError
 from dockyard.image.oci import Compression
 from dockyard.store.blobs import BlobStore
-from dockyard.store.database import Database
+from dockyard.store.database import Database, now
 
-__all__ = ["LayerBlob", "LayerRecord", "LayerSnapshot", "Layers"]
+__all__ = ["LayerBlob", "LayerRecord", "LayerSnapshot", "Layers", "RemoteBlob"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,19 @@ class LayerSnapshot:
 
 
 @dataclass(frozen=True)
+class RemoteBlob:
+    """A form of a layer that is kept elsewhere and downloaded when its bytes are needed.
+
+    ``source`` is ``registry://DOMAIN/REPO`` (a registry repository) or
+    ``oci-layout:///DIR`` (an OCI layout directory, as ``--cache-to type=local`` writes)."""
+
+    digest: str
+    media_type: str
+    size: int
+    source: str
+
+
+@dataclass(frozen=True)
 class LayerRecord:
     """A layer by diff id, with every stored form of it (``"none"`` is the tar itself) and
     the snapshots it can be regenerated from when no uncompressed blob is stored."""
@@ -55,6 +72,7 @@ class LayerRecord:
     size: int | None
     blobs: Mapping[str, LayerBlob]
     snapshots: tuple[LayerSnapshot, ...] = ()
+    remotes: tuple[RemoteBlob, ...] = ()
 
 
 class Layers:
@@ -137,7 +155,15 @@ class Layers:
                 (diff_id,),
             )
         )
-        return LayerRecord(diff_id, row[0], blobs, snapshots)
+        remotes = tuple(
+            RemoteBlob(r[0], r[1], r[2], r[3])
+            for r in db.execute(
+                "SELECT blob, media_type, size, source FROM layer_remotes WHERE diff_id=?"
+                " ORDER BY added DESC, source",
+                (diff_id,),
+            )
+        )
+        return LayerRecord(diff_id, row[0], blobs, snapshots, remotes)
 
     def list_ids(self) -> list[str]:
         """Every recorded diff id."""
@@ -147,6 +173,70 @@ class Layers:
         """Forget a layer and its forms (blobs stay until prune)."""
         with self._db.write(invalidates=True) as db:
             db.execute("DELETE FROM layers WHERE diff_id=?", (diff_id,))
+
+    # --- remote-backed layers (lazy import of a build cache) ---
+
+    def put_remote(self, diff_id: str, size: int | None, remote: RemoteBlob) -> None:
+        """Record that layer ``diff_id`` (``size`` bytes of tar, if known) can be downloaded
+        as ``remote``; nothing is downloaded now (:meth:`ensure_blob` does, when needed)."""
+        with self._db.write() as db:
+            db.execute(
+                "INSERT INTO layers(diff_id, size) VALUES (?,?)"
+                " ON CONFLICT(diff_id) DO UPDATE SET size=coalesce(layers.size, excluded.size)",
+                (diff_id, size),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO layer_remotes(diff_id, blob, media_type, size, source,"
+                " added) VALUES (?,?,?,?,?,?)",
+                (diff_id, remote.digest, remote.media_type, remote.size, remote.source, now()),
+            )
+
+    def local(self, diff_id: str) -> bool:
+        """Whether the layer's bytes are on this machine (a stored form or a snapshot), not
+        only somewhere to download them from."""
+        if self._blobs.has(diff_id):
+            return True
+        layer = self.get(diff_id)
+        if layer is None:
+            return False
+        return any(self._blobs.has(b.digest) for b in layer.blobs.values()) or bool(
+            layer.snapshots)
+
+    def fetch_remote(self, diff_id: str, compression: str | None = None) -> bool:
+        """Download layer ``diff_id`` from a remote form (one of ``compression`` first),
+        storing its compressed blob as a form of the layer and its tar under the diff id,
+        both verified. False when it has no remote form; StoreError when none can be had."""
+        layer = self.get(diff_id)
+        if layer is None or not layer.remotes:
+            return False
+        from dockyard.image.oci import InvalidDocument, layer_compression
+
+        def rank(remote: RemoteBlob) -> int:
+            try:
+                return 0 if layer_compression(remote.media_type) == compression else 1
+            except InvalidDocument:
+                return 2
+
+        # Imported here, as the overlay snapshotter above: downloading is the registry
+        # room's (and reading an OCI layout directory the exporter's), needed only now.
+        from dockyard.registry.remote import download_layer
+
+        errors: list[str] = []
+        with self._build_lock():
+            for remote in sorted(layer.remotes, key=rank):
+                try:
+                    forms = download_layer(self._blobs, diff_id, remote)
+                except DockyardError as err:
+                    errors.append(str(err))
+                    continue
+                with self._db.write() as db:
+                    for kind, digest, size in forms:
+                        if kind == "none":
+                            self.record_tar(db, diff_id, size)
+                        else:
+                            self.record_form(db, diff_id, kind, digest, size)
+                return True
+        raise StoreError(f"layer {diff_id} cannot be downloaded: " + "; ".join(errors))
 
     # --- snapshot-backed layers ---
 
@@ -223,7 +313,8 @@ class Layers:
         return out
 
     def present(self, diff_id: str) -> bool:
-        """Whether the layer's bytes can be had: a stored form, or a snapshot it is the diff of.
+        """Whether the layer's bytes can be had: a stored form, a snapshot it is the diff of,
+        or a remote form to download (an imported build cache's).
 
         Snapshot sources are taken from the database without opening the snapshotter (this
         runs for every cached step): prune drops a snapshot's rows before removing it, and
@@ -236,7 +327,7 @@ class Layers:
             return False
         if any(self._blobs.has(b.digest) for b in layer.blobs.values()):
             return True
-        return bool(layer.snapshots)
+        return bool(layer.snapshots) or bool(layer.remotes)
 
     def ensure_blob(self, diff_id: str) -> str:
         """Make sure the uncompressed tar of layer ``diff_id`` is a blob; returns its digest.
@@ -244,10 +335,16 @@ class Layers:
         The one way to the bytes of a snapshot-backed layer: the tar is written again from
         the snapshot's diff and verified against ``diff_id`` while it is written, so changed
         snapshot content raises StoreError naming the layer and never yields other bytes.
+        A layer known only by a remote form (an imported build cache's) is downloaded.
         NotFoundError if the layer has neither a blob nor a snapshot to make it from.
         """
         if self._blobs.has(diff_id):
             return diff_id
+        layer = self.get(diff_id)
+        if layer is not None and not layer.snapshots and layer.remotes:
+            self.fetch_remote(diff_id)
+            if self._blobs.has(diff_id):
+                return diff_id
         # Shared with builds, so no prune removes the snapshot or the new blob meanwhile.
         with self._build_lock():
             if self._blobs.has(diff_id):  # written by someone else while we waited

@@ -83,6 +83,11 @@ class OpContext(Protocol):
         """A read-only mounted view of the filesystem made of ``diff_ids``."""
         ...
 
+    def image(self, name: str) -> Any:
+        """The image ``name`` (``COPY --from=IMAGE``, ``RUN --mount=from=IMAGE``), pulled as
+        FROM's are, following ``--pull`` (once per build); raises DockyardError."""
+        ...
+
 
 class LayerOp(Protocol):
     """A kind of layer step: RUN, COPY/ADD or WORKDIR's mkdir."""

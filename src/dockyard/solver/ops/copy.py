@@ -206,12 +206,11 @@ def source_layers(ctx: OpContext, op: CopyOp, step: Step) -> tuple[list[str], st
     assert op.source_name is not None
     name = ctx.options.image_contexts.get(op.source_name.lower(), op.source_name)
     try:
-        image = ctx.store.get_image(name, platform=ctx.options.image_platform)
-    except DockyardError:
+        image = ctx.image(name)
+    except DockyardError as err:
         raise located(
             ctx, step,
-            f"COPY --from={op.source_name}: no stage or image of that name "
-            "(images must be in the local store: dockyard load/import/pull)",
+            f"COPY --from={op.source_name}: no stage of that name, and no image: {err}",
         ) from None
     config = ctx.store.read_config(image).to_dict()
     return list(config.get("rootfs", {}).get("diff_ids") or []), f"image:{image.id}"

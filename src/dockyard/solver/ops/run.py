@@ -178,12 +178,12 @@ def mount_image(ctx: OpContext, ref: str, step: Step) -> Any:
     (``--build-context REF=docker-image://IMAGE``) or an image in the local store."""
     name = ctx.options.image_contexts.get(ref.lower(), ref)
     try:
-        return ctx.store.get_image(name, platform=ctx.options.image_platform)
-    except DockyardError:
+        return ctx.image(name)
+    except DockyardError as err:
         raise located(
             ctx, step,
-            f"RUN --mount from={ref}: no stage, build context or image of that name "
-            "(images must be in the local store: dockyard load/import/pull)",
+            f"RUN --mount from={ref}: no stage or build context of that name, and no "
+            f"image: {err}",
         ) from None
 
 

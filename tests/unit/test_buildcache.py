@@ -1,0 +1,302 @@
+"""The shared build cache's pure parts: ``--cache-from``/``--cache-to`` specs, the cache
+document (format, validation, merging), the chain of cache backends, and the registry
+client's retries against a small loopback server that fails on purpose."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dockyard.errors import RegistryError, UsageError
+from dockyard.image.oci import InvalidDocument
+from dockyard.registry.buildcache import (
+    FORMAT,
+    CacheDocument,
+    CacheSpec,
+    parse_cache_spec,
+    select_records,
+)
+from dockyard.registry.client import RegistryClient, RegistryOptions
+from dockyard.solver.cache import ChainCache, ImportedCache
+from dockyard.solver.keys import KEY_VERSION
+from dockyard.store.db import CacheRecord, RemoteBlob, Store
+
+
+def d(n: int) -> str:
+    return "sha256:" + f"{n:064x}"
+
+
+# ------------------------------------------------------------------ specs
+
+
+def test_specs_as_buildx_spells_them() -> None:
+    assert parse_cache_spec("reg.example/app:cache", export=False) == CacheSpec(
+        "registry", ref="reg.example/app:cache")
+    spec = parse_cache_spec("type=registry,ref=r:5000/a/b:c,mode=max,compression=zstd,"
+                            "oci-mediatypes=true,ignore-error=true,image-manifest=true",
+                            export=True)
+    assert (spec.type, spec.ref, spec.mode, spec.compression, spec.ignore_error) == (
+        "registry", "r:5000/a/b:c", "max", "zstd", True)
+    local = parse_cache_spec("type=local,dest=/tmp/c,tag=main", export=True)
+    assert (local.path, local.tag, local.mode) == ("/tmp/c", "main", "min")
+    assert parse_cache_spec("type=local,src=/tmp/c", export=False).path == "/tmp/c"
+    assert parse_cache_spec("type=inline", export=True).type == "inline"
+    assert parse_cache_spec('"type=local","dest=/a,b"', export=True).path == "/a,b"
+
+
+@pytest.mark.parametrize(("text", "export", "message"), [
+    ("", True, "empty value"),
+    ("type=registry", True, "needs ref="),
+    ("type=registry,ref=a/b,mode=all", True, "mode must be min or max"),
+    ("type=registry,ref=a/b,compression=lz4", True, "compression must be gzip or zstd"),
+    ("type=registry,ref=a/b,compression=zstd,oci-mediatypes=false", True, "oci-mediatypes"),
+    ("type=registry,ref=a/b,oci-mediatypes=maybe", True, "not a boolean"),
+    ("type=s3,bucket=x", True, "unknown key 'bucket'"),
+    ("type=s3", True, "BuildKit services"),
+    ("type=local", True, "needs dest=DIR"),
+    ("type=local,dest=/x", False, "needs src=DIR"),
+    ("type=inline", False, "type=inline is for --cache-to"),
+    ("type=inline,mode=max", True, "mode=min only"),
+    ("type=registry,ref=a/b,nonsense", True, "is not key=value"),
+])
+def test_bad_specs(text: str, export: bool, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_cache_spec(text, export=export)
+
+
+# ------------------------------------------------------------------ the document
+
+
+def record(key: int, layer: int | None, created: float = 1.5) -> CacheRecord:
+    return CacheRecord(key=d(key), diff_id=d(layer) if layer is not None else None,
+                       chain_id=None, result={"instruction": "RUN"}, description=f"step {key}",
+                       created=created)
+
+
+def blob(layer: int) -> dict[str, Any]:
+    return {"digest": d(1000 + layer), "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "size": 10 + layer, "diffSize": 100 + layer}
+
+
+def document(keys: dict[int, int | None]) -> CacheDocument:
+    doc = CacheDocument()
+    for key, layer in keys.items():
+        doc.add(record(key, layer), blob(layer) if layer is not None else None)
+    return doc
+
+
+def test_document_round_trip_and_format() -> None:
+    doc = document({1: 10, 2: None, 3: 10})
+    data = json.loads(doc.to_json())
+    assert data["format"] == FORMAT and data["keys"] == KEY_VERSION
+    assert doc.to_json() == json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    again = CacheDocument.from_json(doc.to_json(), "t")
+    assert again.records == doc.records and again.layers == doc.layers
+    records = again.cache_records()
+    assert records[d(1)].diff_id == d(10) and records[d(1)].created == 1.5
+    assert records[d(2)].diff_id is None
+
+
+def test_documents_that_cannot_be_used() -> None:
+    good = json.loads(document({1: 10}).to_json())
+    with pytest.raises(InvalidDocument, match="unknown format"):
+        CacheDocument.from_obj({**good, "format": "other"}, "t")
+    broken = json.loads(json.dumps(good))
+    del broken["layers"][d(10)]
+    with pytest.raises(InvalidDocument, match="does not carry"):
+        CacheDocument.from_obj(broken, "t")
+    with pytest.raises(InvalidDocument, match="bad layer entry"):
+        CacheDocument.from_obj({**good, "layers": {d(10): {"digest": "x"}}}, "t")
+    with pytest.raises(InvalidDocument, match="not JSON"):
+        CacheDocument.from_json(b"{", "t")
+    # records of another key format could never match: dropped, the document is still read
+    old = CacheDocument.from_obj({**good, "keys": "dockyard.cache.v1"}, "t")
+    assert old.records == {}
+
+
+def test_merge_keeps_ours_and_adds_theirs() -> None:
+    ours = document({1: 10, 2: 11})
+    theirs = CacheDocument()
+    theirs.add(record(2, 12), blob(12))  # the same key made elsewhere: ours wins
+    theirs.add(record(3, 13), blob(13))
+    merged = ours.merge(theirs)
+    assert merged.records[d(2)]["layer"] == d(11)
+    assert set(merged.records) == {d(1), d(2), d(3)}
+    assert merged.covers(ours) and merged.covers(theirs)
+    assert d(13) in merged.layers
+    assert not ours.covers(theirs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.integers(1, 30), st.one_of(st.none(), st.integers(1, 8))),
+       st.dictionaries(st.integers(1, 30), st.one_of(st.none(), st.integers(1, 8))))
+def test_merge_loses_nothing(a: dict[int, int | None], b: dict[int, int | None]) -> None:
+    da, db = document(a), document(b)
+    merged = da.merge(db)
+    assert merged.covers(da) and merged.covers(db)
+    assert set(merged.records) == set(da.records) | set(db.records)
+    for rec in merged.records.values():  # every record's layer is carried
+        assert rec["layer"] is None or rec["layer"] in merged.layers
+    assert CacheDocument.from_json(merged.to_json(), "t").records == merged.records
+    assert merged.merge(db).records == merged.records  # idempotent
+
+
+def test_select_records_by_stage() -> None:
+    used = {d(1): (0, record(1, 1)), d(2): (1, record(2, 2)), d(3): (2, record(3, None))}
+    assert [r.key for r in select_records(used, None)] == [d(1), d(2), d(3)]
+    assert [r.key for r in select_records(used, [2, 1])] == [d(2), d(3)]
+
+
+# ------------------------------------------------------------------ backends
+
+
+class Imported:
+    def __init__(self, records: dict[str, CacheRecord],
+                 layers: dict[str, tuple[RemoteBlob, int | None]]) -> None:
+        self.records = records
+        self.layers = layers
+        self.noted_blobs: list[str] = []
+
+    def noted(self, remote: RemoteBlob) -> None:
+        self.noted_blobs.append(remote.digest)
+
+
+class Local:
+    def __init__(self, records: dict[str, CacheRecord], fetchable: bool = True) -> None:
+        self.records = records
+        self.fetchable = fetchable
+        self.saved: list[str] = []
+        self.touched: list[str] = []
+
+    def lookup(self, key: str) -> CacheRecord | None:
+        return self.records.get(key)
+
+    def fetch(self, record: CacheRecord) -> bool:
+        return self.fetchable
+
+    def mark_used(self, key: str) -> None:
+        self.touched.append(key)
+
+    def save(self, record: CacheRecord) -> None:
+        self.saved.append(record.key)
+        self.records[record.key] = record
+
+
+def test_imported_cache_records_a_remote_layer_and_downloads_nothing(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s")
+    remote = RemoteBlob(d(1010), "application/vnd.oci.image.layer.v1.tar+gzip", 20,
+                        "registry://reg.example/team/cache")
+    source = Imported({d(1): record(1, 10)}, {d(10): (remote, 4096)})
+    cache = ImportedCache(store, [source])
+    rec = cache.lookup(d(1))
+    assert rec is not None and cache.fetch(rec)
+    layer = store.get_layer(d(10))
+    assert layer is not None and layer.remotes == (remote,) and layer.size == 4096
+    assert store.layer_present(d(10)) and not store.layers.local(d(10))
+    assert source.noted_blobs == [d(1010)]
+    assert list(store.blobs.iter_digests()) == []
+    assert cache.lookup(d(2)) is None
+
+
+def test_chain_asks_in_order_and_keeps_imported_hits_locally(tmp_path: Path) -> None:
+    local = Local({d(1): record(1, None), d(2): record(2, 20)}, fetchable=True)
+    other = Local({d(2): record(2, 21), d(3): record(3, 30)})
+    chain = ChainCache([local, other])
+    assert chain.lookup(d(1)) == local.records[d(1)]
+    hit = chain.lookup(d(3))
+    assert hit is not None and chain.fetch(hit)
+    chain.mark_used(d(3))
+    assert local.saved == [d(3)]  # kept in the local store for the next build
+    chain.mark_used(d(1))
+    assert local.touched == [d(1)]
+    # a local record whose layer is gone falls through to the next backend
+    local.fetchable = False
+    got = chain.lookup(d(2))
+    assert got is not None and got.diff_id == d(21)
+    assert chain.lookup(d(9)) is None
+
+
+# ------------------------------------------------------------------ retries
+
+
+class Flaky(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    plan: ClassVar[list[str]] = []
+    seen: ClassVar[list[str]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self) -> None:
+        Flaky.seen.append(f"{self.command} {self.path}")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        step = Flaky.plan.pop(0) if Flaky.plan and self.path != "/v2/" else "ok"
+        if step == "drop":
+            self.close_connection = True
+            self.connection.close()
+            return
+        status = 200 if step == "ok" else int(step)
+        body = b'{"schemaVersion":2}' if status == 200 else b'{"errors":[]}'
+        self.send_response(status)
+        if status == 429:
+            self.send_header("Retry-After", "0")
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = _answer
+
+
+@pytest.fixture
+def flaky() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Flaky.seen = []
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_requests_are_retried_with_backoff(flaky: str) -> None:
+    Flaky.plan = ["503", "drop", "429", "500", "ok"]
+    with RegistryClient(flaky, RegistryOptions(backoff=0.01)) as client:
+        body, _, _ = client.get_manifest("a/b", "1")
+        assert body == b'{"schemaVersion":2}'
+        assert client.retried == 4
+
+
+def test_retries_end_with_a_clear_error(flaky: str) -> None:
+    Flaky.plan = ["503"] * 10
+    with RegistryClient(flaky, RegistryOptions(backoff=0.01, retries=2)) as client, \
+            pytest.raises(RegistryError, match=r"manifest 1: HTTP 503.*\(tried 3 times\)"):
+        client.get_manifest("a/b", "1")
+    Flaky.plan = ["404"]
+    with RegistryClient(flaky, RegistryOptions(backoff=0.01)) as client, \
+            pytest.raises(RegistryError, match="HTTP 404"):
+        client.get_manifest("a/b", "1")  # not worth another try
+    assert Flaky.plan == []
+
+
+def test_delay_grows_and_honours_retry_after() -> None:
+    options = RegistryOptions(backoff=0.25)
+    assert 0.12 <= options.delay(0) <= 0.38
+    assert 0.5 <= options.delay(2) <= 1.5
+    assert options.delay(20) <= 8.0
+    assert options.delay(0, "3") == 3.0
+    assert options.delay(0, "3600") == 30.0
+
+
+def test_retries_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKYARD_REGISTRY_RETRIES", "7")
+    assert RegistryOptions.from_env().retries == 7
