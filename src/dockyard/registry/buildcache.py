@@ -646,12 +646,16 @@ def _export_registry(
         merged_from = 0
         digest = ""
         for attempt in range(8):
-            current = _current_registry(store, client, ref, target)
-            merged = doc.merge(current) if current is not None else doc
+            current, digest = _current_registry(store, client, ref, target)
             if attempt == 0 and current is not None:
                 merged_from = len(set(current.records) - set(doc.records))
-            if current is not None and current.covers(doc) and attempt > 0:
-                break  # someone else's write holds ours too
+            if current is not None and current.covers(doc):
+                # nothing of ours is missing (a re-export, or another builder's write
+                # already holds our records): no write
+                if attempt == 0:
+                    say("the ref holds every record already")
+                break
+            merged = doc.merge(current) if current is not None else doc
             config = merged.to_json()
             config_desc = Descriptor(CONFIG_MEDIA_TYPE, digest_bytes(config), len(config))
             if not store.blobs.has(config_desc.digest):
@@ -666,7 +670,7 @@ def _export_registry(
             # wait a little (longer than our own read-merge-write took), read it back, and
             # merge again while it lacks any of our records.
             time.sleep(min(5.0, 0.5 + 4 * (time.monotonic() - started)))
-            current = _current_registry(store, client, ref, target)
+            current, _ = _current_registry(store, client, ref, target)
             if current is not None and current.covers(doc):
                 break
             say(f"{name} changed under us (another export): merging again")
@@ -680,29 +684,31 @@ def _export_registry(
                         counts["mounted"], counts["present"], compressed, digest, merged_from)
 
 
-def _current_registry(store: Store, client: Any, ref: Any, target: str) -> CacheDocument | None:
-    """What the ref holds now, if it is a dockyard cache (None if nothing or another kind)."""
+def _current_registry(store: Store, client: Any, ref: Any,
+                      target: str) -> tuple[CacheDocument | None, str]:
+    """What the ref holds now, if it is a dockyard cache (None if nothing or another kind),
+    and its manifest's digest."""
     from dockyard.image.oci import Manifest
     from dockyard.registry.pull import _Puller
 
     puller = _Puller(store, client, ref, lambda _m: None)
     try:
-        body, _media_type, _digest = puller.document(target, None)
+        body, _media_type, digest = puller.document(target, None)
     except RegistryError as err:
         if "MANIFEST_UNKNOWN" in str(err) or "HTTP 404" in str(err):
-            return None
+            return None, ""
         raise
     try:
         manifest = Manifest.from_json(body)
     except InvalidDocument:
-        return None
+        return None, digest
     if manifest.config.media_type != CONFIG_MEDIA_TYPE:
-        return None
+        return None, digest
     config = puller.small_blob(manifest.config, "cache config")
     try:
-        return CacheDocument.from_json(config, f"{ref.domain}/{ref.path}:{target}")
+        return CacheDocument.from_json(config, f"{ref.domain}/{ref.path}:{target}"), digest
     except InvalidDocument:
-        return None  # unreadable: overwritten, as BuildKit overwrites
+        return None, digest  # unreadable: overwritten, as BuildKit overwrites
 
 
 @contextlib.contextmanager
@@ -760,6 +766,8 @@ def _export_local(
                         current = _load_doc_local(directory, m)
             merged = doc.merge(current) if current is not None else doc
             merged_from = len(set(current.records) - set(doc.records)) if current else 0
+            if current is not None and current.covers(doc):
+                merged = current  # nothing of ours is missing: the same manifest again
             config = merged.to_json()
             manifest = _manifest(merged, config, docker=False)
             for data in (config, manifest):
