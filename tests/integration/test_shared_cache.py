@@ -122,6 +122,9 @@ def test_two_fresh_stores_share_a_cache(tmp_path: Path, proxy: RegistryProxy,
     # lazy: the manifest and the config were read, no layer
     assert not set(proxy.blob_downloads()) & layers
     assert len(proxy.blob_downloads()) == 1  # the cache config
+    # the image's layers are only known remotely so far: a consistent store all the same
+    check = dockyard.store_check(root=b_root)
+    assert check.ok, check.problems
 
     # a fully cached build that pushes to the same registry mounts, downloads nothing
     proxy.reset()

@@ -4,7 +4,8 @@ Checked, under the store's exclusive lock (no build runs meanwhile):
 
 * **blobs**: every file under ``blobs/sha256/`` hashes to its name; nothing else is there;
 * **references**: every image's manifest, config and layers are present (a layer is present
-  as a blob, a compressed form or a committed snapshot it is the diff of); every name points
+  as a blob, a compressed form or a committed snapshot it is the diff of, or is known by where
+  an imported build cache keeps it, downloaded when needed); every name points
   at an image; every stored form of a layer is a present, uncorrupted blob of the recorded
   size; every snapshot a layer names exists; every cache record's layer is present;
 * **snapshots**: the snapshot table (``snapshots/snapshots/meta.json``) against the
@@ -422,7 +423,12 @@ def _layer_present(store: Store, diff_id: str, corrupt: set[str]) -> bool:
         return False
     if any(_present(store, b.digest, corrupt) for b in layer.blobs.values()):
         return True
-    return any(_snapshot_exists(store, s.snapshotter, s.chain_id) for s in layer.snapshots)
+    if any(_snapshot_exists(store, s.snapshotter, s.chain_id) for s in layer.snapshots):
+        return True
+    # a layer hit through --cache-from and not needed yet: recorded where it is kept, and
+    # downloaded (verified) when its bytes are needed (docs/cache.md, "Lazy import"); the
+    # check does not reach out to a registry for it
+    return bool(layer.remotes)
 
 
 def _snapshot_exists(store: Store, snapshotter: str, chain_id: str) -> bool:
