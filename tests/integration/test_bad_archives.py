@@ -299,15 +299,20 @@ LOAD_CASES: list[Case] = [
          r"a layer is not a JSON object"),
     Case("load-oci-layer-digest-mismatch", "load",
          lambda s: oci_archive(layer_digest="sha256:" + "b" * 64), r"has no 'blobs/sha256/bbb"),
-    Case("load-oci-index-bad-manifest", "load", lambda s: _oci_wrong_platform(),
+    Case("load-oci-index-bad-manifest", "load",
+         lambda s: _oci_nested_index({"os": "linux", "architecture": "amd64"}),
          r"config is not a JSON object"),
+    Case("load-oci-index-wrong-platform", "load",
+         lambda s: _oci_nested_index({"os": "plan9", "architecture": "mips"}),
+         r"no image for the host platform .* \(it has plan9/mips\)"),
 ]
 
 
-def _oci_wrong_platform() -> bytes:
+def _oci_nested_index(platform: dict[str, str]) -> bytes:
+    """An index whose one entry is an index of one bad manifest (`{}`) for `platform`."""
     inner = {"schemaVersion": 2, "manifests": [
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(b"{}"),
-         "size": 2, "platform": {"os": "plan9", "architecture": "mips"}}]}
+         "size": 2, "platform": platform}]}
     ib = json.dumps(inner).encode()
     index = {"schemaVersion": 2, "manifests": [
         {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha(ib),
