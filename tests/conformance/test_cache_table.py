@@ -21,10 +21,6 @@ import cache_table
 import harness
 
 TABLE_KNOWN: dict[str, str] = {
-    "hardlink-join": "FINDINGS.md soundness-2: hardlinks are not in the COPY key "
-                     "(BuildKit is stale too)",
-    "hardlink-split": "FINDINGS.md soundness-2: hardlinks are not in the COPY key "
-                      "(BuildKit is stale too)",
     "arg-proxy": "FINDINGS.md soundness-3: proxy build args a RUN reads are not in its key "
                  "(BuildKit is stale too)",
     "base-retag-same-layers": "FINDINGS.md cache-table-1: FROM is keyed by the config "

@@ -35,8 +35,23 @@ def ctx(tmp_path: Path) -> Path:
     (root / "src" / "a.txt").write_text("alpha\n")
     (root / "src" / "sub" / "b.txt").write_text("beta\n")
     (root / "src" / "link").symlink_to("a.txt")
+    os.link(root / "src" / "a.txt", root / "src" / "hard.txt")
+    (root / "src" / "twin.txt").write_text("beta\n")
     (root / "arch.tar").write_bytes(_tar(b"one\n"))
     return root
+
+
+def _split(c: Path) -> None:
+    """src/hard.txt made a file of its own, with the same bytes and mode."""
+    (c / "src" / "hard.new").write_bytes((c / "src" / "hard.txt").read_bytes())
+    os.chmod(c / "src" / "hard.new", os.stat(c / "src" / "hard.txt").st_mode)
+    os.replace(c / "src" / "hard.new", c / "src" / "hard.txt")
+
+
+def _join(c: Path) -> None:
+    """src/sub/b.txt made a hard link of src/twin.txt (the same bytes and mode)."""
+    os.unlink(c / "src" / "sub" / "b.txt")
+    os.link(c / "src" / "twin.txt", c / "src" / "sub" / "b.txt")
 
 
 def _settle() -> None:
@@ -66,6 +81,8 @@ CHANGES: dict[str, Callable[[Path], object]] = {
     "link target": lambda c: ((c / "src" / "link").unlink(),
                               (c / "src" / "link").symlink_to("sub")),
     "xattr": lambda c: os.setxattr(c / "src" / "a.txt", "user.k", b"v"),
+    "hardlink split": _split,
+    "hardlink join": _join,
 }
 
 
@@ -93,6 +110,8 @@ def test_an_unchanged_selection_is_copied(ctx: Path, tmp_path: Path, proven: boo
     assert (dest / "out" / "a.txt").read_text() == "alpha\n"
     assert (dest / "out" / "sub" / "b.txt").read_text() == "beta\n"
     assert os.readlink(dest / "out" / "link") == "a.txt"
+    assert os.stat(dest / "out" / "hard.txt").st_ino == os.stat(dest / "out" / "a.txt").st_ino
+    assert os.stat(dest / "out" / "twin.txt").st_nlink == 1
 
 
 @pytest.mark.parametrize("proven", [True, False], ids=["proven", "unproven"])

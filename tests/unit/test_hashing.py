@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dockyard.context.dockerignore import PatternMatcher
 from dockyard.context.hashing import (
@@ -261,3 +263,69 @@ def test_the_v1_table_is_dropped_and_v2_entries_kept(ctx: Path, tmp_path: Path) 
     with StatCache(db, on_read=reads.append) as cache:
         assert digest_selection(ctx, ["src"], [], cache) == first
     assert reads == []
+
+
+def _partition_tree(root: Path, groups: list[int]) -> Path:
+    """Files f0..fN of the same bytes and mode; files with the same group number are hard
+    links of one another."""
+    root.mkdir(parents=True)
+    first: dict[int, Path] = {}
+    for i, group in enumerate(groups):
+        path = root / f"f{i}"
+        if group in first:
+            os.link(first[group], path)
+        else:
+            path.write_text("same\n")
+            path.chmod(0o644)
+            first[group] = path
+    return root
+
+
+def _partition(groups: list[int]) -> frozenset[frozenset[int]]:
+    return frozenset(frozenset(i for i, g in enumerate(groups) if g == group)
+                     for group in set(groups))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=2, max_size=5).flatmap(
+    lambda a: st.tuples(st.just(a), st.permutations(a) | st.lists(
+        st.integers(0, 3), min_size=len(a), max_size=len(a)))))
+def test_the_digest_holds_the_hardlink_grouping(pair: tuple[list[int], list[int]]) -> None:
+    """Same bytes, same modes: two trees have one digest exactly when their files are hard
+    links of one another in the same way (FINDINGS soundness-2: a COPY keeps the links)."""
+    import tempfile
+
+    left, right = pair
+    with tempfile.TemporaryDirectory() as tmp, StatCache(None, racy_window_ns=0) as cache:
+        a = digest_selection(_partition_tree(Path(tmp) / "a", left), ["."], [], cache,
+                             context=True)
+        b = digest_selection(_partition_tree(Path(tmp) / "b", list(right)), ["."], [], cache,
+                             context=True)
+    assert (a.digest == b.digest) == (_partition(left) == _partition(list(right)))
+    if a.digest != b.digest:
+        assert explain_diff(a.files, b.files)
+
+
+def test_hardlinks_outside_the_selection_do_not_count(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "in").mkdir(parents=True)
+    (ctx / "in" / "a").write_text("x\n")
+    (ctx / "in" / "b").write_text("x\n")
+    with StatCache(None, racy_window_ns=0) as cache:
+        alone = digest_selection(ctx, ["in"], [], cache)
+        os.link(ctx / "in" / "a", ctx / "outside")  # a link the copy cannot keep
+        assert digest_selection(ctx, ["in"], [], cache).digest == alone.digest
+        os.unlink(ctx / "in" / "b")
+        os.link(ctx / "in" / "a", ctx / "in" / "b")
+        joined = digest_selection(ctx, ["in"], [], cache)
+    assert joined.digest != alone.digest
+    assert joined.files["in/a"].hardlink == joined.files["in/b"].hardlink == "in/a"
+    assert explain_diff(alone.files, joined.files) == [
+        "in/a (now hard-linked)", "in/b (now a hard link of in/a)"]
+
+
+def test_hardlink_field_round_trips_and_old_manifests_load() -> None:
+    meta = FileMeta("file", 0o644, 0, 0, 3, "sha256:ab", hardlink="app/a")
+    assert FileMeta.from_json(meta.to_json()) == meta
+    assert FileMeta.from_json(meta.to_json()[:9]) == FileMeta("file", 0o644, 0, 0, 3,
+                                                              "sha256:ab")

@@ -280,7 +280,13 @@ class _Copier:
         """Copy one non-directory entry (info applied); False if it was skipped."""
         mode = st.st_mode
         key = (st.st_dev, st.st_ino)
-        if stat.S_ISREG(mode) and (st.st_nlink == 1 or key not in self.inodes):
+        if stat.S_ISREG(mode) and (
+            st.st_nlink == 1
+            or key not in self.inodes
+            # the same source selected again (``COPY d d /x/``): copied again, not linked
+            # to itself
+            or os.fspath(self.inodes[key]) == os.fspath(target)
+        ):
             # The common case, a new file: create it exclusively (no lookup beforehand) and
             # replace what is there only when that fails.
             try:
@@ -395,7 +401,7 @@ class _Expected:
 
     def check(self, selected: Sequence[SelectedEntry]) -> None:
         """Compare the entries the copy found with the manifest (before anything is copied)."""
-        from dockyard.context.hashing import stat_key
+        from dockyard.context.hashing import hardlink_groups, stat_key
 
         seen: set[str] = set()
         for entry in selected:
@@ -420,6 +426,11 @@ class _Expected:
         for rel in self.files:
             if rel not in seen:
                 raise _changed(rel, "disappeared")
+        # The copy links files by the stats just listed: they must group as the key's did.
+        groups = hardlink_groups((e.rel, e.st) for e in selected if e.st.st_nlink > 1)
+        for rel, meta in self.files.items():
+            if meta.hardlink != groups.get(rel, ""):
+                raise _changed(rel)
 
     def copied(self, src: str, src_fd: int, st: os.stat_result, target: StrPath) -> None:
         """A regular file was copied from ``src_fd`` (``st``: its ``lstat`` before): it must

@@ -11,8 +11,9 @@ a file system with 1-second times, a file hashed in the second its ctime names s
 (see ``dockyard/_timestamps.py``).
 
 The selection digest covers each entry's relative path, type, mode (permission and special
-bits), uid/gid, size, content sha256, link target and xattrs, and never a time. The per-file
-manifest it returns lets the solver explain a miss (:func:`explain_diff`).
+bits), uid/gid, size, content sha256, link target, xattrs and which regular files of the
+selection are hard links of one another (a COPY keeps them linked), and never a time. The
+per-file manifest it returns lets the solver explain a miss (:func:`explain_diff`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dockyard._timestamps import settled_after
@@ -43,12 +44,14 @@ __all__ = [
     "StatKey",
     "digest_selection",
     "explain_diff",
+    "hardlink_groups",
     "hash_file",
     "stat_key",
 ]
 
 #: Bumped whenever the serialisation below changes; part of every selection digest.
-DIGEST_VERSION = "dockyard.selection.v2"
+DIGEST_VERSION = "dockyard.selection.v3"
+# v2 -> v3: each record ends with the entry's hard-link group (see hardlink_groups)
 
 _CHUNK = 1 << 20
 _PARALLEL_MIN_FILES = 8
@@ -60,9 +63,9 @@ _Xattrs = tuple[tuple[str, str], ...]
 _Row = tuple[int, int, int, int, int, int, str, str]
 _NO_XATTRS: _Xattrs = ()
 _NO_RDEV = (0, 0)
-#: What follows the sha256 in the record of a regular file without xattrs: an empty link
-#: target, device 0 0, no xattrs (see _record).
-_FILE_TAIL = "\0\0" + "0\0" * 3
+#: What follows the sha256 in the record of a regular file without xattrs or hard links: an
+#: empty link target, device 0 0, no xattrs, no hard-link group (see _record).
+_FILE_TAIL = "\0\0" + "0\0" * 3 + "\0"
 _KINDS = {
     stat.S_IFREG: "file",
     stat.S_IFDIR: "dir",
@@ -303,6 +306,9 @@ class FileMeta:
     linkname: str = ""  # symlink target
     xattrs: tuple[tuple[str, str], ...] = ()  # (name, hex value), sorted
     rdev: tuple[int, int] = (0, 0)
+    #: for a regular file that is a hard link of other selected files: the first path of its
+    #: group (sorted; :func:`hardlink_groups`), else ""
+    hardlink: str = ""
 
     def to_json(self) -> list[object]:
         """A compact, stable JSON form (used in the digest and for storage)."""
@@ -316,12 +322,15 @@ class FileMeta:
             self.linkname,
             [list(x) for x in self.xattrs],
             list(self.rdev),
+            self.hardlink,
         ]
 
     @classmethod
     def from_json(cls, data: Sequence[object]) -> FileMeta:
-        """Inverse of :meth:`to_json`."""
-        kind, mode, uid, gid, size, sha, link, xattrs, rdev = data
+        """Inverse of :meth:`to_json` (a manifest stored before hard links were recorded has
+        9 fields)."""
+        kind, mode, uid, gid, size, sha, link, xattrs, rdev = data[:9]
+        hardlink = data[9] if len(data) > 9 else ""
         assert isinstance(xattrs, list) and isinstance(rdev, list)
         return cls(
             str(kind),
@@ -333,6 +342,7 @@ class FileMeta:
             str(link),
             tuple((str(k), str(v)) for k, v in xattrs),
             (int(rdev[0]), int(rdev[1])),
+            str(hardlink),
         )
 
 
@@ -411,7 +421,31 @@ def _record(rel: str, meta: FileMeta) -> str:
     ]
     for name, value in meta.xattrs:
         fields += (name, value)
+    fields.append(meta.hardlink)
     return "\0".join(fields) + "\0"
+
+
+def hardlink_groups(entries: Iterable[tuple[str, os.stat_result]]) -> dict[str, str]:
+    """Which selected regular files a COPY makes hard links of one another: per ``(rel,
+    lstat)`` of such a file, the first ``rel`` of its group (sorted).
+
+    The copy links a regular file to the one copied before it with the same device and inode
+    when its ``lstat`` showed more than one link (:meth:`dockyard.context.copy._Copier.
+    copy_entry`), so a group is the selected files with ``st_nlink > 1`` and one ``(st_dev,
+    st_ino)``, of more than one path. Links to files outside the selection do not count:
+    the copy cannot keep them. Splitting a pair into two files of the same bytes, or joining
+    two such files, changes what the layer holds (a hard link or a second file), and this."""
+    by_inode: dict[tuple[int, int], set[str]] = {}
+    for rel, st in entries:
+        if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+            by_inode.setdefault((st.st_dev, st.st_ino), set()).add(rel)
+    groups: dict[str, str] = {}
+    for rels in by_inode.values():
+        if len(rels) > 1:
+            first = min(rels)
+            for rel in rels:
+                groups[rel] = first
+    return groups
 
 
 def _manifest(
@@ -476,6 +510,10 @@ def _manifest(
             )
         files[rel] = meta
         records[rel] = _record(rel, meta)
+    groups = hardlink_groups((e[0], e[2]) for e in regular if e[2].st_nlink > 1)
+    for rel, first in groups.items():
+        meta = files[rel] = replace(files[rel], hardlink=first)
+        records[rel] = _record(rel, meta)
     return files, records, proofs
 
 
@@ -528,7 +566,7 @@ def digest_selection(
     return SelectionDigest(_digest_of(records), files, proofs)
 
 
-def _what_changed(old: FileMeta, new: FileMeta) -> str:
+def _what_changed(rel: str, old: FileMeta, new: FileMeta) -> str:
     if old.type != new.type:
         return f"type {old.type} -> {new.type}"
     parts = []
@@ -544,7 +582,20 @@ def _what_changed(old: FileMeta, new: FileMeta) -> str:
         parts.append("xattrs")
     if old.rdev != new.rdev:
         parts.append("device")
+    if old.hardlink != new.hardlink:
+        parts.append(_link_change(rel, old.hardlink, new.hardlink))
     return ", ".join(parts) or "metadata"
+
+
+def _link_change(rel: str, old: str, new: str) -> str:
+    """How a file's hard-link group changed (``old``/``new``: the first path of its group)."""
+    before = "hard-linked" if old == rel else f"a hard link of {old}" if old else ""
+    after = "hard-linked" if new == rel else f"a hard link of {new}" if new else ""
+    if not before:
+        return f"now {after}"
+    if not after:
+        return f"no longer {before}"
+    return f"{before} -> {after}"
 
 
 def explain_diff(old_files: dict[str, FileMeta], new_files: dict[str, FileMeta]) -> list[str]:
@@ -562,7 +613,7 @@ def explain_diff(old_files: dict[str, FileMeta], new_files: dict[str, FileMeta])
         elif new is None:
             lines.append(f"{rel} (removed)")
         else:
-            lines.append(f"{rel} ({_what_changed(old, new)})")
+            lines.append(f"{rel} ({_what_changed(rel, old, new)})")
     return lines
 
 
