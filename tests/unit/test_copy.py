@@ -439,3 +439,32 @@ def test_parse_chmod_rejects(bad: str) -> None:
 )
 def test_resolve_dest(dest: str, workdir: str, expected: str) -> None:
     assert resolve_dest(dest, workdir) == expected
+
+
+def test_parents_apply_the_source_directories_metadata(ctx: Path, dst: Path) -> None:
+    (ctx / "x" / "y").mkdir(parents=True)
+    (ctx / "x" / "y" / "f.txt").write_text("F")
+    os.chmod(ctx / "x", 0o750)
+    os.chmod(ctx / "x" / "y", 0o701)
+    run(ctx, dst, ["x/y/f.txt"], "/p/", parents=True)
+    assert stat.S_IMODE(os.stat(dst / "p" / "x").st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(dst / "p" / "x" / "y").st_mode) == 0o701
+
+
+def test_parents_stay_in_both_roots(ctx: Path, dst: Path, tmp_path: Path) -> None:
+    """A symlink among the source's parents is followed within the context (its metadata
+    is the context directory's, never the host's), and one at the destination within the
+    image: nothing is written outside it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ctx / "etc").mkdir()
+    os.chmod(ctx / "etc", 0o710)
+    (ctx / "etc" / "f").write_text("F")
+    (ctx / "link").symlink_to("/etc")  # the host's /etc if followed outside the context
+    (dst / "p").mkdir()
+    (dst / "p" / "link").symlink_to(str(outside))  # the host's tmp dir, followed outside
+    run(ctx, dst, ["link/f"], "/p/", parents=True)
+    assert list(outside.iterdir()) == []
+    inside = dst / str(outside).lstrip("/")
+    assert (inside / "f").read_text() == "F"
+    assert stat.S_IMODE(os.stat(inside).st_mode) == 0o710  # made by the copy, from ctx/etc

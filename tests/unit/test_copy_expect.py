@@ -141,3 +141,27 @@ def test_the_context_roots_own_metadata_is_not_in_the_digest(ctx: Path) -> None:
     assert before.files["."] == after.files["."] == CONTEXT_ROOT
     assert after.digest == before.digest
     assert sub.digest != after.digest  # a subdirectory's mode counts, as in BuildKit
+
+
+@pytest.mark.parametrize("proven", [True, False], ids=["proven", "unproven"])
+def test_parents_whose_metadata_changed_before_the_copy_are_refused(
+    ctx: Path, tmp_path: Path, proven: bool
+) -> None:
+    """COPY --parents: the directories it recreates must get the metadata the key holds."""
+    def copy_parents(dest: Path, change: Callable[[], object] | None) -> None:
+        with StatCache(None) as cache:
+            sel = digest_selection(ctx, ["src/sub/b.txt"], [], cache, context=True,
+                                   parents=True)
+        assert set(sel.parents) == {"src", "src/sub"}
+        if change is not None:
+            change()
+        dest.mkdir()
+        copy_into(ctx, ["src/sub/b.txt"], "/out/", dest, workdir="/", chown=None, chmod=None,
+                  parents=True, excludes=(), is_add=False, ignore=None, expect=sel)
+
+    if proven:
+        _settle()
+    copy_parents(tmp_path / "one", None)
+    assert (tmp_path / "one" / "out" / "src" / "sub" / "b.txt").read_text() == "beta\n"
+    with pytest.raises(SourceChangedError):
+        copy_parents(tmp_path / "two", lambda: os.chmod(ctx / "src" / "sub", 0o700))

@@ -329,3 +329,30 @@ def test_hardlink_field_round_trips_and_old_manifests_load() -> None:
     assert FileMeta.from_json(meta.to_json()) == meta
     assert FileMeta.from_json(meta.to_json()[:9]) == FileMeta("file", 0o644, 0, 0, 3,
                                                               "sha256:ab")
+
+
+def test_parents_digest_the_directories_copy_parents_recreates(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "a" / "b" / "c").mkdir(parents=True)
+    (ctx / "a" / "b" / "c" / "f").write_text("F")
+    for d in ("a", "a/b", "a/b/c"):
+        os.chmod(ctx / d, 0o755)
+    with StatCache(None, racy_window_ns=0) as cache:
+        def digests() -> tuple[str, str, str]:
+            return (digest_selection(ctx, ["a/b/c/f"], [], cache, context=True).digest,
+                    digest_selection(ctx, ["a/b/c/f"], [], cache, context=True,
+                                     parents=True).digest,
+                    digest_selection(ctx, ["a/./b/c/f"], [], cache, context=True,
+                                     parents=True).digest)
+        plain, full, pivoted = digests()
+        sel = digest_selection(ctx, ["a/./b/c/f"], [], cache, context=True, parents=True)
+        assert sorted(sel.parents) == ["a/b", "a/b/c"]  # below the pivot only
+        os.chmod(ctx / "a", 0o700)  # above the pivot: not recreated under /./
+        moved = digests()
+        assert moved[0] == plain and moved[1] != full and moved[2] == pivoted
+        os.chmod(ctx / "a" / "b", 0o700)
+        after = digests()
+    assert after[0] == plain and after[2] != pivoted
+    assert explain_diff(sel.parents, digest_selection(
+        ctx, ["a/./b/c/f"], [], StatCache(None), context=True, parents=True).parents) == [
+        "a/b (mode 755 -> 700)"]

@@ -104,6 +104,32 @@ def split_wildcards(src: str) -> tuple[str, str]:
     return "/".join(comps) or ".", ""
 
 
+def split_pivot(src: str) -> tuple[str, str]:
+    """``--parents``: the part of a source before ``/./`` (the pivot, "." if none) and the
+    part after."""
+    if "/./" in src:
+        pivot, _, rest = src.partition("/./")
+        return go_clean(pivot).lstrip("/") or ".", rest
+    return ".", src
+
+
+def parent_dirs(root: Path, pivot: str, match: str) -> list[tuple[str, Path]]:
+    """``COPY --parents``: the directories between ``pivot`` and ``match`` (both relative to
+    ``root``), which the copy recreates with their metadata: per directory, its path relative
+    to ``root`` as the source names it, and where it is (resolved within ``root``: a symlink
+    among them is followed, never out of the root)."""
+    rel = match if pivot == "." else os.path.relpath(match, pivot)
+    if rel == ".." or rel.startswith("../"):
+        raise ContextError(f"--parents source {match!r} is not below {pivot!r}")
+    parts = [p for p in rel.split("/") if p and p != "."]
+    out: list[tuple[str, Path]] = []
+    current = "" if pivot == "." else pivot
+    for comp in parts[:-1]:
+        current = f"{current}/{comp}" if current else comp
+        out.append((current, root_path(root, current)))
+    return out
+
+
 def _invisible(ignore: PatternMatcher, rel: str, is_dir: bool) -> bool:
     """Excluded by .dockerignore, and not a directory an exception reaches into."""
     return ignore.matches(rel) and not (is_dir and ignore.must_descend(rel))
@@ -310,8 +336,10 @@ def select_sources_raw(
     ignore: PatternMatcher | None = None,
     follow_root_symlinks: bool = True,
     allow_empty_wildcard: bool = True,
+    matches_out: list[tuple[str, str]] | None = None,
 ) -> list[RawEntry]:
-    """:func:`select_sources` as plain tuples (paths are ``root``-joined strings)."""
+    """:func:`select_sources` as plain tuples (paths are ``root``-joined strings).
+    ``matches_out`` receives ``(source word, match)`` for every match selected."""
     exclude_matcher = PatternMatcher(excludes) if excludes else None
     out: list[RawEntry] = []
     for src in sources:
@@ -330,6 +358,8 @@ def select_sources_raw(
             out.extend(
                 _select_match_raw(root, match, src, exclude_matcher, ignore, follow_root_symlinks)
             )
+            if matches_out is not None:
+                matches_out.append((src, match))
     return out
 
 

@@ -34,11 +34,13 @@ from dockyard._fs import no_space
 from dockyard.context._paths import (
     SelectedEntry,
     missing_source_error,
+    parent_dirs,
     rel_to,
     resolve_wildcards,
     root_path,
     root_path_nofollow,
     select_match,
+    split_pivot,
     split_wildcards,
 )
 from dockyard.context.dockerignore import PatternMatcher, go_clean, has_wildcards
@@ -395,6 +397,7 @@ class _Expected:
         self.root = os.path.normpath(os.path.abspath(src_root))
         self.files = selection.files
         self.proofs = selection.proofs
+        self.parents = selection.parents
         self.proven: dict[str, bool] = {}  # source path -> proven by its stat
         self.by_path: dict[str, FileMeta] = {}
         self.rels: dict[str, str] = {}
@@ -445,6 +448,17 @@ class _Expected:
         if meta is None:
             raise _changed(rel, "appeared")
         if not self.proven.get(src, False) and hash_file(Path(target)) != meta.sha256:
+            raise _changed(rel)
+
+    def parent(self, rel: str, path: Path, st: os.stat_result) -> None:
+        """``--parents`` made a directory from the source directory ``rel`` at ``path``,
+        whose ``lstat`` was ``st``: the mode it applied and the xattrs it copied must be the
+        key's (:attr:`~dockyard.context.hashing.SelectionDigest.parents`)."""
+        from dockyard.context.hashing import _xattrs
+
+        meta = self.parents.get(rel)
+        if (meta is None or not stat.S_ISDIR(st.st_mode)
+                or stat.S_IMODE(st.st_mode) != meta.mode or _xattrs(path) != meta.xattrs):
             raise _changed(rel)
 
     def linked(self, src: str, link: str) -> None:
@@ -568,14 +582,6 @@ def _copy_xattrs(src: StrPath, target: StrPath) -> None:
             os.setxattr(target, name, value, follow_symlinks=False)
 
 
-def _split_pivot(src: str) -> tuple[str, str]:
-    """``--parents``: the part of a source before ``/./`` (the pivot) and the part after."""
-    if "/./" in src:
-        pivot, _, rest = src.partition("/./")
-        return go_clean(pivot).lstrip("/") or ".", rest
-    return ".", src
-
-
 def copy_into(
     src_root: Path,
     sources: Sequence[str],
@@ -621,7 +627,7 @@ def copy_into(
     # Resolve and list every source first, so nothing is written when one is missing.
     plan: list[tuple[str, str, list[SelectedEntry]]] = []  # (match, pivot, selection)
     for src in sources:
-        pivot, rest = _split_pivot(src) if parents else (".", src)
+        pivot, rest = split_pivot(src) if parents else (".", src)
         full = rest if pivot == "." else f"{pivot}/{rest}"
         wildcard = has_wildcards(full)
         matches = resolve_wildcards(src_root, full, follow=follow_symlinks, ignore=ignore)
@@ -718,22 +724,31 @@ def _copy_with_parents(
     pivot: str,
     selected: list[SelectedEntry],
 ) -> None:
-    """``--parents``: recreate the match's path below the pivot, parents with source metadata."""
-    rel = match if pivot == "." else os.path.relpath(match, pivot)
-    if rel.startswith(".."):
-        raise ContextError(f"--parents source {match!r} is not below {pivot!r}")
+    """``--parents``: recreate the match's path below the pivot; the directories it makes
+    get their source's metadata (:func:`dockyard.context.hashing.parent_meta`, which the key
+    holds). Both sides are resolved within their roots: a symlink among the source's
+    parents, or at one of the destination's, is followed as if its root were ``/``."""
+    dirs = parent_dirs(src_root, pivot, match)
     copier.mkdir_all(dest_path, target_root)
     current = dest_path
+    for parent, src_dir in dirs:
+        name = parent.rpartition("/")[2]
+        current = root_path(target_root, rel_to(target_root, current) + "/" + name)
+        if os.path.lexists(current):
+            if not current.is_dir():
+                raise ContextError(f"cannot copy to non-directory: {rel_to(target_root, current)}")
+            continue
+        copier.mkdir_all(current.parent, target_root)  # below a dangling link, say
+        st = os.lstat(src_dir)
+        current.mkdir(mode=0o700)
+        copier.apply_info(src_dir, st, current)
+        if copier.expected is not None:
+            copier.expected.parent(parent, src_dir, st)
+    rel = match if pivot == "." else os.path.relpath(match, pivot)
     parts = [p for p in rel.split("/") if p and p != "."]
-    src_dir = root_path(src_root, pivot)
-    for comp in parts[:-1]:
-        src_dir = src_dir / comp
-        current = current / comp
-        if not os.path.lexists(current):
-            st = os.stat(src_dir)
-            current.mkdir(mode=0o700)
-            copier.apply_info(src_dir, st, current)
-    target = current / parts[-1] if parts else current
+    target = current
+    if parts:
+        target = root_path_nofollow(target_root, rel_to(target_root, current) + "/" + parts[-1])
     copier.copy_tree(selected, target)
 
 

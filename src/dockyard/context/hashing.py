@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dockyard._timestamps import settled_after
-from dockyard.context._paths import RawEntry, select_sources_raw
+from dockyard.context._paths import RawEntry, parent_dirs, select_sources_raw, split_pivot
 from dockyard.context.dockerignore import PatternMatcher
 from dockyard.errors import ContextError
 
@@ -50,8 +50,9 @@ __all__ = [
 ]
 
 #: Bumped whenever the serialisation below changes; part of every selection digest.
-DIGEST_VERSION = "dockyard.selection.v3"
+DIGEST_VERSION = "dockyard.selection.v4"
 # v2 -> v3: each record ends with the entry's hard-link group (see hardlink_groups)
+# v3 -> v4: COPY --parents digests the parent directories it recreates (parent_meta)
 
 _CHUNK = 1 << 20
 _PARALLEL_MIN_FILES = 8
@@ -369,6 +370,9 @@ class SelectionDigest:
     digest: str
     files: dict[str, FileMeta]
     proofs: dict[str, StatKey] = field(default_factory=dict)
+    #: ``COPY --parents``: the directories between each source's pivot and its match, which
+    #: the copy recreates with their metadata (path relative to the root -> what it applies)
+    parents: dict[str, FileMeta] = field(default_factory=dict)
 
 
 #: How a build context's root directory is recorded when a source selects it (``COPY .``,
@@ -517,9 +521,22 @@ def _manifest(
     return files, records, proofs
 
 
-def _digest_of(records: dict[str, str]) -> str:
-    text = DIGEST_VERSION + "\n" + "".join([records[rel] for rel in sorted(records)])
+def _digest_of(records: dict[str, str], parents: dict[str, FileMeta] | None = None) -> str:
+    """One sha256 over the records, sorted by path. With ``parents`` (``COPY --parents``),
+    their count and records come first (each record is self-delimiting)."""
+    text = DIGEST_VERSION + "\n"
+    if parents is not None:
+        text += f"{len(parents)}\0" + "".join(
+            [_record(rel, parents[rel]) for rel in sorted(parents)])
+    text += "".join([records[rel] for rel in sorted(records)])
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def parent_meta(path: str | Path, st: os.stat_result, zero_owner: bool) -> FileMeta:
+    """What ``COPY --parents`` applies to a directory it recreates from ``path`` (whose
+    ``lstat`` is ``st``): its mode, owner (0:0 from a build context) and xattrs."""
+    uid, gid = (0, 0) if zero_owner else (st.st_uid, st.st_gid)
+    return FileMeta("dir", stat.S_IMODE(st.st_mode), uid, gid, 0, "", "", _xattrs(path))
 
 
 def digest_selection(
@@ -533,6 +550,7 @@ def digest_selection(
     zero_owner: bool = True,
     allow_empty_wildcard: bool = True,
     context: bool = False,
+    parents: bool = False,
 ) -> SelectionDigest:
     """Digest the entries ``sources`` select below ``ctx_root``, as COPY would see them.
 
@@ -542,12 +560,15 @@ def digest_selection(
     reports uid/gid 0 for every entry, as BuildKit's client does for the local context; pass
     False for another stage's rootfs. A top-level source that is a symlink is followed within
     the root when ``follow_root_symlinks``. ``context``: ``ctx_root`` is a build context,
-    whose root directory, when selected, is recorded as :data:`CONTEXT_ROOT`. Raises
+    whose root directory, when selected, is recorded as :data:`CONTEXT_ROOT`. ``parents``
+    (``COPY --parents``): the directories between each source's pivot (``a/./b``) and its
+    matches are digested too (:func:`parent_meta`; :attr:`SelectionDigest.parents`). Raises
     ContextError for a missing source.
     """
     # Absolute once, so every walked path is already the stat cache's absolute key.
     root = Path(os.path.abspath(ctx_root))
     observed_ns = time.time_ns()  # before any entry is looked at
+    matches: list[tuple[str, str]] | None = [] if parents else None
     entries = select_sources_raw(
         root,
         sources,
@@ -555,6 +576,7 @@ def digest_selection(
         ignore=ignore,
         follow_root_symlinks=follow_root_symlinks,
         allow_empty_wildcard=allow_empty_wildcard,
+        matches_out=matches,
     )
     prefixes = [
         e[1] if e[1].endswith("/") else e[1] + "/"
@@ -563,7 +585,18 @@ def digest_selection(
     ]
     files, records, proofs = _manifest(entries, stat_cache, zero_owner, prefixes, observed_ns,
                                        str(root) if context else None)
-    return SelectionDigest(_digest_of(records), files, proofs)
+    if matches is None:
+        return SelectionDigest(_digest_of(records), files, proofs)
+    dirs: dict[str, FileMeta] = {}
+    for src, match in matches:
+        for rel, path in parent_dirs(root, split_pivot(src)[0], match):
+            if rel not in dirs:
+                try:
+                    st = os.lstat(path)
+                except OSError as err:
+                    raise ContextError(f"cannot read {rel}: {err.strerror}") from None
+                dirs[rel] = parent_meta(path, st, zero_owner)
+    return SelectionDigest(_digest_of(records, dirs), files, proofs, dirs)
 
 
 def _what_changed(rel: str, old: FileMeta, new: FileMeta) -> str:

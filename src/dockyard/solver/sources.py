@@ -40,29 +40,40 @@ class SourceDigests:
         self._lock = threading.Lock()
         self._memo: dict[str, Any] = {}
 
-    def context(self, ctx: BuildContext, sources: list[str], excludes: tuple[str, ...]) -> Any:
+    def context(self, ctx: BuildContext, sources: list[str], excludes: tuple[str, ...],
+                *, parents: bool = False) -> Any:
         """The :class:`~dockyard.context.hashing.SelectionDigest` of ``sources`` in a build
         context (after its ``.dockerignore`` and ``excludes``; owners count as 0:0, the
-        context directory's own metadata not at all)."""
+        context directory's own metadata not at all); ``parents``: ``COPY --parents``."""
         from dockyard.context.hashing import digest_selection
 
         return digest_selection(
             ctx.root, sources, excludes, self._stat_cache(), ignore=ctx.ignore, zero_owner=True,
-            context=True,
+            context=True, parents=parents,
         )
 
-    def layers(self, diff_ids: list[str], sources: list[str], excludes: tuple[str, ...]) -> Any:
-        """The selection digest of ``sources`` in the filesystem made of ``diff_ids``.
+    def layers(self, diff_ids: list[str], sources: list[str], excludes: tuple[str, ...],
+               *, parents: bool = False) -> Any:
+        """The selection digest of ``sources`` in the filesystem made of ``diff_ids``
+        (``parents``: ``COPY --parents``).
 
         Layers are content-addressed, so the answer never changes: it is kept as a cache
         record and a cached build's ``COPY --from`` mounts nothing."""
-        from dockyard.context.hashing import DIGEST_VERSION, SelectionDigest, digest_selection
+        from dockyard.context.hashing import (
+            DIGEST_VERSION,
+            FileMeta,
+            SelectionDigest,
+            digest_selection,
+        )
         from dockyard.store.db import CacheRecord, PackedManifest
 
-        memo_key = keys.digest_of({
+        memo_doc: dict[str, Any] = {
             "v": keys.KEY_VERSION, "kind": "selection", "digest": DIGEST_VERSION,
             "layers": diff_ids, "sources": list(sources), "excludes": list(excludes),
-        })
+        }
+        if parents:
+            memo_doc["parents"] = True
+        memo_key = keys.digest_of(memo_doc)
         with self._lock:
             cached = self._memo.get(memo_key)
         if cached is not None:
@@ -71,8 +82,12 @@ class SourceDigests:
                   else self.store.get_cache_record(memo_key))
         packed = record.result.get("files") if record is not None else None
         if record is not None and isinstance(packed, str):
-            cached = SelectionDigest(str(record.result.get("selection")),
-                                     LazyFileMetas(PackedManifest(packed)))  # type: ignore[arg-type]
+            dirs = record.result.get("parents") or {}
+            cached = SelectionDigest(
+                str(record.result.get("selection")),
+                LazyFileMetas(PackedManifest(packed)),  # type: ignore[arg-type]
+                parents={str(k): FileMeta.from_json(v) for k, v in dict(dirs).items()},
+            )
             if self._cache is not None:
                 self._cache.mark_used(memo_key)
             self._on_record(record)
@@ -83,13 +98,18 @@ class SourceDigests:
                 cached = digest_selection(
                     root, list(sources), excludes, self._stat_cache(),
                     follow_root_symlinks=True, ignore=None, zero_owner=False,
+                    parents=parents,
                 )
             now = time.time()
+            result: dict[str, Any] = {
+                "instruction": "selection", "selection": cached.digest,
+                "files": PackedManifest.pack(dict(iter_manifest_json(cached.files))).packed,
+            }
+            if cached.parents:
+                result["parents"] = dict(iter_manifest_json(cached.parents))
             record = CacheRecord(
                 key=memo_key, diff_id=None, chain_id=None,
-                result={"instruction": "selection", "selection": cached.digest,
-                        "files": PackedManifest.pack(dict(iter_manifest_json(cached.files)))
-                        .packed},
+                result=result,
                 description=f"files of {' '.join(sources)} in a stage or image",
                 created=now, last_used=now,
             )

@@ -78,7 +78,7 @@ def context_selection(ctx: OpContext, op: CopyOp) -> Any:
     build_ctx = _source_context(ctx, op)
     if build_ctx is None:
         return None
-    return ctx.sources.context(build_ctx, local, op.excludes)
+    return ctx.sources.context(build_ctx, local, op.excludes, parents=op.parents)
 
 
 def _local_sources(op: CopyOp) -> list[str]:
@@ -177,7 +177,7 @@ def sources_digest(
         if sel is None and _local_sources(op) and _source_context(ctx, op) is not None:
             sel = context_selection(ctx, op)
         if sel is not None:
-            files.update(sel.files)
+            files.update({**sel.parents, **dict(sel.files)})
         content = keys.digest_of({"remote": parts, "local": sel.digest if sel else None})
         return content, files, None
     if not op.sources:
@@ -186,12 +186,16 @@ def sources_digest(
     if build_ctx is not None:
         source_id = None if build_ctx is ctx.context else f"context:{op.source_name}"
         if sel is None:
-            sel = ctx.sources.context(build_ctx, list(op.sources), op.excludes)
+            sel = ctx.sources.context(build_ctx, list(op.sources), op.excludes,
+                                      parents=op.parents)
     else:
         diff_ids, _ = source_layers(ctx, op, step)
-        sel = ctx.sources.layers(diff_ids, list(op.sources), op.excludes)
+        sel = ctx.sources.layers(diff_ids, list(op.sources), op.excludes, parents=op.parents)
         source_id = None  # content-addressed: a rebuilt stage with equal files still hits
-    # FileMeta objects; turned into JSON only when the history is written
+    # FileMeta objects; turned into JSON only when the history is written. The parents
+    # --parents recreates are explained as files (a selected entry of the same path wins).
+    if sel.parents:
+        return str(sel.digest), {**sel.parents, **dict(sel.files)}, source_id
     return str(sel.digest), sel.files, source_id
 
 
