@@ -803,11 +803,13 @@ def add_remote(
     checksum: str | None,
     keep_git_dir: bool,
     tmpdir: Path | None = None,
+    commit: str | None = None,
 ) -> str:
     """ADD of an http(s) or git URL; returns the digest of what was fetched.
 
     A URL's file keeps mode 0600 (unless ``--chmod``) and the Last-Modified time; it is
-    never unpacked. A git URL copies the checked-out tree's contents to ``dest``.
+    never unpacked. A git URL copies the checked-out tree's contents to ``dest``: the tree of
+    ``commit`` when given (:func:`dockyard.context.fetch.resolve_git_ref`).
     """
     from dockyard.context.fetch import fetch_git, fetch_url, is_git_url
 
@@ -816,7 +818,7 @@ def add_remote(
         if is_git_url(url):
             if checksum:
                 raise ContextError("--checksum is not supported for git URLs yet")
-            tree = fetch_git(url, root, keep_git_dir=keep_git_dir)
+            tree = fetch_git(url, root, keep_git_dir=keep_git_dir, commit=commit)
             sources = [rel_to(root, tree)]
             digest = ""
         else:

@@ -33,6 +33,7 @@ __all__ = [
     "is_git_url",
     "is_url",
     "parse_git_url",
+    "resolve_git_ref",
     "revalidate_url",
 ]
 
@@ -240,25 +241,85 @@ def parse_git_url(url: str) -> GitRef:
     return GitRef(remote, ref or None, subdir.strip("/") or None)
 
 
-def _git(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _git(
+    args: list[str], cwd: Path | None = None, *, local: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run git. ``local``: the remote is a repository on this machine (a ``file://`` build
+    context the user named); otherwise the file protocol is refused, so that a submodule of a
+    fetched repository cannot copy a repository of the host into the image."""
     env = dict(os.environ)
     env.update(
         GIT_TERMINAL_PROMPT="0",
         GIT_CONFIG_NOSYSTEM="1",
         GIT_CONFIG_COUNT="1",
         GIT_CONFIG_KEY_0="protocol.file.allow",
-        GIT_CONFIG_VALUE_0="always",
+        GIT_CONFIG_VALUE_0="always" if local else "never",
     )
     return subprocess.run(
         ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
 
 
-def fetch_git(url: str, dest_dir: Path, *, keep_git_dir: bool = False) -> Path:
+def _checked_ref(ref: GitRef) -> str:
+    """The ref to ask for (HEAD when none); never one git would read as an option."""
+    wanted = ref.ref or "HEAD"
+    if wanted.startswith("-"):
+        raise ContextError(f"invalid git ref {wanted!r}")
+    return wanted
+
+
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_SHORT_SHA = re.compile(r"[0-9a-f]{7,63}")
+
+
+def _ref_candidates(name: str) -> list[str]:
+    """The full names a ref name may stand for, in git's order (``git rev-parse``'s rules:
+    a tag before a branch of the same name)."""
+    return [name, f"refs/{name}", f"refs/tags/{name}", f"refs/heads/{name}",
+            f"refs/remotes/{name}", f"refs/remotes/{name}/HEAD"]
+
+
+def resolve_git_ref(url: str) -> str:
+    """The commit ``url``'s ref (``remote#ref:subdir``; the remote's HEAD when none) names
+    now, asked of the server (``git ls-remote``) as BuildKit's git source does on every
+    build. A full commit id is its own answer (no request); an annotated tag gives the commit
+    it points to. A ref the server does not have but that looks like an abbreviated commit id
+    (7 hex digits or more) is returned as it is: it names one commit for good. Raises
+    ContextError when git is missing, the server cannot be asked or has no such ref."""
+    if shutil.which("git") is None:
+        raise ContextError("ADD of a git URL needs the git binary, which is not installed")
+    ref = parse_git_url(url)
+    wanted = _checked_ref(ref)
+    if _FULL_SHA.fullmatch(wanted):
+        return wanted
+    listed = _git(["ls-remote", "--", ref.remote, wanted, wanted + "^{}"],
+                  local=ref.remote.startswith("file://"))
+    if listed.returncode != 0:
+        raise ContextError(f"failed to resolve {wanted} of {ref.remote}: "
+                           f"{listed.stderr.strip() or 'git ls-remote failed'}")
+    refs: dict[str, str] = {}
+    for line in listed.stdout.splitlines():
+        sha, tab, name = line.partition("\t")
+        if tab and _FULL_SHA.fullmatch(sha):
+            refs[name] = sha
+    for name in _ref_candidates(wanted):
+        found = refs.get(name + "^{}") or refs.get(name)  # a tag object: the commit it names
+        if found is not None:
+            return found
+    if _SHORT_SHA.fullmatch(wanted):
+        return wanted
+    raise ContextError(f"repository {ref.remote} does not contain ref {wanted}")
+
+
+def fetch_git(
+    url: str, dest_dir: Path, *, keep_git_dir: bool = False, commit: str | None = None
+) -> Path:
     """Check out ``url`` (``remote#ref:subdir``) below ``dest_dir``; returns the tree to copy.
 
-    The ``.git`` directory is removed unless ``keep_git_dir``. Submodules are fetched.
-    Raises ContextError when git is missing or the fetch fails.
+    With ``commit`` (what :func:`resolve_git_ref` gave when the step was keyed) exactly that
+    commit is checked out, whatever the ref names by now; if the server no longer has it,
+    the fetch fails. The ``.git`` directory is removed unless ``keep_git_dir``. Submodules
+    are fetched. Raises ContextError when git is missing or the fetch fails.
     """
     if shutil.which("git") is None:
         raise ContextError("ADD of a git URL needs the git binary, which is not installed")
@@ -269,25 +330,35 @@ def fetch_git(url: str, dest_dir: Path, *, keep_git_dir: bool = False) -> Path:
         ["init", "-q"],
         ["remote", "add", "origin", ref.remote],
     ]
+    local = ref.remote.startswith("file://")
     for args in steps:
-        result = _git(args, cwd=checkout)
+        result = _git(args, cwd=checkout, local=local)
         if result.returncode != 0:
             raise ContextError(f"git {args[0]} failed: {result.stderr.strip()}")
-    wanted = ref.ref or "HEAD"
-    fetched = _git(["fetch", "-q", "--depth=1", "origin", wanted], cwd=checkout)
+    wanted = commit or _checked_ref(ref)
+    if wanted.startswith("-"):
+        raise ContextError(f"invalid git commit {wanted!r}")
+    fetched = _git(["fetch", "-q", "--depth=1", "origin", "--", wanted], cwd=checkout,
+                   local=local)
     if fetched.returncode != 0:
         # Some servers refuse a shallow fetch of a commit id; fetch everything instead.
-        fetched = _git(["fetch", "-q", "--tags", "origin"], cwd=checkout)
+        fetched = _git(["fetch", "-q", "--tags", "origin"], cwd=checkout, local=local)
         if fetched.returncode != 0:
             raise ContextError(f"failed to fetch {ref.remote}: {fetched.stderr.strip()}")
         target = wanted
     else:
         target = "FETCH_HEAD"
-    result = _git(["checkout", "-q", "--detach", target], cwd=checkout)
+    result = _git(["checkout", "-q", "--detach", target, "--"], cwd=checkout, local=local)
     if result.returncode != 0:
         raise ContextError(f"failed to check out {wanted} of {ref.remote}: {result.stderr.strip()}")
+    if commit is not None:
+        head = _git(["rev-parse", "HEAD"], cwd=checkout, local=local).stdout.strip()
+        if not head.startswith(commit):
+            raise ContextError(
+                f"failed to check out commit {commit} of {ref.remote}: got {head or 'nothing'}")
     if (checkout / ".gitmodules").exists():
-        result = _git(["submodule", "update", "--init", "--recursive", "--depth=1"], cwd=checkout)
+        result = _git(["submodule", "update", "--init", "--recursive", "--depth=1"],
+                      cwd=checkout, local=local)
         if result.returncode != 0:
             raise ContextError(f"failed to update submodules: {result.stderr.strip()}")
     if not keep_git_dir:

@@ -32,7 +32,7 @@ class Copy:
         op = step.op
         assert isinstance(op, CopyOp)
         sel = context_selection(ctx, op)
-        remotes = revalidate_urls(ctx, op, step)
+        remotes: dict[str, Any] = {**revalidate_urls(ctx, op, step), **resolve_git(ctx, op, step)}
         digest, files, source_id = sources_digest(ctx, op, step, sel, remotes)
         chown = resolve_chown(ctx, op, state, step) if op.chown else None
         return CacheInputs(
@@ -60,11 +60,20 @@ class Copy:
 class Prepared:
     """What keying a COPY found that running it needs: ``--chown`` as ids, the selection
     of a build context the key was made of (the copy must copy exactly that), and for ADD
-    what each http(s) URL gave (its bytes are in the blob store)."""
+    what each http(s) URL gave (its bytes are in the blob store) and the commit each git URL
+    names (the one to check out)."""
 
     chown: tuple[int, int] | None
     selection: Any  # a SelectionDigest, or None for other sources
-    remotes: Mapping[str, Any] = field(default_factory=dict)  # URL -> RemoteState
+    # URL -> RemoteState (http), or GitCommit (git)
+    remotes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GitCommit:
+    """The commit an ADD'ed git URL's ref named when the step was keyed."""
+
+    commit: str
 
 
 # ---------------------------------------------------------------------- key
@@ -138,6 +147,24 @@ def revalidate_urls(ctx: OpContext, op: CopyOp, step: Step) -> dict[str, Any]:
     return states
 
 
+def resolve_git(ctx: OpContext, op: CopyOp, step: Step) -> dict[str, GitCommit]:
+    """The commit each git URL of an ADD names now, asked of the server on every build (``git
+    ls-remote``), as BuildKit's git source keys on it: a branch or tag that moved misses,
+    and the step checks out exactly the commit its key names."""
+    from dockyard.context.fetch import is_git_url, resolve_git_ref
+
+    if not op.is_add:
+        return {}
+    found: dict[str, GitCommit] = {}
+    for url in op.sources:
+        if is_url(url) and is_git_url(url):
+            try:
+                found[url] = GitCommit(resolve_git_ref(url))
+            except ContextError as err:
+                raise located(ctx, step, err.message, err.hint) from None
+    return found
+
+
 def _source_context(ctx: OpContext, op: CopyOp) -> Any:
     """The build context ``op`` copies from, or None for a stage or an image."""
     named = op.source_name in ctx.named_contexts if op.source_name else False
@@ -157,9 +184,10 @@ def sources_digest(
     its http(s) URLs gave (:func:`revalidate_urls`)."""
     if op.is_add and any(is_url(s) for s in op.sources):
         # An http(s) URL is keyed by what it gave (file name, digest, Last-Modified, which
-        # becomes the file's mtime), as BuildKit's http source; a git URL, or one pinned by
-        # --checksum (in the key too), by the URL itself. Local sources beside them by
-        # their content, as any COPY's.
+        # becomes the file's mtime), as BuildKit's http source; a git URL by the commit its
+        # ref names now (with the URL, which holds the subdirectory, and --keep-git-dir, a
+        # flag of the key), as BuildKit's git source; one pinned by --checksum (in the key
+        # too) by the URL itself. Local sources beside them by their content, as any COPY's.
         from dockyard.context.hashing import FileMeta
 
         remotes = remotes or {}
@@ -171,6 +199,10 @@ def sources_digest(
             state = remotes.get(source)
             if state is None:
                 parts.append([source])
+                continue
+            if isinstance(state, GitCommit):
+                parts.append([source, "git", state.commit])
+                files[source] = FileMeta("dir", 0o755, 0, 0, 0, f"git:{state.commit}")
                 continue
             parts.append([source, state.name, state.digest, state.mtime])
             files[source] = FileMeta("file", 0o600, 0, 0, state.size, state.digest)
@@ -267,6 +299,11 @@ def copy(
         local = [s for s in op.sources if s not in remote]
         for url in remote:
             state = (remotes or {}).get(url)
+            if isinstance(state, GitCommit):  # the commit the key names
+                add_remote(url, op.dest, rootfs, workdir=op.workdir, chown=chown, chmod=chmod,
+                           checksum=op.checksum, keep_git_dir=op.keep_git_dir, tmpdir=tmpdir,
+                           commit=state.commit)
+                continue
             if state is not None:  # fetched when the step was keyed: copy those very bytes
                 add_fetched(ctx.store.blobs.path(state.digest), state.name, state.mtime,
                             op.dest, rootfs, workdir=op.workdir, chown=chown, chmod=chmod,
