@@ -200,3 +200,26 @@ def test_inserted_step_is_explained_by_identity(root: Path, tmp_path: Path) -> N
     (ctx / "Dockerfile").write_text(text.format(extra=""))  # and deleted again
     third = build(ctx, root)
     assert third.result.cached_all  # the first build's results are still there
+
+
+def test_sbom_scan_args_are_not_in_the_run_environment(root: Path, tmp_path: Path) -> None:
+    """As BuildKit (its ``nonEnvArgs``): ``ARG BUILDKIT_SBOM_SCAN_STAGE`` and ``..._CONTEXT``
+    reach no RUN, so changing them re-runs nothing, and the image is a fresh build's."""
+    ctx = write_tree(tmp_path / "ctx", {
+        "Dockerfile": "ARG BUILDKIT_SBOM_SCAN_CONTEXT=true\n"
+                      "FROM busybox\n"
+                      "ARG BUILDKIT_SBOM_SCAN_STAGE=true\n"
+                      "ARG BUILDKIT_SBOM_SCAN_CONTEXT\n"
+                      "RUN env | sort | grep -v -e ^HOSTNAME= -e ^PWD= -e ^SHLVL= > /env\n",
+    })
+    first = build(ctx, root, tags=["img"], build_args={"SOURCE_DATE_EPOCH": "1700000000"})
+    seen = read(root, "img", "/env", tmp_path / "a")
+    assert "BUILDKIT_SBOM" not in seen and "PATH=" in seen
+    second = build(ctx, root, tags=["img"], build_args={
+        "SOURCE_DATE_EPOCH": "1700000000", "BUILDKIT_SBOM_SCAN_STAGE": "false",
+        "BUILDKIT_SBOM_SCAN_CONTEXT": "false"})
+    assert second.step(5).cached
+    fresh = fresh_store(tmp_path / "fresh")
+    again = build(ctx, fresh, tags=["img"], no_cache=True,
+                  build_args={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert again.result.image_id == first.result.image_id

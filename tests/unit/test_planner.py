@@ -216,6 +216,33 @@ def test_declared_proxy_arg_is_in_the_key() -> None:
     assert "HTTP_PROXY=http://proxy:3128" in run_op(run).key_env
 
 
+@pytest.mark.parametrize("how", ["default", "build-arg", "global"])
+def test_sbom_scan_args_are_declared_but_not_in_the_environment(how: str) -> None:
+    """BuildKit's nonEnvArgs: ``ARG BUILDKIT_SBOM_SCAN_STAGE`` / ``..._CONTEXT`` switch SBOM
+    scanning on; RUN never sees them (so no key holds them), words expand them to nothing,
+    and the RUN's history lists them with their value."""
+    value = "" if how == "build-arg" else "=true"
+    text = ("ARG BUILDKIT_SBOM_SCAN_CONTEXT=true\n" if how == "global" else "") + (
+        "FROM busybox\n"
+        f"ARG BUILDKIT_SBOM_SCAN_STAGE{value if how != 'global' else ''}\n"
+        "ARG BUILDKIT_SBOM_SCAN_CONTEXT\n"
+        "ARG OTHER=1\n"
+        "ENV SEEN=x${BUILDKIT_SBOM_SCAN_STAGE}${BUILDKIT_SBOM_SCAN_CONTEXT}\n"
+        "RUN env\n")
+    args = {"BUILDKIT_SBOM_SCAN_STAGE": "true"} if how != "default" else {}
+    plan = make_plan(text, args)
+    (run,) = ops(plan)
+    op = run_op(run)
+    for env in (op.env, op.key_env):
+        assert not any(e.startswith("BUILDKIT_SBOM_SCAN_") for e in env), env
+        assert "OTHER=1" in env
+    assert env_of(plan)["SEEN"] == "x"
+    assert run.created_by.startswith("RUN |3 BUILDKIT_SBOM_SCAN_STAGE=true "
+                                     "BUILDKIT_SBOM_SCAN_CONTEXT=")
+    if how == "global":
+        assert "BUILDKIT_SBOM_SCAN_CONTEXT=true OTHER=1" in run.created_by
+
+
 def test_copy_from_stage_and_image() -> None:
     plan = make_plan("FROM busybox AS Build\nRUN make\nFROM busybox\n"
                      "COPY --from=build /a /a\nCOPY --from=0 /b /b\n"

@@ -36,6 +36,7 @@ from dockyard.dockerfile.shell import Lexer, go_quote
 from dockyard.errors import DockerfileError, ExpansionError, Location, UsageError
 
 __all__ = [
+    "NON_ENV_ARGS",
     "PLATFORM_ARGS",
     "PROXY_ARGS",
     "Dockerfile",
@@ -61,6 +62,10 @@ PLATFORM_ARGS: tuple[str, ...] = (
     "TARGETPLATFORM", "TARGETOS", "TARGETOSVERSION", "TARGETARCH", "TARGETVARIANT",
     "TARGETSTAGE",
 )
+#: Build args an ARG declares without putting them in the environment (BuildKit's
+#: ``nonEnvArgs``: they only switch SBOM scanning on): RUN never sees them, so they are in no
+#: RUN key, and words expand them to nothing; the history lists them as declared.
+NON_ENV_ARGS: frozenset[str] = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})
 # Build args that are never reported as unused (Docker's builtin allow list, plus BuildKit's).
 _BUILTIN_ARGS = frozenset(PROXY_ARGS) | frozenset(PLATFORM_ARGS)
 _BUILTIN_PREFIXES = ("BUILDKIT_",)

@@ -17,6 +17,7 @@ from dockyard.dockerfile import instructions as ins
 from dockyard.dockerfile.parser import Heredoc, parse
 from dockyard.dockerfile.shell import Lexer
 from dockyard.dockerfile.stages import (
+    NON_ENV_ARGS,
     PROXY_ARGS,
     Dockerfile,
     StageGraph,
@@ -305,7 +306,8 @@ class _Planner:
                         parts.append(key)
                     else:
                         state.args[key] = arg_value
-                        state.assign(key, arg_value)
+                        if key not in NON_ENV_ARGS:  # as BuildKit: declared, not in the env
+                            state.assign(key, arg_value)
                         parts.append(f"{key}={arg_value}" if default is not None else key)
                 return None, "ARG " + " ".join(parts), used
             case ins.LabelInstruction(pairs=pairs):
@@ -594,9 +596,10 @@ def _healthcheck(hc: ins.HealthcheckInstruction, cfg: Mapping[str, Any]) -> dict
 
 def run_history(args: tuple[str, ...], state: _State) -> str:
     """A RUN's history text as BuildKit writes it (``runCommandString``): the stage's
-    declared ARGs as ``|N K=V ...`` (the value the RUN sees, empty when it has none), then
+    declared ARGs as ``|N K=V ...`` (the value the RUN sees, else the ARG's own value, empty
+    when it has none), then
     the argv joined by spaces (``/bin/sh -c CMD`` for the shell form). Not part of any cache
     key: keys are made of the op itself (``solver/keys.py``)."""
-    pairs = [f"{key}={state.env.get(key, '')}" for key in state.declared]
+    pairs = [f"{key}={state.env.get(key, state.args.get(key, ''))}" for key in state.declared]
     head = [f"|{len(pairs)}", *pairs] if pairs else []
     return " ".join([*head, *args])
