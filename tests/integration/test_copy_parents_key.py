@@ -70,7 +70,7 @@ def test_from_a_stage(tmp_path: Path) -> None:
     ctx = write_tree(tmp_path / "ctx", {"Dockerfile": STAGE})
     for mode in ("755", "711", "755"):
         built = build(ctx, root, tags=["t"], build_args={**SDE, "MODE": mode})
-        assert not built.step(5).cached or mode == "755" and built.result.cached_all
+        assert not built.step(5).cached or (mode == "755" and built.result.cached_all)
         assert _mode(root, "t", "app/a", tmp_path / f"t-{mode}") == int(mode, 8)
         assert built.result.image_id == _fresh_id(
             tmp_path / f"fresh-{mode}", ctx, build_args={**SDE, "MODE": mode})
