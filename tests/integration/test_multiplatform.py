@@ -188,6 +188,27 @@ def test_every_output_holds_the_index(busybox_both: Path, tmp_path: Path) -> Non
     raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{out}/oci.tar"],
                          capture_output=True, text=True, check=True).stdout
     assert len(json.loads(raw)["manifests"]) == 2
+    # cp, export and history pick a platform's image of the name as run does
+    ids = {p.platform: p.image_id for p in result.platforms}
+    for plat, machine in (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")):
+        dest = tmp_path / f"machine-{plat.replace('/', '_')}"
+        dy(root, "cp", "--platform", plat, "outs:1:/machine", str(dest))
+        assert dest.read_text().strip() == machine
+        fs = tmp_path / f"fs-{plat.replace('/', '_')}.tar"
+        dy(root, "export", "--platform", plat, "-o", str(fs), "outs:1")
+        with tarfile.open(fs) as tar:
+            member = tar.extractfile("machine")
+            assert member is not None and member.read().strip() == machine.encode()
+        top = json.loads(dy(root, "history", "--platform", plat, "--no-trunc", "--format",
+                            "json", "outs:1").stdout.splitlines()[0])
+        assert top["ID"] == ids[plat]
+    # without --platform: the host's image; a platform the name lacks: a one-line error
+    assert dy(root, "cp", "outs:1:/machine", "-").returncode == 0
+    missing = dy(root, "cp", "--platform", "linux/s390x", "outs:1:/machine", str(tmp_path / "x"),
+                 check=False)
+    assert missing.returncode == 1
+    assert "no image for linux/s390x in outs:1 (it has linux/amd64, linux/arm64)" in \
+        missing.stderr and "Traceback" not in missing.stderr
 
 
 @needs_registry

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
-from dockyard._api._common import Root, open_store
+from dockyard._api._common import Root, open_store, wanted_platform
 from dockyard.errors import UsageError
 
 __all__ = [
@@ -187,14 +187,16 @@ def import_(
     return ImportResult(image.id, image.names)
 
 
-def export(image: str, dest: PathOrFile, *, root: Root = None) -> ExportResult:
+def export(image: str, dest: PathOrFile, *, root: Root = None,
+           platform: str | None = None) -> ExportResult:
     """Write the flattened filesystem of ``image`` as a tar to ``dest`` (a path is written
-    atomically: a temp file renamed into place)."""
+    atomically: a temp file renamed into place). ``platform`` (``os/arch[/variant]``) picks
+    that platform's image of a multi-platform name (default: the host's, else the first)."""
     from dockyard.exporter import OutputSpec, read_image
     from dockyard.exporter import export as write_output
 
     with open_store(root) as store:
-        stored = read_image(store, image)
+        stored = read_image(store, image, wanted_platform(platform))
         target, stream = _target(dest)
         with store.build_lock():
             write_output(store, stored.id, OutputSpec(type="tar", dest=target), (),
@@ -210,6 +212,7 @@ def cp(
     follow_link: bool = False,
     root: Root = None,
     warn: Callable[[str], None] | None = None,
+    platform: str | None = None,
 ) -> CopyResult:
     """``docker cp`` out of an image: ``path`` (absolute in the image) to ``dest``.
 
@@ -218,13 +221,16 @@ def cp(
     to a missing ``dest`` becomes ``dest``, to an existing directory goes inside it, and
     ``PATH/.`` copies only its contents. ``follow_link`` follows a symlink at ``path``.
     A device node or FIFO of the image is never opened: it is made anew as a node (as
-    root), or skipped with a message to ``warn``.
+    root), or skipped with a message to ``warn``. ``platform`` (``os/arch[/variant]``)
+    picks that platform's image of a multi-platform name (default: the host's, else the
+    first).
     """
     from dockyard.exporter import copy_from_image, read_image
 
     target, stream = _target(dest)
+    wanted = wanted_platform(platform)
     with open_store(root) as store:
-        stored = read_image(store, image)
+        stored = read_image(store, image, wanted)
         with store.build_lock():
             copy_from_image(store, stored, path, target, stdout=stream,
                             follow_link=follow_link, warn=warn)

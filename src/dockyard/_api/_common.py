@@ -37,6 +37,16 @@ def open_store(root: Root) -> Iterator[Store]:
         store.close()
 
 
+def wanted_platform(platform: str | None) -> str | None:
+    """``platform`` (``os/arch[/variant]``) normalized, as the store's platform lookups want
+    it; None stays None (a multi-platform name then means its default image)."""
+    if not platform:
+        return None
+    from dockyard.dockerfile.stages import Platform
+
+    return str(Platform.parse(platform))
+
+
 def registry_options(
     tls_verify: bool, insecure_registries: Sequence[str], authfile: str | os.PathLike[str] | None
 ) -> RegistryOptions:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from dockyard._api._common import Root, open_store
+from dockyard._api._common import Root, open_store, wanted_platform
 from dockyard.errors import UsageError
 
 if TYPE_CHECKING:
@@ -189,13 +189,8 @@ def run(
     if network not in ("host", "none"):
         raise UsageError(f"run: --network {network}: only host and none are supported")
     binds = parse_volumes(volumes)
-    wanted = None
-    if platform:
-        from dockyard.dockerfile.stages import Platform
-
-        wanted = str(Platform.parse(platform))
     with open_store(root) as store:
-        record = store.get_image(image, platform=wanted)
+        record = store.get_image(image, platform=wanted_platform(platform))
         config = store.read_config(record)
         check_runnable(str(config.platform.normalized()))
         rc = config.config

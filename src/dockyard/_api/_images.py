@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dockyard._api._common import Root, open_store, store_root
+from dockyard._api._common import Root, open_store, store_root, wanted_platform
 from dockyard.errors import DockyardError, StoreError, UsageError
 
 if TYPE_CHECKING:
@@ -165,13 +165,8 @@ def inspect(image: str, *, root: Root = None, platform: str | None = None) -> Im
     For a multi-platform name: the default platform's image (``platform``: that one's), and
     the document has ``Platforms`` (each platform the store has: its image id and manifest
     digest) and ``Index`` (the image index's media type and digest)."""
-    wanted = None
-    if platform:
-        from dockyard.dockerfile.stages import Platform
-
-        wanted = str(Platform.parse(platform))
     with open_store(root) as store:
-        doc = store.inspect_image(store.get_image(image, platform=wanted))
+        doc = store.inspect_image(store.get_image(image, platform=wanted_platform(platform)))
         index = store.get_index(image)
         if index is not None:
             doc["Index"] = {"mediaType": index[1].media_type, "digest": index[0]}
@@ -192,11 +187,14 @@ def inspect(image: str, *, root: Root = None, platform: str | None = None) -> Im
     )
 
 
-def history(image: str, *, root: Root = None) -> tuple[HistoryItem, ...]:
+def history(image: str, *, root: Root = None,
+            platform: str | None = None) -> tuple[HistoryItem, ...]:
     """The history of ``image``, newest first, as ``docker history`` shows it: the top row
-    carries the image id, the rows below ``<missing>``; sizes are uncompressed."""
+    carries the image id, the rows below ``<missing>``; sizes are uncompressed.
+    ``platform`` (``os/arch[/variant]``) picks that platform's image of a multi-platform
+    name (default: the host's, else the first)."""
     with open_store(root) as store:
-        return tuple(store.history(store.get_image(image)))
+        return tuple(store.history(store.get_image(image, platform=wanted_platform(platform))))
 
 
 def tag(source: str, target: str, *, root: Root = None) -> TagResult:

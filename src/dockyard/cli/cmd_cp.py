@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dest", metavar="DEST", help="a local path, or - for a tar on stdout")
     parser.add_argument("-L", "--follow-link", action="store_true",
                         help="follow a symlink at PATH")
+    parser.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                        help="the image of this platform of a multi-platform name "
+                             "(default: the host's)")
 
 
 def split_source(source: str) -> tuple[str, str]:
@@ -37,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
     if args.dest == "-" and sys.stdout.isatty():
         raise UsageError("refusing to write a tar to a terminal; redirect stdout")
     cp(image_name, path, sys.stdout.buffer if args.dest == "-" else args.dest,
-       follow_link=args.follow_link, root=args.root,
+       follow_link=args.follow_link, root=args.root, platform=args.platform,
        warn=lambda message: print(f"WARNING: {message}", file=sys.stderr))
     return 0

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="sizes and dates in human-readable form (default)",
     )
+    parser.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                        help="the image of this platform of a multi-platform name "
+                             "(default: the host's)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only show image ids")
     parser.add_argument(
         "--format",
@@ -36,7 +39,7 @@ def _shorten(text: str, limit: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from dockyard import history
 
-    items = history(args.image, root=args.root)
+    items = history(args.image, root=args.root, platform=args.platform)
     rows = []
     for item in items:
         item_id = item.id

@@ -75,9 +75,10 @@ class StoredImage:
         return sha256_bytes(self.config_bytes)
 
 
-def read_image(store: Store, ref_or_id: str) -> StoredImage:
-    """Read an image by name or id; raises NotFoundError if there is none."""
-    record = store.get_image(ref_or_id)
+def read_image(store: Store, ref_or_id: str, platform: str | None = None) -> StoredImage:
+    """Read an image by name or id (of a multi-platform name: the default platform's, or
+    ``platform``'s, normalized ``os/arch[/variant]``); NotFoundError if there is none."""
+    record = store.get_image(ref_or_id, platform=platform)
     manifest_bytes = store.blobs.read_bytes(record.manifest_digest)
     manifest = json.loads(manifest_bytes)
     config_bytes = store.blobs.read_bytes(manifest["config"]["digest"])
