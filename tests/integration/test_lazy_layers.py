@@ -5,7 +5,9 @@ against the diff id, and prune keeps the snapshot while it is a layer's only cop
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -125,21 +127,38 @@ def test_export_prune_export_gives_the_same_bytes(root: Path, tmp_path: Path) ->
 
     first = tmp_path / "one.tar"
     export_image(store, image_id, parse_output(f"type=oci,dest={first}"), ["lazy:1"])
-    # the regenerated tars were verified and kept: each blob's digest is its diff id
+    # the tars went from the snapshots straight into the compressor: no tar blob is kept,
+    # and each gzip form decompresses to its diff id
+    assert not any(store.blobs.has(d) for d in layers)
     for diff_id in layers:
-        data = store.blobs.read_bytes(diff_id)
+        layer = store.get_layer(diff_id)
+        assert layer is not None
+        data = gzip.decompress(store.blobs.read_bytes(layer.blobs["gzip"].digest))
         assert "sha256:" + hashlib.sha256(data).hexdigest() == diff_id
-    with store.blobs.open(layers[0]) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+    layer0 = store.get_layer(layers[0])
+    assert layer0 is not None
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(
+            store.blobs.read_bytes(layer0.blobs["gzip"].digest))), mode="r|") as tar:
         names = {m.name: m for m in tar}
     assert "data/payload.bin" in names and names["data/payload.bin"].size == len(PAYLOAD)
-
+    # prune keeps the snapshots: a compressed form cannot give the tar back
     _cli(root, "prune")
+    assert all(store.layer_present(d) for d in layers)
+    assert store.ensure_layer_blob(layers[0]) == layers[0]
+
     _drop_blobs(store, layers)  # as if never exported: the tars come from the snapshots again
     assert not any(store.blobs.has(d) for d in layers)
     second = tmp_path / "two.tar"
     export_image(store, image_id, parse_output(f"type=oci,dest={second}"), ["lazy:1"])
     assert _oci_layer_digests(first) == _oci_layer_digests(second)
     assert first.read_bytes() == second.read_bytes()
+    # compressed from stored tars (the path before streaming): the same bytes again
+    _drop_blobs(store, layers)
+    for diff_id in layers:
+        store.ensure_layer_blob(diff_id)
+    third = tmp_path / "three.tar"
+    export_image(store, image_id, parse_output(f"type=oci,dest={third}"), ["lazy:1"])
+    assert third.read_bytes() == first.read_bytes()
 
     if shutil.which("skopeo") is None:
         pytest.skip("skopeo is not installed")
@@ -264,5 +283,10 @@ def test_cache_prune_keeps_a_tagged_images_snapshot_backed_layers(
     assert all(store.layer_present(d) for d in layers)
     dest = tmp_path / "after-cache-prune.tar"
     export_image(store, image_id, parse_output(f"type=oci,dest={dest}"), ["lazy:1"])
-    assert all(store.blobs.has(d) for d in layers)
+    for diff_id in layers:  # compressed from the snapshots, which the prune kept
+        layer = store.get_layer(diff_id)
+        assert layer is not None
+        data = gzip.decompress(store.blobs.read_bytes(layer.blobs["gzip"].digest))
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == diff_id
+        assert store.ensure_layer_blob(diff_id) == diff_id
     store.close()

@@ -66,7 +66,8 @@ def _file_in_image(store: Store, image_id: str, path: str) -> bytes | None:
     config = store.read_config(store.get_image(image_id))
     found: bytes | None = None
     for diff_id in config.diff_ids:
-        with store.blobs.open(diff_id) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        with store.blobs.open(store.ensure_layer_blob(diff_id)) as f, \
+                tarfile.open(fileobj=f, mode="r|") as tar:
             for member in tar:
                 if member.name.lstrip("./") == path.lstrip("/") and member.isfile():
                     extracted = tar.extractfile(member)

@@ -419,3 +419,38 @@ def test_open_decompressed_sniffs_bzip2_xz_and_plain() -> None:
 def test_empty_stream_is_an_empty_layer(tmp_path: Path) -> None:
     stats = apply_layer(io.BytesIO(b""), tmp_path / "r")
     assert stats.entries == 0 and list((tmp_path / "r").iterdir()) == []
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    total=st.integers(0, 3 << 20),
+    pieces=st.lists(st.integers(1, 1 << 19), min_size=1, max_size=8),
+    kind=st.sampled_from(["gzip", "zstd", "none"]),
+)
+def test_streamed_compression_gives_the_bytes_of_a_file_compressed(
+    seed: int, total: int, pieces: list[int], kind: str,
+) -> None:
+    """The export streams a snapshot's tar into ``compressing`` in the tar writer's pieces;
+    the blob must be the one ``compress`` makes from the same tar as a file (digests of
+    exported layers stay what they were, whatever path made them)."""
+    import random
+
+    from dockyard.layers.compress import compressing
+
+    rnd = random.Random(seed)
+    data = bytes(rnd.getrandbits(8) for _ in range(min(total, 4096))) * (total // 4096 + 1)
+    data = data[:total]
+    with tempfile.TemporaryFile() as src:
+        src.write(data)
+        src.seek(0)
+        whole = io.BytesIO()
+        compress(src, whole, kind)  # type: ignore[arg-type]
+    streamed = io.BytesIO()
+    with compressing(streamed, kind) as sink:  # type: ignore[arg-type]
+        pos, i = 0, 0
+        while pos < len(data):
+            n = pieces[i % len(pieces)]
+            sink.write(memoryview(data)[pos:pos + n])
+            pos, i = pos + n, i + 1
+    assert streamed.getvalue() == whole.getvalue()

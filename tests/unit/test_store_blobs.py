@@ -146,3 +146,71 @@ def test_invalid_digests_never_name_a_path(blobs: BlobStore, bad: str) -> None:
         blobs.path(bad)
     with pytest.raises(StoreError):
         blobs.has(bad)
+
+
+def test_a_batch_makes_its_blobs_visible_together_with_one_directory_fsync(
+    blobs: BlobStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append("dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    datas = [b"one" * 1000, b"two" * 1000, b"three" * 1000]
+    with blobs.batch() as batch:
+        for data in datas:
+            with batch.writer() as w:
+                w.write(data)
+                assert w.commit(_digest(data)) == (_digest(data), len(data))
+            assert _visible(blobs) == []  # nothing is in place before the batch ends
+    assert _visible(blobs) == sorted(_digest(d)[7:] for d in datas)
+    assert synced.count("file") == 3 and synced.count("dir") == 1
+    for data in datas:
+        assert blobs.read_bytes(_digest(data)) == data
+    assert list(blobs.tmp.iterdir()) == []
+
+
+def test_a_failed_batch_leaves_nothing_behind(blobs: BlobStore) -> None:
+    with pytest.raises(RuntimeError), blobs.batch() as batch:
+        with batch.writer() as w:
+            w.write(b"committed")
+            w.commit()
+        with batch.writer() as w:
+            w.write(b"half")
+            raise RuntimeError("compressor failed")
+    assert _visible(blobs) == []
+    assert list(blobs.tmp.iterdir()) == []
+
+
+def test_a_batch_fsync_error_fails_the_batch(
+    blobs: BlobStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def failing_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(StoreError, match="No space left"), blobs.batch() as batch:
+        with batch.writer() as w:
+            w.write(b"x" * 100)
+            w.commit()
+    assert _visible(blobs) == []
+    assert list(blobs.tmp.iterdir()) == []
+
+
+def test_a_batch_takes_writers_from_several_threads(blobs: BlobStore) -> None:
+    datas = [os.urandom(3000 + i) for i in range(8)]
+    with blobs.batch() as batch:
+        def put(data: bytes) -> None:
+            with batch.writer() as w:
+                w.write(data)
+                w.commit(_digest(data))
+
+        threads = [threading.Thread(target=put, args=(d,)) for d in datas]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert _visible(blobs) == sorted(_digest(d)[7:] for d in datas)

@@ -181,3 +181,63 @@ def test_a_version_1_store_is_upgraded(tmp_path: Path) -> None:
             "SELECT 1 FROM sqlite_master WHERE name='layer_snapshots'").fetchone()
     store.put_snapshot_layer("sha256:" + "a" * 64, 1, LayerSnapshot("overlay", CHAIN, 0))
     store.close()
+
+
+def test_export_streams_snapshots_into_the_compressor_and_keeps_no_tar(store: Store) -> None:
+    import gzip
+
+    from dockyard.exporter.layout import compressed_layers
+    from dockyard.layers.compress import compress
+
+    made = []
+    for i in range(3):  # several layers: compressed on two threads
+        chain = "sha256:" + f"{i}" * 64
+        stats, tar = _committed(store, chain, {f"d{i}/f": bytes([i]) * 300_000})
+        store.put_snapshot_layer(stats.diff_id, stats.size, LayerSnapshot("overlay", chain, 0))
+        made.append((stats.diff_id, tar))
+    descs = compressed_layers(store, [d for d, _ in made], "gzip")
+    for (diff_id, tar), desc in zip(made, descs, strict=True):
+        assert not store.blobs.has(diff_id)  # no uncompressed blob was written
+        blob = store.blobs.read_bytes(desc.digest)
+        assert gzip.decompress(blob) == tar
+        expected = io.BytesIO()
+        assert compress(io.BytesIO(tar), expected, "gzip")[0] == desc.digest
+        layer = store.get_layer(diff_id)
+        assert layer is not None and layer.blobs["gzip"].digest == desc.digest
+    assert list(store.blobs.tmp.iterdir()) == []
+    # a second export finds the forms
+    assert compressed_layers(store, [d for d, _ in made], "gzip") == descs
+
+
+def test_export_of_a_changed_snapshot_fails_and_keeps_nothing(store: Store) -> None:
+    from dockyard.exporter.layout import compressed_layers
+
+    good, _ = _committed(store, CHAIN, {"f": b"fine" * 1000})
+    store.put_snapshot_layer(good.diff_id, good.size, LayerSnapshot("overlay", CHAIN, 0))
+    chain2 = "sha256:" + "9" * 64
+    bad, _ = _committed(store, chain2, {"g": b"original"})
+    store.put_snapshot_layer(bad.diff_id, bad.size, LayerSnapshot("overlay", chain2, 0))
+    (OverlaySnapshotter(store.snapshots_dir).fs_dir(chain2) / "g").write_bytes(b"Original")
+    with pytest.raises(StoreError) as info:
+        compressed_layers(store, [good.diff_id, bad.diff_id], "gzip")
+    assert bad.diff_id in str(info.value) and chain2 in str(info.value)
+    assert list(store.blobs.iter_digests()) == []  # the good layer's blob went too
+    assert list(store.blobs.tmp.iterdir()) == []
+    for diff_id in (good.diff_id, bad.diff_id):
+        layer = store.get_layer(diff_id)
+        assert layer is not None and "gzip" not in layer.blobs
+
+
+def test_sweep_keeps_the_snapshot_of_a_layer_with_only_a_compressed_form(store: Store) -> None:
+    from dockyard.exporter.layout import compressed_layers
+
+    stats, tar = _committed(store, CHAIN, {"f": b"exported"})
+    store.put_snapshot_layer(stats.diff_id, stats.size, LayerSnapshot("overlay", CHAIN, 0))
+    store.put_cache_record(CacheRecord(key="k3", diff_id=stats.diff_id,
+                                       chain_id="sha256:" + "e" * 64))
+    compressed_layers(store, [stats.diff_id], "gzip")
+    snap = OverlaySnapshotter(store.snapshots_dir)
+    with store.exclusive_lock():
+        assert sweep_snapshots(store, snap) == (0, 0)  # gzip cannot give the tar back
+    assert store.ensure_layer_blob(stats.diff_id) == stats.diff_id
+    assert store.blobs.read_bytes(stats.diff_id) == tar

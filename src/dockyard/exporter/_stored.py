@@ -25,6 +25,7 @@ __all__ = [
     "canonical",
     "ingest",
     "open_blob",
+    "open_layer",
     "read_image",
     "sha256_bytes",
 ]
@@ -88,15 +89,32 @@ def read_image(store: Store, ref_or_id: str, platform: str | None = None) -> Sto
     if len(descs) != len(diff_ids):
         raise StoreError(f"image {record.id}: manifest has {len(descs)} layers, "
                          f"config has {len(diff_ids)} diff_ids")
-    # Every reader of a StoredImage wants the layer tars: write snapshot-backed ones now.
-    layers = tuple(LayerRef(d, store.blobs.size(store.ensure_layer_blob(d))) for d in diff_ids)
+    layers = tuple(_layer_ref(store, d) for d in diff_ids)
     return StoredImage(record.id, config_bytes, config, layers, tuple(record.names))
+
+
+def _layer_ref(store: Store, diff_id: str) -> LayerRef:
+    """A layer of an image. A layer that only a snapshot holds keeps no tar blob: a reader
+    that needs the tar gets it through :func:`open_layer` (the OCI export compresses it
+    from the snapshot directly)."""
+    if not store.blobs.has(diff_id):
+        layer = store.get_layer(diff_id)
+        if layer is not None and layer.size is not None and layer.snapshots:
+            return LayerRef(diff_id, layer.size)
+    return LayerRef(diff_id, store.blobs.size(store.ensure_layer_blob(diff_id)))
 
 
 @contextmanager
 def open_blob(store: Store, digest: str) -> Iterator[BinaryIO]:
     """Open a blob of the store for reading."""
     with store.blobs.open(digest) as f:
+        yield f
+
+
+@contextmanager
+def open_layer(store: Store, diff_id: str) -> Iterator[BinaryIO]:
+    """Open layer ``diff_id``'s tar (written from its snapshot first if no blob holds it)."""
+    with store.blobs.open(store.ensure_layer_blob(diff_id)) as f:
         yield f
 
 

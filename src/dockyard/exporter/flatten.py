@@ -20,7 +20,7 @@ from typing import BinaryIO, cast
 
 from dockyard._fs import remove_tree, walk
 from dockyard.errors import LayerError, NotFoundError, UsageError
-from dockyard.exporter._stored import StoredImage, open_blob
+from dockyard.exporter._stored import StoredImage, open_layer
 from dockyard.layers.apply import apply_layer
 from dockyard.layers.rootpath import resolve_in_root as _resolve_in_root
 from dockyard.layers.tarwriter import TarWriter, write_layer_from_dir
@@ -42,7 +42,7 @@ def flatten_to_dir(store: Store, image: StoredImage, root: Path) -> None:
     """Apply every layer of ``image`` in order onto ``root`` (created if missing)."""
     root.mkdir(parents=True, exist_ok=True)
     for layer in image.layers:
-        with open_blob(store, layer.diff_id) as f:
+        with open_layer(store, layer.diff_id) as f:
             apply_layer(f, root)
 
 
@@ -146,7 +146,7 @@ def _unpack_path(store: Store, image: StoredImage, path: str, root: Path,
     wanted = _ancestors_and_self(target)
     root.mkdir(parents=True, exist_ok=True)
     for layer in image.layers:
-        with open_blob(store, layer.diff_id) as f:
+        with open_layer(store, layer.diff_id) as f:
             filtered = _filtered_layer(f, target, wanted)
         if filtered is None:
             break

@@ -9,9 +9,11 @@ A docker archive is what ``docker save`` writes since Docker 25: the same layout
 uncompressed layers, plus ``manifest.json`` (``Config``, ``RepoTags``, ``Layers`` as paths in
 the archive), which older ``docker load`` versions and ``skopeo docker-archive:`` read.
 
-Layers are kept uncompressed in the store. They are compressed only here, and the compressed
-blob is recorded in the store as a form of its layer (``put_layer_blob(diff_id, kind, ...)``),
-so a second export of the same layers does no compression work.
+Layers are kept uncompressed in the store (or only as a snapshot's diff, after a build). They
+are compressed only here, several at once, a snapshot's tar streamed straight into the
+compressor; the compressed blob is recorded in the store as a form of its layer
+(``put_layer_blob(diff_id, kind, ...)``), so a second export of the same layers does no
+compression work.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol, cast
 
 from dockyard._fs import no_space
 from dockyard.errors import StoreError
@@ -46,7 +49,7 @@ from dockyard.exporter._stored import (
 from dockyard.exporter.spec import Compression
 from dockyard.image.oci import Platform
 from dockyard.image.reference import parse_reference
-from dockyard.layers.compress import compress
+from dockyard.layers.compress import compressing
 from dockyard.store.db import Store
 
 __all__ = ["ArchiveImage", "write_docker_archive", "write_oci_layout"]
@@ -178,33 +181,131 @@ class _DirSink:
         pass
 
 
+# Layers compressed at once: isal and zstd release the GIL, so two threads keep both cores
+# of the build machines busy (zstd uses two threads of its own per layer as well).
+_COMPRESS_THREADS = 2
+
+
 def compressed_layer(store: Store, diff_id: str, compression: Compression) -> _Desc:
     """The layer blob for ``compression``: a form the store already has, or compressed now
     and recorded with the layer (so the next export reuses it and prune knows it)."""
+    return compressed_layers(store, [diff_id], compression)[0]
+
+
+def compressed_layers(
+    store: Store, diff_ids: Sequence[str], compression: Compression,
+) -> list[_Desc]:
+    """:func:`compressed_layer` for each of ``diff_ids``, the compression of several layers
+    on ``_COMPRESS_THREADS`` threads. A layer that only a snapshot holds (a fresh build's)
+    is streamed from the snapshot straight into the compressor, its tar checked against the
+    diff id on the way; no uncompressed blob is written. The new blobs are committed as one
+    :class:`~dockyard.store.blobs.BlobBatch` (each fsynced, the directory once) and recorded
+    after it. Call under the store's build lock (a snapshot read must not be pruned)."""
     if compression == "uncompressed":
-        store.ensure_layer_blob(diff_id)
-        return _Desc(LAYER_TAR, diff_id, store.blobs.size(diff_id))
+        return [_tar_desc(store, d) for d in diff_ids]
     media = _MEDIA[compression]
     kind: Literal["gzip", "zstd"] = "gzip" if compression == "gzip" else "zstd"
-    layer = store.get_layer(diff_id)
-    if layer is not None:
-        form = layer.blobs.get(kind)
-        if form is not None and store.blobs.has(form.digest):
-            return _Desc(media, form.digest, form.size)
-    store.ensure_layer_blob(diff_id)  # a snapshot-backed layer gets its tar written now
-    with open_blob(store, diff_id) as src, store.blobs.writer() as w:
-        compress(src, w, kind)
-        digest, size = w.commit()
-    if layer is None:
-        store.put_layer(diff_id, store.blobs.size(diff_id))
-    store.put_layer_blob(diff_id, kind, digest, size)
-    return _Desc(media, digest, size)
+    with store.build_lock():  # shared: no prune takes a snapshot we read from meanwhile
+        return _compressed_layers(store, diff_ids, media, kind)
+
+
+def _compressed_layers(
+    store: Store, diff_ids: Sequence[str], media: str, kind: Literal["gzip", "zstd"],
+) -> list[_Desc]:
+    found: dict[str, _Desc] = {}
+    jobs: dict[str, Callable[[BinaryIO], None]] = {}
+    for diff_id in diff_ids:
+        if diff_id in found or diff_id in jobs:
+            continue
+        layer = store.get_layer(diff_id)
+        if layer is not None:
+            form = layer.blobs.get(kind)
+            if form is not None and store.blobs.has(form.digest):
+                found[diff_id] = _Desc(media, form.digest, form.size)
+                continue
+        jobs[diff_id] = _tar_source(store, diff_id)
+    if jobs:
+        made = _compress_all(store, jobs, kind)
+        for diff_id, (digest, size, tar_size) in made.items():
+            if store.get_layer(diff_id) is None:
+                store.put_layer(diff_id, tar_size)
+            store.put_layer_blob(diff_id, kind, digest, size)
+            found[diff_id] = _Desc(media, digest, size)
+    return [found[d] for d in diff_ids]
+
+
+def _tar_desc(store: Store, diff_id: str) -> _Desc:
+    store.ensure_layer_blob(diff_id)
+    return _Desc(LAYER_TAR, diff_id, store.blobs.size(diff_id))
+
+
+def _tar_source(store: Store, diff_id: str) -> Callable[[BinaryIO], None]:
+    """How to write layer ``diff_id``'s tar: from its blob, else from a snapshot (checked
+    against the diff id), else from a blob made now (a remote form is downloaded)."""
+    if not store.blobs.has(diff_id):
+        sources = store.layers.snapshot_tars(diff_id)
+        if len(sources) == 1:
+            def from_snapshot(out: BinaryIO) -> None:
+                try:
+                    sources[0].write(out)
+                except StoreError as err:
+                    raise StoreError(f"layer {diff_id} cannot be regenerated (no blob is"
+                                     f" stored): {err}") from err
+
+            return from_snapshot
+        store.ensure_layer_blob(diff_id)  # several snapshots to try, a remote form, or none
+
+    def from_blob(out: BinaryIO) -> None:
+        with open_blob(store, diff_id) as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+
+    return from_blob
+
+
+def _compress_all(
+    store: Store, jobs: Mapping[str, Callable[[BinaryIO], None]],
+    kind: Literal["gzip", "zstd"],
+) -> dict[str, tuple[str, int, int]]:
+    """Compress every job's tar into a new blob: ``{diff_id: (digest, size, tar size)}``."""
+    with store.blobs.batch() as batch:
+        def one(diff_id: str) -> tuple[str, int, int]:
+            write_tar = jobs[diff_id]
+            with batch.writer() as w:
+                with compressing(w, kind) as sink:
+                    counted = _Counting(sink)
+                    write_tar(cast(BinaryIO, counted))
+                digest, size = w.commit()
+            return digest, size, counted.size
+
+        if len(jobs) == 1:
+            return {d: one(d) for d in jobs}
+        with ThreadPoolExecutor(min(_COMPRESS_THREADS, len(jobs)),
+                                thread_name_prefix="dockyard-compress") as pool:
+            futures = {d: pool.submit(one, d) for d in jobs}
+            return {d: f.result() for d, f in futures.items()}
+
+
+class _Counting:
+    """Counts the bytes of the tar on their way to the compressor."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        self._out.write(data)
+        n = len(data)
+        self.size += n
+        return n
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 def _manifest_for(
     store: Store, image: StoredImage, compression: Compression,
 ) -> tuple[bytes, list[_Desc]]:
-    layers = [compressed_layer(store, layer.diff_id, compression) for layer in image.layers]
+    layers = compressed_layers(store, [layer.diff_id for layer in image.layers], compression)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_OCI,

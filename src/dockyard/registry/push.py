@@ -75,6 +75,17 @@ def layer_blob(
     layer is compressed now, once, and the form kept with the layer."""
     from dockyard.exporter.layout import compressed_layer
 
+    have = _stored_blob(store, diff_id, compression)
+    if have is not None:
+        return have
+    made = compressed_layer(store, diff_id, compression)
+    return made.digest, made.size, None
+
+
+def _stored_blob(
+    store: Store, diff_id: str, compression: PushCompression,
+) -> tuple[str, int, Callable[[], None] | None] | None:
+    """:func:`layer_blob` without compressing: None when the layer must be compressed."""
     kind: Compression = "none" if compression == "uncompressed" else compression
     layer = store.get_layer(diff_id)
     if layer is not None:
@@ -94,17 +105,19 @@ def layer_blob(
                         store.layers.fetch_remote(diff_id, kind)
 
                     return remote.digest, remote.size, fetch
-    made = compressed_layer(store, diff_id, compression)
-    return made.digest, made.size, None
+    return None
 
 
 def _layer_descriptors(
     store: Store, record: ImageRecord, config: ImageConfig, compression: PushCompression,
     docker: bool,
 ) -> list[tuple[Descriptor, Callable[[], None] | None]]:
+    from dockyard.exporter.layout import compressed_layers
+
     stored = store.read_manifest(record).layers
     kind: Compression = "none" if compression == "uncompressed" else compression
-    out: list[tuple[Descriptor, Callable[[], None] | None]] = []
+    out: list[tuple[Descriptor, Callable[[], None] | None] | None] = []
+    missing: list[tuple[int, str]] = []
     for index, diff_id in enumerate(config.diff_ids):
         desc = stored[index] if index < len(stored) else None
         if desc is not None and desc.digest != diff_id and store.blobs.has(desc.digest):
@@ -116,10 +129,20 @@ def _layer_descriptors(
                 out.append((Descriptor(layer_media_type(have, docker=docker), desc.digest,
                                        desc.size), None))
                 continue
-        digest, size, ensure_local = layer_blob(store, diff_id, compression)
+        blob = _stored_blob(store, diff_id, compression)
+        if blob is None:
+            missing.append((index, diff_id))
+            out.append(None)
+            continue
+        digest, size, ensure_local = blob
         out.append((Descriptor(layer_media_type(kind, docker=docker), digest, size),
                     ensure_local))
-    return out
+    if missing:  # compressed together, several layers at once (exporter/layout.py)
+        made = compressed_layers(store, [d for _, d in missing], compression)
+        for (index, _), layer in zip(missing, made, strict=True):
+            out[index] = (Descriptor(layer_media_type(kind, docker=docker), layer.digest,
+                                     layer.size), None)
+    return [item for item in out if item is not None]
 
 
 class _Pusher:

@@ -6,6 +6,11 @@ checked against the expected digest and size, fsynced, then renamed into place. 
 fails or is abandoned removes its temp file; a crash leaves it in ``tmp/``, which ``prune``
 empties. Two writers of the same blob race harmlessly: both renames carry identical bytes,
 and a writer that finds the blob already there just drops its temp file.
+
+A :class:`BlobBatch` commits several blobs together (the export's compressed layers): each
+blob is still fsynced before it is renamed into place, but the fsyncs run on a thread of
+their own while the writers go on, and the directory is fsynced once for the whole batch
+instead of once per blob. A crash before the batch ends leaves temp files only.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -26,7 +32,7 @@ from dockyard.errors import NotFoundError, StoreError
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = ["BlobStore", "BlobWriter", "check_digest"]
+__all__ = ["BlobBatch", "BlobStore", "BlobWriter", "check_digest"]
 
 _DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
 _BUFFER = 1 << 20
@@ -50,9 +56,12 @@ class BlobWriter(io.BufferedWriter):
     ``BinaryIO`` (the tar writer, the compressor, an HTTP download loop).
     """
 
-    def __init__(self, blobs: BlobStore, fd: int, tmp_path: Path) -> None:
+    def __init__(
+        self, blobs: BlobStore, fd: int, tmp_path: Path, batch: BlobBatch | None = None
+    ) -> None:
         super().__init__(io.FileIO(fd, "wb", closefd=True), buffer_size=_BUFFER)
         self._blobs = blobs
+        self._batch = batch
         self._tmp_path = tmp_path
         self._hash = hashlib.sha256()
         self._size = 0
@@ -85,7 +94,9 @@ class BlobWriter(io.BufferedWriter):
     ) -> tuple[str, int]:
         """Verify, fsync and move the blob into place; returns (digest, size).
 
-        Raises StoreError (and discards the data) on a digest or size mismatch.
+        Raises StoreError (and discards the data) on a digest or size mismatch. A writer of
+        a :class:`BlobBatch` hands the blob to its batch instead: it is fsynced on the
+        batch's thread and becomes visible when the batch ends.
         """
         if self._result is not None:
             return self._result
@@ -99,9 +110,13 @@ class BlobWriter(io.BufferedWriter):
             if expected_digest is not None and digest != expected_digest:
                 raise StoreError(f"blob digest mismatch: expected {expected_digest}, got {digest}")
             self.flush()
-            os.fsync(self.fileno())
-            self.close()
-            self._blobs._install(self._tmp_path, digest)
+            if self._batch is not None:
+                self._batch._add(os.dup(self.fileno()), self._tmp_path, digest)
+                self.close()
+            else:
+                os.fsync(self.fileno())
+                self.close()
+                self._blobs._install(self._tmp_path, digest)
         except BaseException:
             self.abort()
             raise
@@ -214,16 +229,126 @@ class BlobStore:
             shutil.copyfileobj(stream, w, _BUFFER)
             return w.commit(expected_digest, expected_size)
 
-    def _install(self, tmp_path: Path, digest: str) -> None:
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[BlobBatch]:
+        """Commit several blobs together (see :class:`BlobBatch`). Leaving the block with an
+        exception discards every blob of the batch that is not in place yet."""
+        batch = BlobBatch(self)
+        try:
+            yield batch
+            batch._finish()
+        finally:
+            batch._discard()
+
+    def _install(self, tmp_path: Path, digest: str, *, sync_dir: bool = True) -> bool:
+        """Rename a complete, fsynced temp file into place; False if the blob was there."""
         final = self.path(digest)
         if final.exists():
             os.unlink(tmp_path)
-            return
+            return False
         os.chmod(tmp_path, 0o644)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.replace(tmp_path, final)
+        if sync_dir:
+            self._sync_dir()
+        return True
+
+    def _sync_dir(self) -> None:
         dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class BlobBatch:
+    """Blobs committed together (:meth:`BlobStore.batch`); writers may run on several threads.
+
+    Every blob is verified and fsynced before it is renamed into place, as a lone writer's:
+    only the waiting moves. A committed writer's file is fsynced on the batch's own thread
+    (so the writers go on compressing meanwhile), and the batch's end renames the blobs into
+    place and fsyncs the directory once. Until then none of them is visible, so rows that
+    name them are written after the batch."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self._blobs = blobs
+        self._lock = threading.Lock()
+        self._pending: list[tuple[int, Path, str]] = []  # (fd, temp path, digest)
+        self._synced: list[tuple[Path, str]] = []
+        self._cond = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._closing = False
+        self._temps: set[Path] = set()
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[BlobWriter]:
+        """A writer whose :meth:`BlobWriter.commit` hands the blob to this batch."""
+        self._blobs.tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="blob-", dir=self._blobs.tmp)
+        writer = BlobWriter(self._blobs, fd, Path(name), batch=self)
+        with self._lock:
+            self._temps.add(Path(name))
+        try:
+            yield writer
+        finally:
+            if writer.committed is None:
+                writer.abort()
+
+    def _add(self, fd: int, tmp_path: Path, digest: str) -> None:
+        with self._cond:
+            if self._error is not None:
+                os.close(fd)
+                raise StoreError(f"blob batch failed: {self._error}")
+            self._pending.append((fd, tmp_path, digest))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._sync_loop, name="dockyard-blob-sync", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _sync_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                fd, tmp_path, digest = self._pending.pop(0)
+            try:
+                if self._error is None:
+                    os.fsync(fd)
+            except BaseException as err:  # reported by _finish
+                with self._cond:
+                    self._error = err
+            finally:
+                os.close(fd)
+            with self._cond:
+                self._synced.append((tmp_path, digest))
+
+    def _join(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _finish(self) -> None:
+        self._join()
+        if self._error is not None:
+            raise StoreError(f"cannot write a blob: {self._error}") from self._error
+        installed = False
+        for tmp_path, digest in self._synced:
+            installed |= self._blobs._install(tmp_path, digest, sync_dir=False)
+            self._temps.discard(tmp_path)
+        self._synced.clear()
+        if installed:
+            self._blobs._sync_dir()
+
+    def _discard(self) -> None:
+        self._join()
+        for tmp_path in self._temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+        self._temps.clear()

@@ -399,14 +399,16 @@ def sweep_snapshots(store: Store, snapshotter: SnapshotSweeper) -> tuple[int, in
     live.update(r.chain_id for r in records if r.chain_id)
     committed = snapshotter.committed()
     kind: str | None = getattr(snapshotter, "name", None)
-    # A layer in use that has no blob lives only in a snapshot: keep one it can be made from.
+    # A layer in use that has no tar blob lives only in a snapshot: keep one it can be made
+    # from. A compressed form does not count: the tar cannot be had back from it (and an
+    # export that streams a snapshot into the compressor keeps no tar).
     used_layers = set(use.image_layers) | {r.diff_id for r in records if r.diff_id}
     present = set(committed)
     for diff_id in sorted(used_layers):
         layer = store.get_layer(diff_id)
         if layer is None or not layer.snapshots:
             continue
-        if store.blobs.has(diff_id) or any(store.blobs.has(b.digest) for b in layer.blobs.values()):
+        if store.blobs.has(diff_id):
             continue
         sources = [
             s.chain_id

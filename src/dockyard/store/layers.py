@@ -18,14 +18,14 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dockyard.errors import DockyardError, NotFoundError, StoreError
 from dockyard.image.oci import Compression
 from dockyard.store.blobs import BlobStore
 from dockyard.store.database import Database, now
 
-__all__ = ["LayerBlob", "LayerRecord", "LayerSnapshot", "Layers", "RemoteBlob"]
+__all__ = ["LayerBlob", "LayerRecord", "LayerSnapshot", "Layers", "RemoteBlob", "SnapshotTar"]
 
 
 @dataclass(frozen=True)
@@ -351,7 +351,10 @@ class Layers:
                 return diff_id
             return self._regenerate(diff_id)
 
-    def _regenerate(self, diff_id: str) -> str:
+    def snapshot_tars(self, diff_id: str) -> list[SnapshotTar]:
+        """The committed snapshots layer ``diff_id``'s tar can be written from (rows whose
+        snapshot is gone are dropped). Use them under the build lock; their
+        :meth:`SnapshotTar.write` touches no database, so it may run on another thread."""
         layer = self.get(diff_id)
         sources = self._live_sources(layer) if layer is not None else []
         if layer is not None:
@@ -359,22 +362,20 @@ class Layers:
             for gone in layer.snapshots:
                 if gone.chain_id not in live:  # removed behind our back: stop claiming it
                     self._forget_source(diff_id, gone)
+        return [SnapshotTar(diff_id, source, snap) for source, snap in sources]
+
+    def _regenerate(self, diff_id: str) -> str:
+        sources = self.snapshot_tars(diff_id)
         if not sources:
             raise NotFoundError(f"layer {diff_id} is missing from the store")
         errors: list[str] = []
-        for source, snap in sources:
+        for source in sources:
             with self._blobs.writer() as w:
                 try:
-                    snap.diff(source.chain_id, w, source_date_epoch=source.source_date_epoch)
+                    source.write(w)
                 except (OSError, StoreError) as err:
                     w.abort()
-                    errors.append(f"snapshot {source.chain_id}: {err}")
-                    continue
-                if w.digest != diff_id:
-                    errors.append(
-                        f"snapshot {source.chain_id} now gives {w.digest}: its files changed"
-                    )
-                    w.abort()
+                    errors.append(str(err))
                     continue
                 digest, size = w.commit(diff_id)
             with self._db.write() as db:
@@ -383,3 +384,25 @@ class Layers:
         raise StoreError(
             f"layer {diff_id} cannot be regenerated (no blob is stored): " + "; ".join(errors)
         )
+
+
+@dataclass(frozen=True)
+class SnapshotTar:
+    """Layer ``diff_id``'s tar, to be written again from committed snapshot ``source``."""
+
+    diff_id: str
+    source: LayerSnapshot
+    snapshotter: Any
+
+    def write(self, out: BinaryIO) -> int:
+        """Write the tar to ``out``; returns its size. StoreError (naming the snapshot) when
+        the snapshot no longer gives ``diff_id``: the caller must then drop what it wrote."""
+        chain_id = self.source.chain_id
+        try:
+            stats = self.snapshotter.diff(
+                chain_id, out, source_date_epoch=self.source.source_date_epoch)
+        except (OSError, StoreError) as err:
+            raise StoreError(f"snapshot {chain_id}: {err}") from err
+        if stats.diff_id != self.diff_id:
+            raise StoreError(f"snapshot {chain_id} now gives {stats.diff_id}: its files changed")
+        return int(stats.size)
