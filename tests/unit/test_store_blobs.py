@@ -192,10 +192,10 @@ def test_a_batch_fsync_error_fails_the_batch(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
-    with pytest.raises(StoreError, match="No space left"), blobs.batch() as batch:
-        with batch.writer() as w:
-            w.write(b"x" * 100)
-            w.commit()
+    with pytest.raises(StoreError, match="No space left"), blobs.batch() as batch, \
+            batch.writer() as w:
+        w.write(b"x" * 100)
+        w.commit()
     assert _visible(blobs) == []
     assert list(blobs.tmp.iterdir()) == []
 
