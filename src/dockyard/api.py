@@ -26,6 +26,7 @@ from dockyard.solver.solver import StepResult
 
 if TYPE_CHECKING:
     from dockyard.quick import Recorder
+    from dockyard.store.db import Store
 
 __all__ = ["BuildResult", "PlatformResult", "StepResult", "build", "parse_platforms"]
 
@@ -195,7 +196,7 @@ def build(
     # absolute: the runtime resolves a relative rootfs against its bundle directory
     store_root = (Path(root) if root is not None else Path(default_root())).absolute()
     store = Store.open(store_root)
-    _sweep_stale_runs(store.root / "run")
+    _sweep_stale_runs(store)
     if quick is not None:
         quick.begin(store)
     with ExitStack() as stack:
@@ -699,14 +700,36 @@ class _terminate_as_interrupt:
             signal.signal(signal.SIGHUP, self.previous[2])
 
 
-def _sweep_stale_runs(state_dir: Path) -> None:
+def _sweep_stale_runs(store: Store) -> None:
     """Containers, mounts, bundles and secrets left by a dockyard process that was killed
-    (SIGKILL): removed by the next build (see ``executor.run.sweep_stale``)."""
+    (SIGKILL): removed by the next build. On an idle store (its exclusive lock is free at
+    once: no dockyard process uses it) all of them go, as ``prune`` removes them
+    (``store.leftover_runs.run_leftovers``); while other processes run, those of the owners
+    that are gone (``executor.run.sweep_stale``; a mount not under a container of theirs,
+    e.g. of a killed ``COPY --from``, then waits for the next build on an idle store)."""
+    from dockyard.snapshot.base import our_mounts
+
+    state_dir = store.root / "run"
     try:
-        leftovers = any(os.scandir(state_dir / "owners"))
+        owners = any(os.scandir(state_dir / "owners"))
     except OSError:
-        leftovers = False
-    if leftovers:
+        owners = False
+    ours = (store.root / "mnt").resolve(), state_dir.resolve()
+    mounted = any(parent in ours for point in our_mounts(store.root)
+                  for parent in point.parents)
+    if not (owners or mounted):
+        return
+    from dockyard.store.lock import StoreLockTimeout
+
+    try:
+        with store.exclusive_lock(timeout=0):
+            from dockyard.store.leftover_runs import run_leftovers
+
+            run_leftovers(store, remove=True)
+            return
+    except StoreLockTimeout:
+        pass
+    if owners:
         from dockyard.executor.run import sweep_stale
 
         sweep_stale(state_dir)

@@ -35,22 +35,11 @@ from pathlib import Path
 from dockyard._fs import remove_tree, tree_size
 from dockyard.errors import DockyardError
 from dockyard.store.db import Store
+from dockyard.store.leftover_runs import Finding, run_leftovers
 
-__all__ = ["CheckReport", "Finding", "check_store", "leftovers"]
+__all__ = ["CheckReport", "Finding", "check_store", "leftovers", "run_leftovers"]
 
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing found wrong: ``kind`` (a short name, e.g. ``blob-corrupt``), a sentence in
-    plain words, whether ``repair`` can fix it, and whether it was fixed."""
-
-    kind: str
-    message: str
-    repairable: bool = True
-    repaired: bool = False
-    bytes: int = 0  # what repairing it freed (or would free)
 
 
 @dataclass(frozen=True)
@@ -91,33 +80,8 @@ def leftovers(store: Store, *, remove: bool) -> list[Finding]:
     from dockyard.exporter._pending import pending
     from dockyard.exporter._pending import sweep as sweep_outputs
     from dockyard.snapshot._meta import MetaTable
-    from dockyard.snapshot.base import our_mounts, unmount
 
-    # containers first (nothing may run on what goes), then mounts (nothing below can be
-    # removed while mounted)
-    found = _runtime_leftovers(store, remove=remove)
-    for point in our_mounts(store.root):
-        done = False
-        if remove:
-            with contextlib.suppress(DockyardError, OSError):
-                unmount(point)
-                done = True
-        found.append(Finding("mount", f"{point} is still mounted (a killed build's)",
-                             repaired=done))
-    mnt = store.root / "mnt"
-    still_mounted = set(our_mounts(mnt)) if mnt.is_dir() else set()
-    for name in sorted(os.listdir(mnt)) if mnt.is_dir() else []:
-        point = mnt / name
-        if not point.is_dir() or point.is_symlink() or \
-                Path(os.path.realpath(point)) in still_mounted:
-            continue
-        done = False
-        if remove:
-            with contextlib.suppress(OSError):
-                point.rmdir()  # only an empty, unmounted mount point goes
-                done = True
-        found.append(Finding("mount-point", f"mount point {point} was left behind",
-                             repaired=done))
+    found = run_leftovers(store, remove=remove)
 
     table = _meta(store)
     if isinstance(table, MetaTable):
@@ -163,32 +127,6 @@ def leftovers(store: Store, *, remove: bool) -> list[Finding]:
     for p in outputs:
         found.append(Finding("output-temp", f"unfinished output {p.path} was left behind",
                              repaired=remove, bytes=sizes[p.path]))
-    return found
-
-
-def _runtime_leftovers(store: Store, *, remove: bool) -> list[Finding]:
-    """Containers, bundles and secret directories of killed runs: the executor knows their
-    layout (``executor.run.sweep_stale``, which prune runs too, and ``stale_leftovers``)."""
-    state = store.root / "run"
-    if not state.is_dir():
-        return []
-    from dockyard.executor.run import cleanup_stale_containers, stale_leftovers, sweep_stale
-
-    found: list[Finding] = []
-    listed = stale_leftovers(state, exclusive=True)
-    sizes = {p: tree_size(p) for p in listed}
-    containers = 0
-    if remove:
-        containers = cleanup_stale_containers(state)
-        sweep_stale(state, exclusive=True)
-    for path in listed:
-        what = ("owner file" if path.parent.name == "owners" else
-                "container bundle" if "bundles" in path.parts else "secrets directory")
-        found.append(Finding("run-leftover", f"{what} {path} was left by a killed process",
-                             repaired=remove and not os.path.lexists(path), bytes=sizes[path]))
-    if containers:
-        found.append(Finding("container", f"{containers} container(s) of killed runs were "
-                             "still there", repaired=True))
     return found
 
 
