@@ -381,7 +381,7 @@ def _options(
         no_cache_filter=frozenset(s.strip().lower() for s in no_cache_filter if s.strip()),
         cache_ttl=_parse_duration(cache_ttl) if cache_ttl else None,
         cache_ttl_text=cache_ttl or "",
-        jobs=jobs or os.cpu_count() or 1,
+        jobs=max(0, jobs or 0),
         network="none" if network == "none" else "host",
         source_date_epoch=int(sde_text) if sde_text else None,
         allow_insecure="security.insecure" in allow,

@@ -104,6 +104,22 @@ def test_independent_stages_overlap_with_two_jobs(root: Path, tmp_path: Path) ->
     assert [s.line for s in built.steps] == [2, 4, 6, 7]
 
 
+WIDE = "".join(f"FROM busybox AS s{i}\nRUN sleep 2 && echo {i} > /{i}\n" for i in range(4)) + (
+    "FROM busybox\n" + "".join(f"COPY --from=s{i} /{i} /{i}\n" for i in range(4)))
+
+
+def test_by_default_every_ready_stage_runs_at_once(root: Path, tmp_path: Path) -> None:
+    """As BuildKit (unlimited max-parallelism): 4 independent stages on any number of cores
+    all run together; RUNs that wait need no core each."""
+    ctx = _ctx(tmp_path, WIDE)
+    built = build(ctx, root, jobs=None, tags=["wide"])
+    intervals = [_run_interval(built, f"s{i}") for i in range(4)]
+    assert max(start for start, _ in intervals) < min(done for _, done in intervals), (
+        f"the four stages did not all overlap: {intervals}")
+    fs = flatten(root, "wide", tmp_path / "fs")
+    assert [(fs / str(i)).read_text() for i in range(4)] == [f"{i}\n" for i in range(4)]
+
+
 def test_one_job_runs_stages_one_at_a_time(root: Path, tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, PARALLEL)
     built = build(ctx, root, jobs=1)

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--build-context", dest="build_contexts", action="append", default=[],
                         metavar="NAME=DIR", help="an extra named context for COPY --from=NAME")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="stages built at once (default: the number of cores)")
+                        help="stages built at once (default: every stage whose dependencies are done)")
     parser.add_argument("--progress", default=None, choices=PROGRESS_MODES,
                         help="progress output (default: $BUILDKIT_PROGRESS, else tty on a "
                              "terminal, else plain)")

@@ -57,7 +57,7 @@ class SolveOptions:
     no_cache_filter: frozenset[str] = frozenset()
     cache_ttl: float | None = None  # seconds
     cache_ttl_text: str = ""
-    jobs: int = 2
+    jobs: int = 0  # stages built at once; 0: every stage whose dependencies are done
     network: str = "host"  # build-wide default: "host" or "none"
     source_date_epoch: int | None = None
     allow_insecure: bool = False

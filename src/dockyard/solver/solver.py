@@ -164,7 +164,10 @@ class Solver:
     # ------------------------------------------------------------------ scheduling
     def solve(self) -> StageState:
         """Solve every needed stage (independent ones in parallel); return the target's state."""
-        # One thread per running stage, at most --jobs at once. (Plain threads and a queue:
+        # One thread per running stage, at most --jobs at once; by default (0) every stage
+        # whose dependencies are done, as BuildKit's unlimited max-parallelism: a RUN that
+        # waits (sleep, network, I/O) needs no core. The CPU-bound work inside a stage (copy
+        # and hash thread pools) stays sized by the core count. (Plain threads and a queue:
         # concurrent.futures would add ~8 ms of imports, logging among them, to every build.)
         needed = {s.index: s for s in self.plan.needed()}
         pending = dict(needed)
@@ -173,7 +176,7 @@ class Solver:
             queue.SimpleQueue())
         threads: list[threading.Thread] = []
         failure: BaseException | None = None
-        jobs = max(1, self.options.jobs)
+        jobs = self.options.jobs if self.options.jobs > 0 else max(1, len(needed))
 
         def work(stage: StagePlan) -> None:
             try:
