@@ -216,11 +216,12 @@ def build(
             emit(BuildWarning(message, time.time(), f"{filename}:{line}"))
         pulled_here: set[tuple[str, str]] = set()
 
+        # --build-context NAME=docker-image://REF: lower-cased NAME -> REF (FROM NAME is REF)
+        named_images = {name.lower(): spec.removeprefix("docker-image://")
+                        for name, spec in (build_contexts or {}).items()
+                        if spec.startswith("docker-image://")}
+
         def image_config(ref: str, location: Location, plat: str) -> tuple[str, dict[str, Any]]:
-            if ref in named:
-                raise DockerfileError(
-                    f"FROM a named context ({ref}) is not supported yet", location,
-                    source=text)
             # Without --platform a stored image is used whatever its platform (as before);
             # with one, only that platform's image of the name (a manifest list's entry).
             wanted = plat if explicit else None
@@ -267,11 +268,12 @@ def build(
         offset = 0  # each platform's vertices are numbered after the previous platform's
         for number, target_platform in enumerate(targets):
             plat = target_platform or host
-            graph = resolve(df, args, target, plat)
+            graph = resolve(df, args, target, plat, named_contexts=[*named, *named_images])
             if number == 0:
                 for warning in graph.warnings:
                     emit(BuildWarning(warning, time.time()))
-            plan = plan_build(graph, image_config, platform=plat, build_args=args)
+            plan = plan_build(graph, image_config, platform=plat, build_args=args,
+                              named_images=named_images)
             if quick is not None and _fetches_urls(plan):
                 quick.refuse()  # a server's answer is an input no context walk can see
             if number == 0 and cache.sources:

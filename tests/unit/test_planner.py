@@ -277,3 +277,63 @@ def test_run_history_is_buildkits_form() -> None:
         "RUN |2 VERSION=2 EMPTY= /bin/sh -c echo $VERSION # buildkit",
         "RUN |2 VERSION=3 EMPTY= echo exec form # buildkit",
     ]
+
+
+def _named_plan(text: str, dirs: tuple[str, ...] = (), images: Mapping[str, str] | None = None,
+                target: str | None = None, asked: list[str] | None = None) -> BuildPlan:
+    """Plan ``text`` with named build contexts: directories ``dirs`` and ``images``
+    (name -> docker-image reference)."""
+    images = dict(images or {})
+
+    def lookup(ref: str, location: Location, platform: str) -> tuple[str, dict[str, Any]]:
+        if asked is not None:
+            asked.append(ref)
+        return f"sha256:{abs(hash(ref)):064d}"[:71], {"config": BASE_CONFIG}
+
+    graph = resolve(load_dockerfile(text), {}, target, None,
+                    named_contexts=[*dirs, *images])
+    return plan_build(graph, lookup, platform="linux/amd64", build_args={},
+                      named_images=images)
+
+
+NAMED = """\
+FROM busybox AS src
+RUN echo stage > /f
+FROM busybox
+COPY --from=src /f /f
+RUN --mount=type=bind,from=src,target=/m cat /m/f
+"""
+
+
+def test_a_named_context_wins_over_a_stage_of_the_same_name() -> None:
+    plain = _named_plan(NAMED)
+    assert plain.stages[0].needed and copy_op(ops(plain)[0]).source_kind == "stage"
+    plan = _named_plan(NAMED, dirs=("src",))
+    assert not plan.stages[0].needed  # the stage is never built: the context replaces it
+    assert plan.stages[1].depends_on == ()
+    op = copy_op(ops(plan)[0])
+    assert (op.source_kind, op.source_name, op.source_stage) == ("image", "src", None)
+    assert plan.named_contexts == frozenset({"src"})
+
+
+def test_from_a_named_directory_context_copies_its_files_first() -> None:
+    plan = _named_plan("FROM Data\nENV A=1\nCOPY x /x\n", dirs=("data",))
+    stage = plan.stages[0]
+    assert stage.base.kind == "scratch"
+    first = ops(plan)[0]
+    assert (first.position, first.count, first.display) == (2, 3, "COPY --from=data . /")
+    op = copy_op(first)
+    assert (op.source_kind, op.source_name, op.sources, op.dest) == (
+        "named-context", "data", (".",), "/")
+    assert env_of(plan) == {"PATH": DEFAULT_PATH, "A": "1"}
+
+
+def test_from_a_named_image_context_and_a_replaced_target() -> None:
+    asked: list[str] = []
+    text = "FROM scratch AS base\nCOPY never /never\nFROM base\nRUN true\n"
+    plan = _named_plan(text, images={"base": "busybox:1.36"}, asked=asked)
+    assert plan.stages[1].base.kind == "image" and plan.stages[1].base.name == "busybox:1.36"
+    assert asked == ["busybox:1.36"] and not plan.stages[0].needed
+    # the replaced stage as the target: the context, none of its own instructions
+    target = _named_plan(text, images={"base": "busybox:1.36"}, target="base")
+    assert target.stages[0].base.name == "busybox:1.36" and target.stages[0].steps == ()

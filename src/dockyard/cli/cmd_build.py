@@ -55,7 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
                         help="allow an entitlement (security.insecure)")
     parser.add_argument("--build-context", dest="build_contexts", action="append", default=[],
-                        metavar="NAME=DIR", help="an extra named context for COPY --from=NAME")
+                        metavar="NAME=DIR",
+                        help="a named context (a directory, URL or docker-image://REF) for "
+                        "FROM NAME, COPY --from=NAME and RUN --mount from=NAME; it replaces "
+                        "a stage of that name")
     parser.add_argument("--jobs", type=int, default=None,
                         help="stages built at once (default: every stage whose dependencies are done)")
     parser.add_argument("--progress", default=None, choices=PROGRESS_MODES,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -163,7 +163,9 @@ def host_platform() -> Platform:
     return Platform("linux", arch, variant)
 
 
-BaseKind = Literal["scratch", "stage", "image"]
+#: "named": a named build context (``--build-context NAME=...``), which wins over a stage
+#: and an image of the same name
+BaseKind = Literal["scratch", "stage", "image", "named"]
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,9 @@ class ResolvedStage:
     location: Location
     stage: Stage
     images: tuple[str, ...] = ()   # images used by COPY --from / RUN --mount from=
+    # a stage named like a named build context is that context (as BuildKit): its
+    # instructions never run, its base is the context (base_kind "named")
+    replaced: bool = False
 
     @property
     def display_name(self) -> str:
@@ -199,6 +204,7 @@ class StageGraph:
     build_args: tuple[tuple[str, str], ...]
     unused_build_args: tuple[str, ...]
     warnings: tuple[str, ...] = field(default=())
+    named_contexts: frozenset[str] = frozenset()  # lower-cased --build-context names
 
     @property
     def target_stage(self) -> ResolvedStage:
@@ -385,15 +391,20 @@ def parse_mount_from(raw: str) -> tuple[str | None, str]:
 
 
 class _Resolver:
-    def __init__(self, dockerfile: Dockerfile, build_args: Mapping[str, str]) -> None:
+    def __init__(self, dockerfile: Dockerfile, build_args: Mapping[str, str],
+                 named: Collection[str] = ()) -> None:
         self.df = dockerfile
         self.source = dockerfile.parse.source
         self.lexer = Lexer(dockerfile.escape)
         self.build_args = build_args
-        self.by_name: dict[str, int] = {}
+        self.named = frozenset(n.lower() for n in named)
+        self.all_names: dict[str, int] = {}
         for stage in dockerfile.stages:
             if stage.name:
-                self.by_name[stage.name] = stage.index
+                self.all_names[stage.name] = stage.index
+        # what FROM, COPY --from and RUN --mount from= find by name: a named build context
+        # wins over a stage of the same name
+        self.by_name = {k: v for k, v in self.all_names.items() if k not in self.named}
 
     def fail(self, message: str, location: Location, hint: str | None = None) -> DockerfileError:
         return DockerfileError(message, location, hint=hint, source=self.source)
@@ -434,7 +445,8 @@ class _Resolver:
                 "FROM using ARG from global scope as a workaround",
                 inst.location,
             )
-        index = self.stage_ref(inst.from_, current, inst.location, allow_index=True)
+        index = (None if inst.from_.lower() in self.named else
+                 self.stage_ref(inst.from_, current, inst.location, allow_index=True))
         if index is None:
             images.append(inst.from_)
         elif index not in deps:
@@ -516,18 +528,22 @@ def resolve(
     build_args: Mapping[str, str],
     target: str | None = None,
     platform: Platform | str | None = None,
+    named_contexts: Collection[str] = (),
 ) -> StageGraph:
     """Expand bases, find every stage's dependencies and which stages ``target`` needs.
 
     ``target`` is a stage name (case-insensitive) or None for the last stage. Raises
     DockerfileError for bad references and UsageError for an unknown target.
+    ``named_contexts``: the names of ``--build-context`` contexts; as BuildKit, such a name
+    means the context wherever a stage or an image could be named (``FROM``, ``COPY
+    --from``, ``RUN --mount from=``), and a stage of that name is replaced by it.
     """
-    res = _Resolver(dockerfile, build_args)
+    res = _Resolver(dockerfile, build_args, named_contexts)
     stages = dockerfile.stages
     if target is None:
         target_index = len(stages) - 1
     else:
-        found = res.by_name.get(target.lower())
+        found = res.all_names.get(target.lower())
         if found is None:
             names = dockerfile.stage_names()
             listing = ", ".join(names) if names else "none (no stage has a name)"
@@ -570,10 +586,16 @@ def resolve(
 
         deps: list[int] = []
         images: list[str] = []
+        replaced = bool(stage.name) and stage.name in res.named
+        if replaced:
+            base = stage.name or ""
         # Stage names are case-insensitive (FROM Builder finds "AS builder").
         base_stage = res.by_name.get(base.lower())
         kind: BaseKind
-        if base_stage is not None and base_stage < stage.index:
+        if replaced or base.lower() in res.named:
+            base_stage = None
+            kind = "named"
+        elif base_stage is not None and base_stage < stage.index:
             kind = "stage"
             deps.append(base_stage)
         elif base_stage is not None and base_stage > stage.index:
@@ -595,7 +617,7 @@ def resolve(
                     inst.inner, CopyInstruction
                 ):
                     res.copy_from(inst.inner, stage, deps, images)
-        for inst in stage.instructions:
+        for inst in () if replaced else stage.instructions:
             if isinstance(inst, CopyInstruction):
                 res.copy_from(inst, stage, deps, images)
             elif isinstance(inst, RunInstruction):
@@ -615,6 +637,7 @@ def resolve(
                 location=stage.location,
                 stage=stage,
                 images=tuple(images),
+                replaced=replaced,
             )
         )
 
@@ -656,5 +679,6 @@ def resolve(
         build_args=tuple(build_args.items()),
         unused_build_args=tuple(unused),
         warnings=tuple(warnings),
+        named_contexts=res.named,
     )
 

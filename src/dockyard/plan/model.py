@@ -121,6 +121,8 @@ class BuildPlan:
     warnings: tuple[str, ...]
     source: str
     filename: str
+    # lower-cased --build-context names: a name that is one never means a stage
+    named_contexts: frozenset[str] = frozenset()
 
     def needed(self) -> list[StagePlan]:
         return [s for s in self.stages if s.needed]

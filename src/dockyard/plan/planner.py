@@ -20,6 +20,7 @@ from dockyard.dockerfile.stages import (
     NON_ENV_ARGS,
     PROXY_ARGS,
     Dockerfile,
+    ResolvedStage,
     StageGraph,
 )
 from dockyard.errors import DockerfileError, ExpansionError, Location
@@ -49,14 +50,19 @@ def plan_build(
     platform: str,
     build_args: Mapping[str, str],
     only_needed: bool = True,
+    named_images: Mapping[str, str] | None = None,
 ) -> BuildPlan:
     """Plan every needed stage of ``graph`` for the target ``platform`` (file order).
 
     A stage's platform is BuildKit's: a stage built on another stage has that stage's
     platform, else its ``FROM --platform`` (e.g. ``$BUILDPLATFORM``), else the target's.
+    ``named_images``: the named contexts that are images (``docker-image://REF``: lower-cased
+    name -> REF); the graph's other named contexts are directories, whose files a stage
+    ``FROM`` one starts with (as a first step that copies them to ``/``).
     """
     dockerfile = graph.dockerfile
     planner = _Planner(dockerfile, graph, image_config, platform, build_args)
+    planner.named_images = {k.lower(): v for k, v in (named_images or {}).items()}
     plans: list[StagePlan] = []
     for rstage in graph.stages:
         if only_needed and not rstage.needed:
@@ -69,6 +75,7 @@ def plan_build(
         warnings=graph.warnings,
         source=dockerfile.parse.source,
         filename=dockerfile.parse.filename,
+        named_contexts=graph.named_contexts,
     )
 
 
@@ -133,7 +140,9 @@ class _Planner:
         self.source = dockerfile.parse.source
         self.filename = dockerfile.parse.filename
         self.vertex = 0
-        self.by_name = {s.name: s.index for s in graph.stages if s.name}
+        self.by_name = {s.name: s.index for s in graph.stages
+                        if s.name and s.name not in graph.named_contexts}
+        self.named_images: dict[str, str] = {}
         self.stage_envs: dict[int, dict[str, str]] = {}  # each planned stage's final LLB env
 
     # ------------------------------------------------------------------ helpers
@@ -178,8 +187,15 @@ class _Planner:
         if rstage.base_kind == "stage":
             assert rstage.base_stage is not None
             platform = done[rstage.base_stage].platform
-        if rstage.base_kind == "scratch":
-            base = BaseSpec(kind="scratch", name="scratch")
+        named_dir: str | None = None  # a named context directory the stage starts with
+        base_ref = rstage.base
+        if rstage.base_kind == "named" and rstage.base.lower() in self.named_images:
+            base_ref = self.named_images[rstage.base.lower()]
+        elif rstage.base_kind == "named":
+            named_dir = rstage.base.lower()
+        if rstage.base_kind == "scratch" or named_dir is not None:
+            # a directory context: BuildKit's empty image config, then its files
+            base = BaseSpec(kind="scratch", name=named_dir or "scratch")
             base_config = {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"}
         elif rstage.base_kind == "stage":
             assert rstage.base_stage is not None
@@ -187,8 +203,8 @@ class _Planner:
             base = BaseSpec(kind="stage", name=parent.display_name, stage=parent.index)
             base_config = json.loads(json.dumps(parent.config))
         else:
-            image_id, full = self.image_config(rstage.base, rstage.location, platform)
-            base = BaseSpec(kind="image", name=rstage.base, image_id=image_id)
+            image_id, full = self.image_config(base_ref, rstage.location, platform)
+            base = BaseSpec(kind="image", name=base_ref, image_id=image_id)
             base_config = json.loads(json.dumps(full.get("config") or {}))
             if not base_config.get("Env"):
                 base_config["Env"] = [f"PATH={DEFAULT_PATH}"]
@@ -208,11 +224,14 @@ class _Planner:
         # ONBUILD triggers of the base run first, right after FROM (as BuildKit).
         triggers: list[str] = list(base_config.get("OnBuild") or [])
         state.config.pop("OnBuild", None)
+        if rstage.replaced:
+            triggers = []  # the stage is its named context: nothing of its own runs
         for trigger in triggers:
             body.extend(self._parse_trigger(trigger, rstage.location))
-        body.extend(stage.instructions)
+        if not rstage.replaced:
+            body.extend(stage.instructions)
 
-        count = 1 + sum(
+        count = (1 if named_dir is None else 2) + sum(
             1
             for inst in body
             if isinstance(
@@ -222,6 +241,10 @@ class _Planner:
         )
         steps: list[Step] = []
         position = 1
+        if named_dir is not None:
+            position += 1
+            self.vertex += 1
+            steps.append(self._named_files_step(rstage, named_dir, position, count, state))
         for inst in body:
             step_op, created_by, used = self._dispatch(inst, state, rstage.index, done)
             is_op = step_op is not None or isinstance(inst, ins.WorkdirInstruction)
@@ -258,6 +281,27 @@ class _Planner:
             platform=platform,
             needed=True,
             depends_on=rstage.depends_on,
+        )
+
+    def _named_files_step(self, rstage: ResolvedStage, name: str, position: int, count: int,
+                          state: _State) -> Step:
+        """``FROM <named directory context>``: the stage's files are the context's, copied as
+        ``COPY --from=<name> . /`` would (owned by 0:0, keyed by their content)."""
+        text = f"COPY --from={name} . /"
+        return Step(
+            vertex=self.vertex,
+            stage_index=rstage.index,
+            stage_name=rstage.display_name,
+            position=position,
+            count=count,
+            instruction="COPY",
+            display=text,
+            location=rstage.location,
+            op=CopyOp(is_add=False, sources=(".",), heredocs=(), dest="/", workdir="/",
+                      chown=None, chmod=None, link=False, parents=False, excludes=(),
+                      source_kind="named-context", source_name=name, source_stage=None),
+            created_by=f"{text} # buildkit",
+            config=json.loads(json.dumps(state.config)),
         )
 
     def _parse_trigger(self, trigger: str, location: Location) -> list[ins.Instruction]:

@@ -417,8 +417,11 @@ class Solver:
 
     # ------------------------------------------------------------------ for the ops
     def stage_index(self, ref: str) -> int | None:
-        """The index of the stage ``ref`` names (by name or number), or None."""
+        """The index of the stage ``ref`` names (by name or number), or None (a named build
+        context of that name wins over a stage)."""
         lowered = ref.lower()
+        if lowered in self.plan.named_contexts:
+            return None
         for s in self.plan.stages:
             if s.name == lowered:
                 return s.index

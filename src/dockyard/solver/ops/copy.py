@@ -167,11 +167,12 @@ def resolve_git(ctx: OpContext, op: CopyOp, step: Step) -> dict[str, GitCommit]:
 
 def _source_context(ctx: OpContext, op: CopyOp) -> Any:
     """The build context ``op`` copies from, or None for a stage or an image."""
-    named = op.source_name in ctx.named_contexts if op.source_name else False
+    name = (op.source_name or "").lower()
+    named = ctx.named_contexts.get(name) if name else None
     if op.source_kind == "context":
-        return ctx.named_contexts[op.source_name] if named and op.source_name else ctx.context
-    if op.source_kind == "image" and named and op.source_name:
-        return ctx.named_contexts[op.source_name]
+        return named or ctx.context
+    if op.source_kind in ("image", "named-context"):
+        return named
     return None
 
 
@@ -216,7 +217,8 @@ def sources_digest(
         return keys.digest_of([]), {}, None
     build_ctx = _source_context(ctx, op)
     if build_ctx is not None:
-        source_id = None if build_ctx is ctx.context else f"context:{op.source_name}"
+        source_id = (None if build_ctx is ctx.context
+                     else f"context:{(op.source_name or '').lower()}")
         if sel is None:
             sel = ctx.sources.context(build_ctx, list(op.sources), op.excludes,
                                       parents=op.parents)
@@ -313,12 +315,8 @@ def copy(
                        checksum=op.checksum, keep_git_dir=op.keep_git_dir, tmpdir=tmpdir)
         if not local:
             return
-        if op.source_kind == "context" or (
-            op.source_kind == "image" and op.source_name in ctx.named_contexts
-        ):
-            build_ctx = ctx.context
-            if op.source_name and op.source_name in ctx.named_contexts:
-                build_ctx = ctx.named_contexts[op.source_name]
+        build_ctx = _source_context(ctx, op)
+        if build_ctx is not None:
             copy_into(build_ctx.root, local, op.dest, rootfs, workdir=op.workdir, chown=chown,
                       chmod=chmod, parents=op.parents, excludes=op.excludes,
                       is_add=op.is_add, ignore=build_ctx.ignore, preserve_owner=False,
