@@ -25,8 +25,6 @@ TABLE_KNOWN: dict[str, str] = {
                  "(BuildKit is stale too)",
     "base-retag-same-layers": "FINDINGS.md cache-table-1: FROM is keyed by the config "
                               "digest, BuildKit by the layers",
-    "xattr": "FINDINGS.md cache-table-2: COPY keeps context xattrs, which BuildKit 20.10 "
-             "drops (moby/buildkit#2250)",
 }
 
 _runners: dict[int, cache_table.Runner] = {}

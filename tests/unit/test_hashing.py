@@ -225,6 +225,32 @@ def test_xattrs_are_cached_and_a_change_is_seen(ctx: Path, tmp_path: Path) -> No
     assert explain_diff(first.files, changed.files) == ["src/main.c (xattrs)"]
 
 
+def test_only_the_xattrs_a_layer_keeps_are_in_the_digest(ctx: Path, tmp_path: Path) -> None:
+    """The key holds what the output holds (dockyard._xattrs.keep_xattr): ``user.overlay.*``
+    (overlayfs's bookkeeping, never in a layer) is not content; ``user.*`` is."""
+    from dockyard._xattrs import keep_xattr
+
+    target = ctx / "src" / "main.c"
+    _settle()
+    with StatCache(None, racy_window_ns=0) as cache:
+        plain = digest_selection(ctx, ["src"], [], cache)
+    try:
+        os.setxattr(target, "user.overlay.opaque", b"y")
+    except OSError as err:
+        pytest.skip(f"user xattrs not supported here: {err}")
+    with StatCache(None, racy_window_ns=0) as cache:
+        dropped = digest_selection(ctx, ["src"], [], cache)
+    assert dropped.digest == plain.digest and dropped.files["src/main.c"].xattrs == ()
+    os.setxattr(target, "user.kept", b"1")
+    with StatCache(None, racy_window_ns=0) as cache:
+        kept = digest_selection(ctx, ["src"], [], cache)
+    assert kept.files["src/main.c"].xattrs == (("user.kept", "31"),)
+    assert [n for n in ("user.a", "trusted.b", "security.capability", "security.selinux",
+                        "security.ima", "system.posix_acl_access", "trusted.overlay.opaque",
+                        "user.overlay.redirect") if keep_xattr(n)] == \
+        ["user.a", "trusted.b", "security.capability"]
+
+
 def test_files_and_dirs_in_one_selection_need_no_reread(ctx: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # Directory sources are looked up by range, single files one by one: both must hit.

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dockyard._fs import no_space
+from dockyard._xattrs import keep_xattr
 from dockyard.context._paths import (
     SelectedEntry,
     missing_source_error,
@@ -563,7 +564,7 @@ def _copy_xattrs_fd(src_fd: int, dst_fd: int) -> None:
     except OSError:
         return
     for name in names:
-        if name == "security.selinux":
+        if not keep_xattr(name):  # what the layer and the key keep, nothing else
             continue
         with contextlib.suppress(OSError):
             os.setxattr(dst_fd, name, os.getxattr(src_fd, name))
@@ -575,7 +576,7 @@ def _copy_xattrs(src: StrPath, target: StrPath) -> None:
     except OSError:
         return
     for name in names:
-        if name == "security.selinux":
+        if not keep_xattr(name):
             continue
         with contextlib.suppress(OSError):
             value = os.getxattr(src, name, follow_symlinks=False)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dockyard._timestamps import settled_after
+from dockyard._xattrs import keep_xattr
 from dockyard.context._paths import RawEntry, parent_dirs, select_sources_raw, split_pivot
 from dockyard.context.dockerignore import PatternMatcher
 from dockyard.errors import ContextError
@@ -291,7 +292,8 @@ def _encode_xattrs(xattrs: _Xattrs) -> str:
 
 
 def _decode_xattrs(text: str) -> _Xattrs:
-    return tuple((str(k), str(v)) for k, v in json.loads(text))
+    # a row of an older version may hold an attribute no layer keeps
+    return tuple((str(k), str(v)) for k, v in json.loads(text) if keep_xattr(str(k)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,8 +398,8 @@ def _xattrs(path: str | Path) -> _Xattrs:
         return _NO_XATTRS
     out = []
     for name in sorted(names):
-        # The SELinux label is host policy, not content (BuildKit drops it as well).
-        if name == "security.selinux":
+        # only what a layer keeps (an SELinux label, an ACL is host policy, not content)
+        if not keep_xattr(name):
             continue
         try:
             value = os.getxattr(path, name, follow_symlinks=False)

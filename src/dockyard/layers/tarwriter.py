@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from dockyard._xattrs import keep_xattr
 from dockyard.errors import LayerError
 from dockyard.layers._tarfmt import (
     BLKTYPE,
@@ -50,20 +51,6 @@ class LayerStats:
 
     diff_id: str  # "sha256:..." of the uncompressed tar stream
     size: int  # bytes of the uncompressed tar stream
-
-
-def keep_xattr(name: str) -> bool:
-    """Whether an extended attribute belongs in a layer.
-
-    Kept: ``user.*``, ``trusted.*`` and ``security.capability``. Dropped: overlayfs's own
-    bookkeeping (``trusted.overlay.*``, ``user.overlay.*``), SELinux labels and the other
-    ``security.*`` attributes, and ``system.*`` (ACLs), which are host policy rather than
-    image content (containerd and BuildKit's content hash draw the same line)."""
-    if name.startswith(("trusted.overlay.", "user.overlay.")):
-        return False
-    if name.startswith("security."):
-        return name == "security.capability"
-    return name.startswith(("user.", "trusted."))
 
 
 def _clean_arcname(arcname: str) -> str:
