@@ -115,6 +115,9 @@ def test_documents_that_cannot_be_used() -> None:
         CacheDocument.from_obj(broken, "t")
     with pytest.raises(InvalidDocument, match="bad layer entry"):
         CacheDocument.from_obj({**good, "layers": {d(10): {"digest": "x"}}}, "t")
+    sneaky = dict(good["layers"][d(10)], digest="sha256:" + ("../" * 22)[:64])
+    with pytest.raises(InvalidDocument, match="bad layer entry"):  # names a file by digest
+        CacheDocument.from_obj({**good, "layers": {d(10): sneaky}}, "t")
     with pytest.raises(InvalidDocument, match="not JSON"):
         CacheDocument.from_json(b"{", "t")
     # records of another key format could never match: dropped, the document is still read

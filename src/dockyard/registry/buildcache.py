@@ -33,6 +33,7 @@ import csv
 import fcntl
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -301,8 +302,13 @@ class CacheDocument:
         return out
 
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
 def _is_digest(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith("sha256:") and len(value) == 71
+    """A sha256 digest, exactly (it names files in a layout directory: nothing else may
+    pass, such as a path)."""
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
 
 
 # ------------------------------------------------------------------------------ import
