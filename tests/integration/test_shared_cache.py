@@ -312,3 +312,65 @@ def test_copy_from_and_mount_from_pull_images(tmp_path: Path, registry: Registry
     fresh = build(ctx, root, tags=["app"], pull="always")  # always: pulled again
     assert not any(s.cached for s in fresh.steps)
     assert files() == ("two\n", "two\n")
+
+
+LINKS = """\
+FROM busybox AS src
+RUN mkdir -p /tree/a/b && echo x > /tree/a/b/f && chmod 711 /tree/a \\
+ && mkdir /links && echo same > /links/h1 && ln /links/h1 /links/h2 && echo same > /links/h3
+FROM busybox
+COPY --from=src --parents /tree/./a/b/f /app/
+COPY --from=src /links/ /links/
+COPY ctx/ /ctx/
+"""
+
+
+def test_hardlinks_and_parents_records_are_shared(tmp_path: Path, proxy: RegistryProxy,
+                                                  sde: None) -> None:
+    """COPY keys that hold hard-link groups and ``--parents``' directories (selection
+    records with ``result["parents"]``) hit on a second machine whose checkout is elsewhere
+    with other mtimes and inodes; the imported selection records mean no stage layer is
+    downloaded to digest a ``COPY --from``, and the image is the first machine's."""
+    import os
+
+    ref = f"{proxy.host}/team/links-cache:cache"
+
+    def checkout(path: Path, stamp: int) -> Path:
+        ctx = write_tree(path, {"Dockerfile": LINKS, "ctx/one": "1\n", "ctx/other": "1\n"})
+        os.link(ctx / "ctx/one", ctx / "ctx/two")
+        for p in ctx.rglob("*"):
+            os.utime(p, (stamp, stamp))
+        return ctx
+
+    a_root = fresh_store(tmp_path / "a")
+    first = build(checkout(tmp_path / "ctx-a", 1_000_000_000), a_root, tags=["t"],
+                  cache_to=[f"type=registry,ref={ref},mode=max"])
+    tree = flatten(a_root, "t", tmp_path / "fa")
+    assert os.stat(tree / "links/h1").st_ino == os.stat(tree / "links/h2").st_ino
+    assert os.stat(tree / "ctx/one").st_ino == os.stat(tree / "ctx/two").st_ino
+    assert oct(os.stat(tree / "app/a").st_mode & 0o777) == oct(0o711)
+    layers = cache_layers(proxy, "team/links-cache")
+
+    proxy.reset()
+    b_root = fresh_store(tmp_path / "b")
+    with runs_refused() as tried:
+        second = build(checkout(tmp_path / "elsewhere" / "ctx-b", 1_600_000_000), b_root,
+                       tags=["t"], cache_from=[ref])
+    assert all(s.cached for s in second.steps), second.steps
+    assert tried == []
+    assert second.result.manifest_digest == first.result.manifest_digest
+    assert not set(proxy.blob_downloads()) & layers, proxy.blob_downloads()
+    store = Store.open(b_root)
+    try:
+        selections = [r for r in store.list_cache_records()
+                      if r.result.get("instruction") == "selection"]
+    finally:
+        store.close()
+    assert any("tree/a" in (r.result.get("parents") or {}) for r in selections), selections
+
+    # a hard link split on the second machine misses, as it would locally
+    c_ctx = checkout(tmp_path / "ctx-c", 1_600_000_000)
+    (c_ctx / "ctx/two").unlink()
+    (c_ctx / "ctx/two").write_text("1\n")
+    third = build(c_ctx, fresh_store(tmp_path / "c"), tags=["t"], cache_from=[ref])
+    assert [s.cached for s in third.steps if s.display.startswith("COPY ctx/")] == [False]

@@ -303,3 +303,84 @@ def test_delay_grows_and_honours_retry_after() -> None:
 def test_retries_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKYARD_REGISTRY_RETRIES", "7")
     assert RegistryOptions.from_env().retries == 7
+
+
+# ------------------------------------------------------------------ selection records
+
+
+def _stage_tree(root: Path, stamp: float) -> Path:
+    """A stage's filesystem as a COPY --from reads it: a --parents source below directories
+    of their own modes, and a hard-linked pair (made at ``root``, with mtimes ``stamp``)."""
+    import os
+
+    (root / "tree" / "a" / "b").mkdir(parents=True)
+    (root / "tree" / "a" / "b" / "f").write_text("payload\n")
+    (root / "links").mkdir()
+    (root / "links" / "h1").write_text("same\n")
+    os.link(root / "links" / "h1", root / "links" / "h2")
+    (root / "links" / "other").write_text("same\n")
+    os.chmod(root / "tree" / "a", 0o711)
+    os.chmod(root / "tree" / "a" / "b", 0o750)
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (stamp, stamp), follow_symlinks=False)
+    return root
+
+
+def test_selection_records_with_hardlinks_and_parents_travel_between_machines(
+    tmp_path: Path,
+) -> None:
+    """A ``COPY --from`` selection record (the files' metadata with hard-link groups, and the
+    parent directories ``--parents`` recreates, in ``result["parents"]``) keeps everything
+    through a cache export and import; and its key and digest are the same on a machine
+    whose tree sits at another path, with other mtimes and inode numbers."""
+    from contextlib import nullcontext
+
+    from dockyard.context.hashing import StatCache
+    from dockyard.registry.buildcache import export_cache, load_cache
+    from dockyard.solver.sources import SourceDigests
+
+    sources, layers = ["/tree/./a/b/f", "/links/"], [d(5), d(6)]
+    a_tree = _stage_tree(tmp_path / "host-a" / "work" / "rootfs", 1_000_000_000.0)
+    b_tree = _stage_tree(tmp_path / "b", 1_700_000_000.0)
+    assert (a_tree / "links/h1").stat().st_ino != (b_tree / "links/h1").stat().st_ino
+
+    def never(_ids: list[str]) -> Any:
+        raise AssertionError("an imported selection record mounts nothing")
+
+    with StatCache(None, racy_window_ns=0) as stat_cache:
+        made: list[CacheRecord] = []
+        on_a = SourceDigests(Store.open(tmp_path / "sa"), lambda: stat_cache,
+                             lambda _ids: nullcontext(a_tree), cache=Local({}),
+                             on_record=made.append)
+        sel_a = on_a.layers(layers, sources, (), parents=True)
+        assert [r.result.get("instruction") for r in made] == ["selection"]
+        assert sorted(made[0].result["parents"]) == ["tree/a", "tree/a/b"]
+        assert sel_a.files["links/h2"].hardlink == "links/h1"
+        assert sel_a.files["links/other"].hardlink == ""
+
+        cache_dir = tmp_path / "cache"
+        export_cache(Store.open(tmp_path / "sa"), CacheSpec(type="local", path=str(cache_dir)),
+                     made)
+        store_b = Store.open(tmp_path / "sb")
+        imported = load_cache(store_b, CacheSpec(type="local", path=str(cache_dir)),
+                              platform="linux/amd64")
+        assert imported.records[made[0].key].result == made[0].result  # parents and all
+        got: list[CacheRecord] = []
+        on_b = SourceDigests(store_b, lambda: stat_cache, never,
+                             cache=ChainCache([Local({}), ImportedCache(store_b, [imported])]),
+                             on_record=got.append)
+        sel_b = on_b.layers(layers, sources, (), parents=True)
+        assert [r.key for r in got] == [made[0].key]
+        assert sel_b.digest == sel_a.digest
+        assert sel_b.parents == sel_a.parents
+        assert dict(sel_b.files) == dict(sel_a.files)
+
+        # machine B computing it itself, from its own tree: the same key and digest
+        fresh: list[CacheRecord] = []
+        own = SourceDigests(Store.open(tmp_path / "sc"), lambda: stat_cache,
+                            lambda _ids: nullcontext(b_tree), cache=Local({}),
+                            on_record=fresh.append)
+        sel_own = own.layers(layers, sources, (), parents=True)
+        assert [r.key for r in fresh] == [made[0].key]
+        assert sel_own.digest == sel_a.digest
+        assert fresh[0].result == made[0].result
