@@ -291,6 +291,77 @@ def test_retries_end_with_a_clear_error(flaky: str) -> None:
     assert Flaky.plan == []
 
 
+class TokenFlaky(BaseHTTPRequestHandler):
+    """A registry behind a Bearer token server (one host) whose token server fails first."""
+
+    protocol_version = "HTTP/1.1"
+    plan: ClassVar[list[str]] = []
+    tokens: ClassVar[int] = 0
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes, **headers: str) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        host = self.headers.get("Host")
+        if self.path.startswith("/token"):
+            TokenFlaky.tokens += 1
+            step = TokenFlaky.plan.pop(0) if TokenFlaky.plan else "ok"
+            if step == "drop":
+                self.close_connection = True
+                self.connection.close()
+                return
+            if step != "ok":
+                self._reply(int(step), b"busy", Retry_After="0")
+                return
+            self._reply(200, b'{"token": "t0k"}', Content_Type="application/json")
+        elif self.headers.get("Authorization") != "Bearer t0k":
+            self._reply(401, b'{"errors":[]}', WWW_Authenticate=f'Bearer realm="http://{host}'
+                        '/token",service="flaky"')
+        else:
+            self._reply(200, b'{"schemaVersion":2}',
+                        Content_Type="application/vnd.oci.image.manifest.v1+json")
+
+
+@pytest.fixture
+def token_flaky() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TokenFlaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    TokenFlaky.tokens = 0
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_token_requests_are_retried(token_flaky: str) -> None:
+    """The token server is part of every transfer: a reset, 429 and 5xx are tried again;
+    a token server that stays down is a clear error naming it and the tries."""
+    options = RegistryOptions(backoff=0.01, insecure_registries=(token_flaky,))
+    TokenFlaky.plan = ["503", "drop", "429", "ok"]
+    with RegistryClient(token_flaky, options) as client:
+        body, _, _ = client.get_manifest("a/b", "1")
+        assert body == b'{"schemaVersion":2}'
+        assert client.retried == 3 and TokenFlaky.tokens == 4
+    TokenFlaky.plan = ["502"] * 10
+    with RegistryClient(token_flaky, RegistryOptions(
+            backoff=0.01, retries=2, insecure_registries=(token_flaky,))) as client, \
+            pytest.raises(RegistryError, match=r"cannot get a token from http://.*/token: "
+                                               r"HTTP 502.*\(tried 3 times\)"):
+        client.get_manifest("a/b", "1")
+    TokenFlaky.plan = ["drop"] * 10
+    with RegistryClient(token_flaky, RegistryOptions(
+            backoff=0.01, retries=1, insecure_registries=(token_flaky,))) as client, \
+            pytest.raises(RegistryError, match=r"cannot get a token .*\(tried 2 times\)"):
+        client.get_manifest("a/b", "1")
+
+
 def test_delay_grows_and_honours_retry_after() -> None:
     options = RegistryOptions(backoff=0.25)
     assert 0.12 <= options.delay(0) <= 0.38

@@ -286,17 +286,35 @@ class RegistryClient:
             params.append(("service", service))
         params += [("scope", s) for s in scopes]
         creds = self.credentials
-        try:
-            if creds is not None and creds.identity_token:
-                form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
-                        "client_id": _USER_AGENT, "service": service or "",
-                        "scope": " ".join(scopes)}
-                response = self._http.post(realm, data=form)
-            else:
-                headers = {"Authorization": creds.basic()} if creds is not None else {}
-                response = self._http.get(realm, params=params, headers=headers)
-        except httpx.HTTPError as err:
-            raise self._transport(err, f"cannot get a token from {realm}", None) from None
+        # the token server is a registry transfer too: tried again with backoff on a dropped
+        # connection, a timeout, 429 and 5xx
+        attempts = 1 + max(0, self.options.retries)
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                if creds is not None and creds.identity_token:
+                    form = {"grant_type": "refresh_token",
+                            "refresh_token": creds.identity_token,
+                            "client_id": _USER_AGENT, "service": service or "",
+                            "scope": " ".join(scopes)}
+                    response = self._http.post(realm, data=form)
+                else:
+                    headers = {"Authorization": creds.basic()} if creds is not None else {}
+                    response = self._http.get(realm, params=params, headers=headers)
+            except httpx.TransportError as err:
+                if last:
+                    raise self._fail(f"cannot get a token from {realm} (tried {attempts} "
+                                     "times)", None, f"{type(err).__name__}: {err}") from None
+                self._pause(attempt, None)
+                continue
+            except httpx.HTTPError as err:
+                raise self._transport(err, f"cannot get a token from {realm}", None) from None
+            if response.status_code in RETRY_STATUSES and not last:
+                retry_after = response.headers.get("retry-after")
+                response.close()
+                self._pause(attempt, retry_after)
+                continue
+            break
         if response.status_code in (401, 403):
             if creds is None:
                 raise self._fail("authentication required", None,
@@ -307,8 +325,10 @@ class RegistryClient:
                              f"{creds.username!r}: HTTP {response.status_code} "
                              f"{_error_detail(response)}")
         if response.status_code >= 400:
+            tried = (f" (tried {attempts} times)"
+                     if response.status_code in RETRY_STATUSES and attempts > 1 else "")
             raise self._fail(f"cannot get a token from {realm}", None,
-                             f"HTTP {response.status_code} {_error_detail(response)}")
+                             f"HTTP {response.status_code} {_error_detail(response)}{tried}")
         try:
             data = response.json()
         except ValueError:
