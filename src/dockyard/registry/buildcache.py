@@ -651,7 +651,13 @@ def _export_registry(
         pusher = _Pusher(store, client, ref, lambda _m: None)
         merged_from = 0
         digest = ""
-        for attempt in range(8):
+        # A registry has no compare-and-swap, so concurrent exports to one ref are merged
+        # optimistically: read, merge, upload the config, check that the ref is still what
+        # was read (else merge again), write; then wait (longer than our own cycle took),
+        # read it back, and merge again while it lacks any of our records. A record is lost
+        # only if another export's check-to-write gap (one round trip) outlasts that wait.
+        for attempt in range(_MERGES):
+            started = time.monotonic()
             current, digest = _current_registry(store, client, ref, target)
             if attempt == 0 and current is not None:
                 merged_from = len(set(current.records) - set(doc.records))
@@ -668,13 +674,12 @@ def _export_registry(
                 store.blobs.put_bytes(config)
             pusher.blob(config_desc)
             manifest = _manifest(merged, config, docker)
-            started = time.monotonic()
+            if _ref_digest(store, client, ref, target) != digest:
+                say(f"{name} changed while merging (another export): merging again")
+                continue
             client.put_manifest(ref.path, target, manifest,
                                 MEDIA_TYPE_DOCKER_MANIFEST if docker else MEDIA_TYPE_OCI_MANIFEST)
             digest = digest_bytes(manifest)
-            # Another builder may have read the ref before our write and write after it:
-            # wait a little (longer than our own read-merge-write took), read it back, and
-            # merge again while it lacks any of our records.
             time.sleep(min(5.0, 0.5 + 4 * (time.monotonic() - started)))
             current, _ = _current_registry(store, client, ref, target)
             if current is not None and current.covers(doc):
@@ -682,12 +687,27 @@ def _export_registry(
             say(f"{name} changed under us (another export): merging again")
         else:
             raise RegistryError(f"{name}: the cache manifest kept changing under this export; "
-                                "gave up after 8 merges")
+                                f"gave up after {_MERGES} merges")
         BlobSources(store.root).record(ref.domain, ref.path,
                                        [d["digest"] for d in doc.layers.values()])
     say(f"writing cache manifest {digest}")
     return ExportReport(name, len(doc.records), len(doc.layers), counts["uploaded"],
                         counts["mounted"], counts["present"], compressed, digest, merged_from)
+
+
+_MERGES = 12  # read-merge-write rounds of one registry export before it gives up
+
+
+def _ref_digest(store: Store, client: Any, ref: Any, target: str) -> str:
+    """The digest of the manifest ``target`` names now ("" if there is none)."""
+    from dockyard.registry.pull import _Puller
+
+    try:
+        return _Puller(store, client, ref, lambda _m: None).document(target, None)[2]
+    except RegistryError as err:
+        if "MANIFEST_UNKNOWN" in str(err) or "HTTP 404" in str(err):
+            return ""
+        raise
 
 
 def _current_registry(store: Store, client: Any, ref: Any,
