@@ -374,3 +374,63 @@ def test_hardlinks_and_parents_records_are_shared(tmp_path: Path, proxy: Registr
     (c_ctx / "ctx/two").write_text("1\n")
     third = build(c_ctx, fresh_store(tmp_path / "c"), tags=["t"], cache_from=[ref])
     assert [s.cached for s in third.steps if s.display.startswith("COPY ctx/")] == [False]
+
+
+def manifest_of(proxy: RegistryProxy, repo: str, tag: str = "cache") -> dict[str, Any]:
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"http://{proxy.upstream}/v2/{repo}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                           "application/vnd.docker.distribution.manifest.v2+json"})
+    with urllib.request.urlopen(req) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+    return data
+
+
+@pytest.mark.parametrize(("options", "manifest_type", "layer_type"), [
+    ("compression=zstd", "application/vnd.oci.image.manifest.v1+json",
+     "application/vnd.oci.image.layer.v1.tar+zstd"),
+    ("oci-mediatypes=false", "application/vnd.docker.distribution.manifest.v2+json",
+     "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+])
+def test_compression_and_media_types(tmp_path: Path, proxy: RegistryProxy, sde: None,
+                                     options: str, manifest_type: str, layer_type: str) -> None:
+    repo = "team/" + options.split("=")[0]
+    ref = f"{proxy.host}/{repo}:cache"
+    a_root = fresh_store(tmp_path / "a")
+    first = build(write_tree(tmp_path / "ctx-a", FILES), a_root,
+                  cache_to=[f"type=registry,ref={ref},mode=max,{options}"])
+    manifest = manifest_of(proxy, repo)
+    assert manifest["mediaType"] == manifest_type
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {layer_type}
+    b_root = fresh_store(tmp_path / "b")
+    with runs_refused():
+        second = build(write_tree(tmp_path / "ctx-b", FILES), b_root, cache_from=[ref])
+    assert all(s.cached for s in second.steps)
+    assert second.result.manifest_digest == first.result.manifest_digest
+    # the layers come down in that form when their bytes are needed, verified
+    out = flatten(b_root, second.result.image_id, tmp_path / "fb")
+    assert (out / "out/joined").read_text() == "alpha\n" * 500 + "beta\n" * 700
+    assert dockyard.store_check(root=b_root).ok
+
+
+def test_several_cache_sources_combine(tmp_path: Path, proxy: RegistryProxy, sde: None) -> None:
+    """The builder stage's records in one cache, the final stage's in another: with both, a
+    fresh store hits every step; with the second only, the builder stage runs again."""
+    builders = f"{proxy.host}/team/builders:cache"
+    finals = f"{proxy.host}/team/finals:cache"
+    build(write_tree(tmp_path / "ctx-a", FILES), fresh_store(tmp_path / "a"),
+          target="builder", cache_to=[f"type=registry,ref={builders}"])
+    first = build(write_tree(tmp_path / "ctx-a2", FILES), fresh_store(tmp_path / "a2"),
+                  cache_to=[f"type=registry,ref={finals}"])  # mode=min: the final stage
+    with runs_refused():
+        both = build(write_tree(tmp_path / "ctx-b", FILES), fresh_store(tmp_path / "b"),
+                     cache_from=[builders, finals])
+    assert all(s.cached for s in both.steps), both.steps
+    assert both.result.manifest_digest == first.result.manifest_digest
+    one = build(write_tree(tmp_path / "ctx-c", FILES), fresh_store(tmp_path / "c"),
+                cache_from=[finals])
+    assert {s.stage: s.cached for s in one.steps if s.display.startswith("RUN")} == {
+        "builder": False, "stage-1": True}, one.steps
+    assert one.result.manifest_digest == first.result.manifest_digest
