@@ -653,11 +653,11 @@ def _export_registry(
         digest = ""
         # A registry has no compare-and-swap, so concurrent exports to one ref are merged
         # optimistically: read, merge, upload the config, check that the ref is still what
-        # was read (else merge again), write; then wait (longer than our own cycle took),
-        # read it back, and merge again while it lacks any of our records. A record is lost
-        # only if another export's check-to-write gap (one round trip) outlasts that wait.
+        # was read (else merge again), write; then wait (4 times as long as our own check
+        # and write took, at least 0.5 s), read it back, and merge again while it lacks any
+        # of our records. A record is lost only if another export's check-to-write gap (one
+        # round trip) outlasts that wait.
         for attempt in range(_MERGES):
-            started = time.monotonic()
             current, digest = _current_registry(store, client, ref, target)
             if attempt == 0 and current is not None:
                 merged_from = len(set(current.records) - set(doc.records))
@@ -674,6 +674,7 @@ def _export_registry(
                 store.blobs.put_bytes(config)
             pusher.blob(config_desc)
             manifest = _manifest(merged, config, docker)
+            started = time.monotonic()
             if _ref_digest(store, client, ref, target) != digest:
                 say(f"{name} changed while merging (another export): merging again")
                 continue
