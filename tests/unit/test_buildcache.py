@@ -152,6 +152,61 @@ def test_merge_loses_nothing(a: dict[int, int | None], b: dict[int, int | None])
     assert merged.merge(db).records == merged.records  # idempotent
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.dictionaries(st.integers(1, 40), st.tuples(st.one_of(st.none(), st.integers(1, 8)),
+                                                     st.integers(0, 5))),
+       st.sets(st.integers(1, 40)), st.integers(300, 6000))
+def test_trimming_keeps_ours_and_drops_the_oldest(
+    entries: dict[int, tuple[int | None, int]], ours: set[int], budget: int,
+) -> None:
+    doc = CacheDocument()
+    for key, (layer, age) in entries.items():
+        doc.add(record(key, layer, created=float(age)), blob(layer) if layer else None)
+    keep = {d(k) for k in ours}
+    out, dropped = doc.trimmed(keep, budget)
+    assert set(out.records) <= set(doc.records)
+    assert dropped == len(doc.records) - len(out.records)
+    assert keep & set(doc.records) <= set(out.records)  # this build's records stay
+    if len(doc.to_json()) <= budget:
+        assert dropped == 0 and out is doc
+    elif set(out.records) - keep:  # something of others' kept: within three quarters
+        assert len(out.to_json()) <= budget * 3 // 4
+    gone = set(doc.records) - set(out.records)
+    kept_theirs = set(out.records) - keep
+    if gone and kept_theirs:  # the oldest went first
+        assert max(doc.records[k]["created"] for k in gone) <= min(
+            out.records[k]["created"] for k in kept_theirs)
+    assert set(out.layers) == {r["layer"] for r in out.records.values()} - {None}
+    assert CacheDocument.from_json(out.to_json(), "t").records == out.records
+
+
+def test_an_export_keeps_the_cache_under_its_budget(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builds that each export their own records to one local cache: once the config would
+    pass the budget, the oldest records of earlier builds go, never the exporting build's."""
+    from dockyard.registry import buildcache
+
+    monkeypatch.setattr(buildcache, "CONFIG_BUDGET", 4000)
+    spec = CacheSpec(type="local", path=str(tmp_path / "cache"))
+    store = Store.open(tmp_path / "s")
+    said: list[str] = []
+    for build_no in range(1, 11):
+        recs = [record(100 * build_no + n, None, created=float(build_no)) for n in range(4)]
+        buildcache.export_cache(store, spec, recs, progress=said.append)
+        held = buildcache.load_cache(store, spec, platform="linux/amd64").records
+        assert {r.key for r in recs} <= set(held)
+        blobs = tmp_path / "cache" / "blobs" / "sha256"
+        index = json.loads((tmp_path / "cache" / "index.json").read_text())
+        manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
+        assert manifest["config"]["size"] <= 4000
+    held = buildcache.load_cache(store, spec, platform="linux/amd64").records
+    builds = sorted({int(r.created) for r in held.values()})
+    assert builds[-1] == 10 and builds[0] > 1  # the first builds' records went
+    assert builds == list(range(builds[0], 11))  # oldest first: no gaps
+    assert any("dropped the" in line and "oldest records of other builds" in line
+               for line in said)
+
+
 def test_select_records_by_stage() -> None:
     used = {d(1): (0, record(1, 1)), d(2): (1, record(2, 2)), d(3): (2, record(3, None))}
     assert [r.key for r in select_records(used, None)] == [d(1), d(2), d(3)]

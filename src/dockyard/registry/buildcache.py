@@ -74,6 +74,10 @@ BUILDKIT_CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
 REF_NAME = "org.opencontainers.image.ref.name"
 DIFF_ID_ANNOTATION = "dockyard.cache.diffid"
 _MAX_DOCUMENT = 64 << 20  # a cache config with many COPY selections can be large
+#: What an export keeps the cache config under: records of other builds are dropped, oldest
+#: first, to stay below it (this build's are always kept). Every build merges into a shared
+#: ref; without a bound the config would grow until no import could read it (_MAX_DOCUMENT).
+CONFIG_BUDGET = 16 << 20
 
 CacheType = Literal["registry", "local", "inline"]
 Mode = Literal["min", "max"]
@@ -283,6 +287,34 @@ class CacheDocument:
                 out.layers.setdefault(layer_id, other.layers[layer_id])
             out.records[key] = rec
         return out
+
+    def trimmed(self, keep: Iterable[str], budget: int) -> tuple[CacheDocument, int]:
+        """This document, if its JSON is over ``budget`` bytes, down to about three quarters
+        of it: records whose keys are not in ``keep`` are dropped, the oldest (``created``)
+        first, with the layers only they named (the slack means exports to one ref at once
+        do not take turns dropping each other's records). Returns it and how many records
+        were dropped."""
+        size = len(self.to_json())
+        if size <= budget:
+            return self, 0
+        target = budget * 3 // 4
+        wanted = set(keep)
+
+        def created(key: str) -> float:
+            value = self.records[key].get("created")
+            return float(value) if isinstance(value, (int, float)) else 0.0
+
+        dropped: set[str] = set()
+        for key in sorted((k for k in self.records if k not in wanted),
+                          key=lambda k: (created(k), k)):
+            if size <= target:
+                break
+            size -= len(canonical_json({key: self.records[key]}))
+            dropped.add(key)
+        records = {k: r for k, r in self.records.items() if k not in dropped}
+        named = {r.get("layer") for r in records.values()}
+        return CacheDocument(records, {d: layer for d, layer in self.layers.items()
+                                       if d in named}), len(dropped)
 
     def covers(self, other: CacheDocument) -> bool:
         """Whether every record of ``other`` is here."""
@@ -668,6 +700,9 @@ def _export_registry(
                     say("the ref holds every record already")
                 break
             merged = doc.merge(current) if current is not None else doc
+            merged, dropped = merged.trimmed(doc.records, CONFIG_BUDGET)
+            if dropped and attempt == 0:
+                say(_dropped_note(dropped))
             config = merged.to_json()
             config_desc = Descriptor(CONFIG_MEDIA_TYPE, digest_bytes(config), len(config))
             if not store.blobs.has(config_desc.digest):
@@ -697,6 +732,11 @@ def _export_registry(
 
 
 _MERGES = 12  # read-merge-write rounds of one registry export before it gives up
+
+
+def _dropped_note(count: int) -> str:
+    return (f"dropped the {count} oldest records of other builds (the cache config is kept "
+            f"under {CONFIG_BUDGET >> 20} MiB)")
 
 
 def _ref_digest(store: Store, client: Any, ref: Any, target: str) -> str:
@@ -795,6 +835,9 @@ def _export_local(
             merged_from = len(set(current.records) - set(doc.records)) if current else 0
             if current is not None and current.covers(doc):
                 merged = current  # nothing of ours is missing: the same manifest again
+            merged, dropped = merged.trimmed(doc.records, CONFIG_BUDGET)
+            if dropped:
+                say(_dropped_note(dropped))
             config = merged.to_json()
             manifest = _manifest(merged, config, docker=False)
             for data in (config, manifest):
