@@ -155,22 +155,23 @@ def test_merge_loses_nothing(a: dict[int, int | None], b: dict[int, int | None])
 @settings(max_examples=80, deadline=None)
 @given(st.dictionaries(st.integers(1, 40), st.tuples(st.one_of(st.none(), st.integers(1, 8)),
                                                      st.integers(0, 5))),
-       st.sets(st.integers(1, 40)), st.integers(300, 6000))
+       st.sets(st.integers(1, 40)), st.integers(300, 6000), st.integers(1, 9))
 def test_trimming_keeps_ours_and_drops_the_oldest(
-    entries: dict[int, tuple[int | None, int]], ours: set[int], budget: int,
+    entries: dict[int, tuple[int | None, int]], ours: set[int], budget: int, max_layers: int,
 ) -> None:
     doc = CacheDocument()
     for key, (layer, age) in entries.items():
         doc.add(record(key, layer, created=float(age)), blob(layer) if layer else None)
     keep = {d(k) for k in ours}
-    out, dropped = doc.trimmed(keep, budget)
+    out, dropped = doc.trimmed(keep, budget, max_layers)
     assert set(out.records) <= set(doc.records)
     assert dropped == len(doc.records) - len(out.records)
     assert keep & set(doc.records) <= set(out.records)  # this build's records stay
-    if len(doc.to_json()) <= budget:
+    if len(doc.to_json()) <= budget and len(doc.layers) <= max_layers:
         assert dropped == 0 and out is doc
     elif set(out.records) - keep:  # something of others' kept: within three quarters
         assert len(out.to_json()) <= budget * 3 // 4
+        assert len(out.layers) <= max_layers * 3 // 4
     gone = set(doc.records) - set(out.records)
     kept_theirs = set(out.records) - keep
     if gone and kept_theirs:  # the oldest went first

@@ -78,6 +78,9 @@ _MAX_DOCUMENT = 64 << 20  # a cache config with many COPY selections can be larg
 #: first, to stay below it (this build's are always kept). Every build merges into a shared
 #: ref; without a bound the config would grow until no import could read it (_MAX_DOCUMENT).
 CONFIG_BUDGET = 16 << 20
+#: ... and the cache manifest under this many layers (~250 bytes each: registries refuse
+#: manifests over a few MiB, distribution over 4 MiB).
+LAYER_BUDGET = 8000
 
 CacheType = Literal["registry", "local", "inline"]
 Mode = Literal["min", "max"]
@@ -288,17 +291,25 @@ class CacheDocument:
             out.records[key] = rec
         return out
 
-    def trimmed(self, keep: Iterable[str], budget: int) -> tuple[CacheDocument, int]:
-        """This document, if its JSON is over ``budget`` bytes, down to about three quarters
-        of it: records whose keys are not in ``keep`` are dropped, the oldest (``created``)
-        first, with the layers only they named (the slack means exports to one ref at once
-        do not take turns dropping each other's records). Returns it and how many records
-        were dropped."""
+    def trimmed(self, keep: Iterable[str], budget: int,
+                max_layers: int | None = None) -> tuple[CacheDocument, int]:
+        """This document, if its JSON is over ``budget`` bytes (or it has over
+        ``max_layers`` layers), down to about three quarters of that: records whose keys are
+        not in ``keep`` are dropped, the oldest (``created``) first, with the layers only
+        they named (the slack means exports to one ref at once do not take turns dropping
+        each other's records). Returns it and how many records were dropped."""
         size = len(self.to_json())
-        if size <= budget:
+        over_layers = max_layers is not None and len(self.layers) > max_layers
+        if size <= budget and not over_layers:
             return self, 0
         target = budget * 3 // 4
+        layer_target = len(self.layers) if max_layers is None else max_layers * 3 // 4
         wanted = set(keep)
+        users: dict[str, int] = {}
+        for rec in self.records.values():
+            if rec.get("layer") is not None:
+                users[rec["layer"]] = users.get(rec["layer"], 0) + 1
+        layers = len(self.layers)
 
         def created(key: str) -> float:
             value = self.records[key].get("created")
@@ -307,10 +318,16 @@ class CacheDocument:
         dropped: set[str] = set()
         for key in sorted((k for k in self.records if k not in wanted),
                           key=lambda k: (created(k), k)):
-            if size <= target:
+            if size <= target and layers <= layer_target:
                 break
-            size -= len(canonical_json({key: self.records[key]}))
+            size -= len(canonical_json({key: self.records[key]})) - 2  # no saving overstated
             dropped.add(key)
+            layer = self.records[key].get("layer")
+            if layer is not None:
+                users[layer] -= 1
+                if users[layer] == 0:
+                    layers -= 1
+                    size -= len(canonical_json({layer: self.layers.get(layer)})) - 2
         records = {k: r for k, r in self.records.items() if k not in dropped}
         named = {r.get("layer") for r in records.values()}
         return CacheDocument(records, {d: layer for d, layer in self.layers.items()
@@ -424,7 +441,7 @@ def _load_registry(store: Store, spec: CacheSpec, platform: str) -> ImportedSour
         if manifest.config.size > _MAX_DOCUMENT:
             raise RegistryError(f"{name}:{target}: the cache config is too large "
                                 f"({manifest.config.size} bytes)")
-        config = puller.small_blob(manifest.config, "cache config")
+        config = puller.small_blob(manifest.config, "cache config", _MAX_DOCUMENT)
         source = registry_source(ref.domain, ref.path)
         if config_type == CONFIG_MEDIA_TYPE:
             doc = CacheDocument.from_json(config, f"{name}:{target}")
@@ -700,7 +717,7 @@ def _export_registry(
                     say("the ref holds every record already")
                 break
             merged = doc.merge(current) if current is not None else doc
-            merged, dropped = merged.trimmed(doc.records, CONFIG_BUDGET)
+            merged, dropped = merged.trimmed(doc.records, CONFIG_BUDGET, LAYER_BUDGET)
             if dropped and attempt == 0:
                 say(_dropped_note(dropped))
             config = merged.to_json()
@@ -735,8 +752,8 @@ _MERGES = 12  # read-merge-write rounds of one registry export before it gives u
 
 
 def _dropped_note(count: int) -> str:
-    return (f"dropped the {count} oldest records of other builds (the cache config is kept "
-            f"under {CONFIG_BUDGET >> 20} MiB)")
+    return (f"dropped the {count} oldest records of other builds (a cache is kept under "
+            f"{CONFIG_BUDGET >> 20} MiB of records and {LAYER_BUDGET} layers)")
 
 
 def _ref_digest(store: Store, client: Any, ref: Any, target: str) -> str:
@@ -771,7 +788,7 @@ def _current_registry(store: Store, client: Any, ref: Any,
         return None, digest
     if manifest.config.media_type != CONFIG_MEDIA_TYPE:
         return None, digest
-    config = puller.small_blob(manifest.config, "cache config")
+    config = puller.small_blob(manifest.config, "cache config", _MAX_DOCUMENT)
     try:
         return CacheDocument.from_json(config, f"{ref.domain}/{ref.path}:{target}"), digest
     except InvalidDocument:
@@ -835,7 +852,7 @@ def _export_local(
             merged_from = len(set(current.records) - set(doc.records)) if current else 0
             if current is not None and current.covers(doc):
                 merged = current  # nothing of ours is missing: the same manifest again
-            merged, dropped = merged.trimmed(doc.records, CONFIG_BUDGET)
+            merged, dropped = merged.trimmed(doc.records, CONFIG_BUDGET, LAYER_BUDGET)
             if dropped:
                 say(_dropped_note(dropped))
             config = merged.to_json()

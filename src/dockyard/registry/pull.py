@@ -206,8 +206,9 @@ class _Puller:
                             "not support (push it again with a current client)")
         return body, media_type, digest
 
-    def small_blob(self, desc: Descriptor, what: str) -> bytes:
-        if desc.size > _MAX_DOCUMENT:
+    def small_blob(self, desc: Descriptor, what: str, limit: int = _MAX_DOCUMENT) -> bytes:
+        """A config-sized blob, verified; refused when its descriptor says over ``limit``."""
+        if desc.size > limit:
             raise self.fail(f"{what} {desc.digest} is too large ({desc.size} bytes)")
         return bytes(with_retries(self.client, lambda: self._small_blob(desc, what)))
 

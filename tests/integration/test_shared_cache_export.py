@@ -1,4 +1,7 @@
-"""Cache exports to one registry ref at the same time lose nothing (issue 15, "builds of
+"""Cache exports to a registry, without builds: a large cache config, and exports to one
+ref at once.
+
+Exports to one registry ref at the same time lose nothing (issue 15, "builds of
 different branches on all three at once, with cache exports to the same ref"), with the races
 forced rather than hoped for: against Debian's ``docker-registry``, every export reads the
 ref before any of them writes; and an export that is slow between its read and its write
@@ -128,3 +131,25 @@ def test_a_slow_export_does_not_overwrite_a_fast_one(tmp_path: Path, registry: R
     assert held(tmp_path, ref) == {r.key for b in (1, 2, 9) for r in records(b)}
     assert any("changed while merging" in line for line in said[1]), said
     assert not any("merging again" in line for line in said[2]), said
+
+
+def test_a_cache_config_larger_than_an_image_config(tmp_path: Path, registry: Registry) -> None:
+    """Image configs are refused over 8 MiB; a cache config (COPY --from selections with
+    many files) may hold up to the export's budget and is read back whole."""
+    ref = f"{registry.host}/big/config:cache"
+    big = CacheRecord(key="sha256:" + "ab" * 32, diff_id=None, chain_id=None,
+                      result={"instruction": "selection", "files": "f" * (9 << 20)},
+                      description="files of /src in a stage or image", created=1.0)
+    store = Store.open(tmp_path / "a")
+    try:
+        export_cache(store, CacheSpec(type="registry", ref=ref), [big])
+        export_cache(store, CacheSpec(type="registry", ref=ref), records(1))  # read, merge
+    finally:
+        store.close()
+    store = Store.open(tmp_path / "b")
+    try:
+        got = load_cache(store, CacheSpec(type="registry", ref=ref), platform="linux/amd64")
+    finally:
+        store.close()
+    assert got.records[big.key].result == big.result
+    assert {r.key for r in records(1)} <= set(got.records)
