@@ -434,3 +434,21 @@ def test_several_cache_sources_combine(tmp_path: Path, proxy: RegistryProxy, sde
     assert {s.stage: s.cached for s in one.steps if s.display.startswith("RUN")} == {
         "builder": False, "stage-1": True}, one.steps
     assert one.result.manifest_digest == first.result.manifest_digest
+
+
+def test_export_mounts_what_the_registry_holds_elsewhere(tmp_path: Path, proxy: RegistryProxy,
+                                                         sde: None) -> None:
+    """An image pushed to one repository, then its cache exported to another of the same
+    registry: every layer is mounted across repositories, none uploaded or compressed again."""
+    root = fresh_store(tmp_path / "a")
+    ctx = write_tree(tmp_path / "ctx", FILES)
+    build(ctx, root, tags=[f"{proxy.host}/team/pushed:1"], outputs=["type=image,push=true"])
+    proxy.reset()
+    again = build(ctx, root, cache_to=[f"type=registry,ref={proxy.host}/team/mounted:cache"])
+    text = logs(again.events, "exporting cache to")
+    assert "(0 compressed now)" in text, text
+    assert "layers: 0 uploaded, 2 mounted, 0 already there" in text, text  # mode=min
+    mounts = [s for s in proxy.seen if s.method == "POST" and "mount=" in s.path]
+    assert len(mounts) == 2 and all(s.status == 201 for s in mounts), mounts
+    patches = [s for s in proxy.seen if s.method in ("PATCH", "PUT") and "/blobs/" in s.path]
+    assert len(patches) == 1, patches  # the cache config only
