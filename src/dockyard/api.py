@@ -579,13 +579,15 @@ def _compressed_descriptor(store: Any, diff_id: str) -> dict[str, Any]:
 
     rec = store.get_layer(diff_id)
     if rec is not None:
+        if rec.size is not None and (rec.snapshots or rec.remotes):
+            # the uncompressed tar, written from a snapshot (or downloaded) when something
+            # reads it; chosen before any compressed form this store happens to hold (a
+            # cache export's), so the manifest digest does not depend on the store's history
+            return {"mediaType": layer_media_type("none"), "digest": diff_id, "size": rec.size}
         for kind, blob in rec.blobs.items():
             if store.blobs.has(blob.digest):
                 return {"mediaType": layer_media_type(kind), "digest": blob.digest,
                         "size": blob.size}
-        if rec.size is not None and store.layer_present(diff_id):
-            # snapshot-backed: the uncompressed tar, written when something reads it
-            return {"mediaType": layer_media_type("none"), "digest": diff_id, "size": rec.size}
     raise BuildError(f"layer {diff_id} is missing from the store")
 
 

@@ -452,3 +452,20 @@ def test_export_mounts_what_the_registry_holds_elsewhere(tmp_path: Path, proxy: 
     assert len(mounts) == 2 and all(s.status == 201 for s in mounts), mounts
     patches = [s for s in proxy.seen if s.method in ("PATCH", "PUT") and "/blobs/" in s.path]
     assert len(patches) == 1, patches  # the cache config only
+
+
+def test_a_store_that_exported_gives_a_fresh_stores_manifest(tmp_path: Path, sde: None) -> None:
+    """A cache export keeps compressed forms of the layers; a later build that makes one of
+    them again (the same diff id on a changed parent) must still describe it as a fresh
+    store does, or the image digest depends on the store's history (the farm saw it: B and
+    C, fully cached, did not give A's digest)."""
+    a_root = fresh_store(tmp_path / "a")
+    build(write_tree(tmp_path / "ctx-1", FILES), a_root,
+          cache_to=[f"type=local,dest={tmp_path / 'cache'},mode=max"])
+    same_size = dict(FILES, **{"src/a.txt": "ALPHA\n" * 500})  # joined changes, its size not
+    again = build(write_tree(tmp_path / "ctx-2", same_size), a_root)
+    cached = [s.cached for s in again.steps if s.stage == "stage-1"]
+    assert cached == [False, True] or cached == [False, False], again.steps
+    fresh = build(write_tree(tmp_path / "ctx-3", same_size), fresh_store(tmp_path / "f"))
+    assert again.result.image_id == fresh.result.image_id
+    assert again.result.manifest_digest == fresh.result.manifest_digest
