@@ -23,8 +23,6 @@ import harness
 TABLE_KNOWN: dict[str, str] = {
     "arg-proxy": "FINDINGS.md soundness-3: proxy build args a RUN reads are not in its key "
                  "(BuildKit is stale too)",
-    "base-retag-same-layers": "FINDINGS.md cache-table-1: FROM is keyed by the config "
-                              "digest, BuildKit by the layers",
 }
 
 _runners: dict[int, cache_table.Runner] = {}

@@ -36,7 +36,7 @@ class Store:
             if stage.base.stage is not None:
                 state = finals[stage.base.stage]
             else:
-                state = keys.from_image_key(stage.base.image_id or "", stage.platform)
+                state = keys.from_layers_key([stage.base.image_id or ""], stage.platform)
             first_miss: int | None = None
             for step in stage.steps:
                 op = step.op

@@ -11,7 +11,7 @@ from dockyard.plan.model import CopyOp, MkdirOp
 from dockyard.solver import keys
 from dockyard.solver.ops.run import network_mode
 
-PARENT = keys.from_image_key("sha256:" + "1" * 64, "linux/amd64")
+PARENT = keys.from_layers_key(["sha256:" + "1" * 64], "linux/amd64")
 
 
 def run_key(text: str, build_args: dict[str, str] | None = None, index: int = -1, *,
@@ -109,7 +109,7 @@ def copy_comps(op: CopyOp, content: str, *, chown: tuple[int, int] | None = None
 
 
 def test_copy_link_key_does_not_depend_on_parent() -> None:
-    other = keys.from_image_key("sha256:" + "2" * 64, "linux/amd64")
+    other = keys.from_layers_key(["sha256:" + "2" * 64], "linux/amd64")
     linked = copy_comps(_copy(True), "sha256:c")
     assert keys.layer_key("copy", PARENT, linked, link=True) == keys.layer_key(
         "copy", other, linked, link=True)
@@ -129,7 +129,7 @@ def test_copy_content_and_options_change_key() -> None:
 
 
 def test_chain_after_link_still_depends_on_parent() -> None:
-    other = keys.from_image_key("sha256:" + "2" * 64, "linux/amd64")
+    other = keys.from_layers_key(["sha256:" + "2" * 64], "linux/amd64")
     linked = copy_comps(_copy(True), "sha256:c")
     step = keys.layer_key("copy", PARENT, linked, link=True)
     assert keys.chain_key(PARENT, step, "sha256:l") != keys.chain_key(other, step, "sha256:l")
@@ -142,6 +142,14 @@ def test_chain_depends_on_the_layer_a_step_produced() -> None:
 
 
 def test_keys_are_versioned_and_stable() -> None:
-    assert keys.KEY_VERSION == "dockyard.cache.v2"
+    assert keys.KEY_VERSION == "dockyard.cache.v3"
+    # FROM keys the layers in order and the platform, nothing else
+    layers = ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
+    assert keys.from_layers_key(layers, "linux/amd64") == \
+        keys.from_layers_key(list(layers), "linux/amd64")
+    assert keys.from_layers_key(layers[::-1], "linux/amd64") != \
+        keys.from_layers_key(layers, "linux/amd64")
+    assert keys.from_layers_key(layers, "linux/arm64") != \
+        keys.from_layers_key(layers, "linux/amd64")
     assert keys.digest_of({"b": 1, "a": [1, "x"]}) == keys.digest_of({"a": [1, "x"], "b": 1})
     assert keys.scratch_key("linux/amd64") != keys.scratch_key("linux/arm64")

@@ -337,3 +337,54 @@ def test_from_a_named_image_context_and_a_replaced_target() -> None:
     # the replaced stage as the target: the context, none of its own instructions
     target = _named_plan(text, images={"base": "busybox:1.36"}, target="base")
     assert target.stages[0].base.name == "busybox:1.36" and target.stages[0].steps == ()
+
+
+# Every field of an image config (OCI's, and Docker's Shell and OnBuild). FROM keys only the
+# base's layers (keys.from_layers_key), so what a step reads from the config must reach its
+# op, and so its key; the rest must not change any op.
+READ_BY_STEPS: dict[str, Any] = {
+    "Env": ["PATH=/bin", "HOME=/home/other"],
+    "User": "1000",
+    "WorkingDir": "/srv",
+    "Shell": ["/bin/bash", "-c"],
+    "OnBuild": ["RUN echo trigger"],
+}
+METADATA_ONLY: dict[str, Any] = {
+    "Labels": {"a": "b"},
+    "Cmd": ["other"],
+    "Entrypoint": ["/entry"],
+    "ExposedPorts": {"80/tcp": {}},
+    "Volumes": {"/data": {}},
+    "StopSignal": "SIGKILL",
+    "Healthcheck": {"Test": ["CMD", "true"]},
+    "ArgsEscaped": True,
+}
+CONFIG_TEXT = """\
+FROM base
+RUN echo "$HOME" > out
+RUN ["cat", "out"]
+COPY a rel/
+ADD b $HOME/b
+COPY --chown=app c /c
+WORKDIR sub
+RUN true
+"""
+
+
+def _ops_over(config: dict[str, Any]) -> list[Any]:
+    plan = make_plan(CONFIG_TEXT, images={"base": config})
+    return [(s.instruction, s.op) for s in plan.stages[-1].steps if s.op is not None]
+
+
+def test_base_config_reaches_keys_only_through_ops() -> None:
+    base = {"Env": ["PATH=/bin", "HOME=/root"], "User": "", "WorkingDir": "/",
+            "Cmd": ["sh"]}
+    fields = set(READ_BY_STEPS) | set(METADATA_ONLY)
+    assert fields == {"User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes",
+                      "WorkingDir", "Labels", "StopSignal", "ArgsEscaped", "Healthcheck",
+                      "OnBuild", "Shell"}
+    plain = _ops_over(base)
+    for name, value in METADATA_ONLY.items():
+        assert _ops_over({**base, name: value}) == plain, f"{name} changed an op"
+    for name, value in READ_BY_STEPS.items():
+        assert _ops_over({**base, name: value}) != plain, f"{name} reaches no op"

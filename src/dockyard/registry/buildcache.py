@@ -200,7 +200,7 @@ class CacheDocument:
 
     JSON form (canonical: keys sorted, no spaces)::
 
-        {"format": "dockyard.cache.export.v1", "keys": "dockyard.cache.v2",
+        {"format": "dockyard.cache.export.v1", "keys": "dockyard.cache.v3",
          "layers": {"sha256:<diff id>": {"digest": "sha256:...", "mediaType": "...",
                                          "size": 1234, "diffSize": 10240}},
          "records": {"sha256:<key>": {"layer": "sha256:<diff id>" | null,

@@ -1,4 +1,4 @@
-"""Cache keys, version 2. The exact rules are written down in docs/cache.md.
+"""Cache keys, version 3. The exact rules are written down in docs/cache.md.
 
 A key is ``"sha256:" + sha256(canonical JSON of a dict)``. Each dict carries ``"v"`` (the key
 format version) and ``"kind"``; layer steps chain to their parent's key, so a miss changes every
@@ -15,10 +15,11 @@ from typing import Any
 
 from dockyard.plan.model import CopyOp, MkdirOp, RunOp
 
-KEY_VERSION = "dockyard.cache.v2"
+KEY_VERSION = "dockyard.cache.v3"
 # v1 -> v2: a RUN keys every build arg in scope (not only those written as $NAME), the
 # network mode it actually gets (build-wide --network included), and a bind mount's image by
 # its id and a named context by its content; every layer step keys SOURCE_DATE_EPOCH.
+# v2 -> v3: FROM an image keys its layers (diff ids), not its config digest.
 
 
 def digest_of(obj: Any) -> str:
@@ -26,9 +27,15 @@ def digest_of(obj: Any) -> str:
     return "sha256:" + hashlib.sha256(data.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def from_image_key(image_id: str, platform: str) -> str:
-    """FROM an image: the resolved image (config) digest."""
-    return digest_of({"v": KEY_VERSION, "kind": "from", "image": image_id, "platform": platform})
+def from_layers_key(diff_ids: Sequence[str], platform: str) -> str:
+    """FROM an image: its layers (diff ids, in order) and the platform, as BuildKit's image
+    source keys on the layer chain. Nothing of the image config: every field a step reads
+    (Env, User, WorkingDir, Shell, OnBuild's triggers) the planner writes into that step's
+    op, so into its own key; the rest (Labels, Cmd, ...) is metadata the image config takes
+    from the base on every build. So a base re-tagged to the same layers with another
+    config (a LABEL added, an import time) keeps every step's result."""
+    return digest_of({"v": KEY_VERSION, "kind": "from", "layers": list(diff_ids),
+                      "platform": platform})
 
 
 def scratch_key(platform: str) -> str:

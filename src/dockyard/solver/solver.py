@@ -267,9 +267,10 @@ class Solver:
         image = self.store.get_image(base.image_id)
         config = self.store.read_config(image).to_dict()
         self.emit(VertexDone(stage.from_vertex, time.time(), time.time() - t0))
+        diff_ids = list(config.get("rootfs", {}).get("diff_ids") or [])
         return StageState(
-            diff_ids=list(config.get("rootfs", {}).get("diff_ids") or []),
-            key=keys.from_image_key(base.image_id, stage.platform),
+            diff_ids=diff_ids,
+            key=keys.from_layers_key(diff_ids, stage.platform),
             history=list(config.get("history") or []),
             base_history=list(config.get("history") or []),
             base_config=config,
