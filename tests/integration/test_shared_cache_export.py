@@ -138,7 +138,8 @@ def test_a_cache_config_larger_than_an_image_config(tmp_path: Path, registry: Re
     many files) may hold up to the export's budget and is read back whole."""
     ref = f"{registry.host}/big/config:cache"
     big = CacheRecord(key="sha256:" + "ab" * 32, diff_id=None, chain_id=None,
-                      result={"instruction": "selection", "files": "f" * (9 << 20)},
+                      result={"instruction": "selection", "selection": "sha256:" + "cd" * 32,
+                              "files": "f" * (9 << 20)},
                       description="files of /src in a stage or image", created=1.0)
     store = Store.open(tmp_path / "a")
     try:

@@ -120,6 +120,20 @@ def test_documents_that_cannot_be_used() -> None:
         CacheDocument.from_obj({**good, "layers": {d(10): sneaky}}, "t")
     with pytest.raises(InvalidDocument, match="not JSON"):
         CacheDocument.from_json(b"{", "t")
+    # a selection record the solver could not read (a broken cache, or a hostile one): the
+    # cache is refused with that reason (a warning), not a traceback in the build
+    sel = {"instruction": "selection", "selection": d(1), "files": "",
+           "parents": {"a": ["dir", 493, 0, 0, 0, "", "", [], [0, 0], ""]}}
+    for broken_result in ({**sel, "parents": "x"}, {**sel, "parents": {"a": ["dir"]}},
+                          {**sel, "parents": {"a": ["dir", "rwx", 0, 0, 0, "", "", [], [0, 0]]}},
+                          {**sel, "files": 3}, {**sel, "selection": None}, ["not", "a", "dict"]):
+        bad = json.loads(json.dumps(good))
+        next(iter(bad["records"].values()))["result"] = broken_result
+        with pytest.raises(InvalidDocument, match="malformed result"):
+            CacheDocument.from_obj(bad, "t")
+    fine = json.loads(json.dumps(good))
+    next(iter(fine["records"].values()))["result"] = sel
+    assert CacheDocument.from_obj(fine, "t").records
     # records of another key format could never match: dropped, the document is still read
     old = CacheDocument.from_obj({**good, "keys": "dockyard.cache.v1"}, "t")
     assert old.records == {}

@@ -251,6 +251,8 @@ class CacheDocument:
         for key, rec in records.items():
             if not (isinstance(rec, dict) and _is_digest(key)):
                 raise InvalidDocument(f"{what}: bad record {key!r}")
+            if not _usable_result(rec.get("result")):
+                raise InvalidDocument(f"{what}: record {key} has a malformed result")
             layer_id = rec.get("layer")
             if layer_id is not None and layer_id not in doc.layers:
                 raise InvalidDocument(f"{what}: record {key} names layer {layer_id}, which "
@@ -352,6 +354,32 @@ class CacheDocument:
 
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _usable_result(result: Any) -> bool:
+    """Whether a record's ``result`` has the shape the solver reads: an object and, for a
+    ``selection`` record (the files of a ``COPY --from``), its digest, its packed file list
+    and its ``--parents`` directories (each a :class:`~dockyard.context.hashing.FileMeta`)."""
+    if result is None:
+        return True
+    if not isinstance(result, dict):
+        return False
+    if result.get("instruction") != "selection":
+        return True
+    parents = result.get("parents", {})
+    if not (isinstance(result.get("selection"), str) and isinstance(result.get("files"), str)
+            and isinstance(parents, dict)):
+        return False
+    from dockyard.context.hashing import FileMeta
+
+    try:
+        for value in parents.values():
+            if not isinstance(value, list):
+                return False
+            FileMeta.from_json(value)
+    except (AssertionError, IndexError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _is_digest(value: Any) -> bool:
