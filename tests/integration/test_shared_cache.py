@@ -207,6 +207,7 @@ def test_local_directory_cache(tmp_path: Path, sde: None) -> None:
                   cache_to=[f"type=local,dest={cache_dir},mode=max"])
     index = json.loads((cache_dir / "index.json").read_text())
     assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "latest"
+    assert "5 layers (5 compressed now)" in logs(first.events, "exporting cache to")
     b_root = fresh_store(tmp_path / "b")
     second = build(write_tree(tmp_path / "ctx-b", FILES), b_root,
                    cache_from=[f"type=local,src={cache_dir}"])

@@ -48,7 +48,6 @@ from dockyard.image.oci import (
     canonical_json,
     digest_bytes,
     is_index,
-    layer_compression,
     layer_media_type,
 )
 from dockyard.store.db import CacheRecord, RemoteBlob, Store
@@ -602,39 +601,40 @@ def _layer_entries(
     docker: bool,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Callable[[], None] | None], int]:
     """Per diff id the blob (compressed once, kept in the store) and how to get its bytes if
-    only a remote form is known; and how many layers had to be compressed now."""
-    from dockyard.registry.push import layer_blob
+    only a remote form is known; and how many layers had to be compressed now (together,
+    several at once, as a push compresses: :func:`~dockyard.exporter.layout.
+    compressed_layers`)."""
+    from dockyard.exporter.layout import compressed_layers
+    from dockyard.registry.push import _stored_blob
 
-    entries: dict[str, dict[str, Any]] = {}
+    blobs: dict[str, tuple[str, int]] = {}
     fetchers: dict[str, Callable[[], None] | None] = {}
-    compressed = 0
+    missing: list[str] = []
     for record in records:
         diff_id = record.diff_id
-        if not diff_id or diff_id in entries:
+        if not diff_id or diff_id in blobs or diff_id in missing:
             continue
-        layer = store.get_layer(diff_id)
-        had = layer is not None and any(
-            store.blobs.has(b.digest) for k, b in layer.blobs.items() if k == compression)
-        remote = layer is not None and any(
-            _compression_of(r.media_type) == compression for r in layer.remotes)
-        digest, size, fetch = layer_blob(store, diff_id, compression)
-        if not had and not remote and digest != diff_id:
-            compressed += 1
+        have = _stored_blob(store, diff_id, compression)
+        if have is None:
+            missing.append(diff_id)
+            continue
+        digest, size, fetch = have
+        blobs[diff_id] = (digest, size)
+        fetchers[diff_id] = fetch
+    if missing:
+        for diff_id, made in zip(missing, compressed_layers(store, missing, compression),
+                                 strict=True):
+            blobs[diff_id] = (made.digest, made.size)
+            fetchers[diff_id] = None
+    entries: dict[str, dict[str, Any]] = {}
+    for diff_id, (digest, size) in blobs.items():
         layer = store.get_layer(diff_id)
         entries[diff_id] = {
             "digest": digest, "size": size,
             "mediaType": layer_media_type(compression, docker=docker),
             "diffSize": layer.size if layer is not None else None,
         }
-        fetchers[diff_id] = fetch
-    return entries, fetchers, compressed
-
-
-def _compression_of(media_type: str) -> str | None:
-    try:
-        return layer_compression(media_type)
-    except InvalidDocument:
-        return None
+    return entries, fetchers, len(missing)
 
 
 def export_cache(
