@@ -20,10 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cache_table
 import harness
 
-TABLE_KNOWN: dict[str, str] = {
-    "arg-proxy": "FINDINGS.md soundness-3: proxy build args a RUN reads are not in its key "
-                 "(BuildKit is stale too)",
-}
+TABLE_KNOWN: dict[str, str] = {}
 
 _runners: dict[int, cache_table.Runner] = {}
 

@@ -223,3 +223,21 @@ def test_sbom_scan_args_are_not_in_the_run_environment(root: Path, tmp_path: Pat
     again = build(ctx, fresh, tags=["img"], no_cache=True,
                   build_args={"SOURCE_DATE_EPOCH": "1700000000"})
     assert again.result.image_id == first.result.image_id
+
+
+def test_an_undeclared_proxy_arg_is_in_the_run_key(root: Path, tmp_path: Path) -> None:
+    """FINDINGS soundness-3 (cache table row arg-proxy): BuildKit keeps a RUN that reads a
+    --build-arg HTTP_PROXY no ARG declares; dockyard keys the proxies' digest, and the miss
+    reason never shows a proxy URL (it may hold a password)."""
+    ctx = write_tree(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nRUN echo \"$HTTP_PROXY\" > /proxy\n",
+    })
+    build(ctx, root, tags=["img"], build_args={"HTTP_PROXY": "http://u:pw1@p1.invalid:1"})
+    assert read(root, "img", "/proxy", tmp_path / "a") == "http://u:pw1@p1.invalid:1\n"
+    second = build(ctx, root, tags=["img"],
+                   build_args={"HTTP_PROXY": "http://u:pw2@p2.invalid:2"})
+    assert not second.step(2).cached
+    assert "proxy" in (second.step(2).reason or "") and "pw" not in (second.step(2).reason or "")
+    assert read(root, "img", "/proxy", tmp_path / "b") == "http://u:pw2@p2.invalid:2\n"
+    assert build(ctx, root, tags=["img"],
+                 build_args={"HTTP_PROXY": "http://u:pw2@p2.invalid:2"}).result.cached_all

@@ -41,6 +41,9 @@ class RunOp:
     mounts: tuple[str, ...]  # expanded --mount values
     script_files: tuple[tuple[str, str], ...] = ()  # (path in container, content) for #! heredocs
     command_text: str = ""  # the command as written, heredocs included (for display and key)
+    # sha256 of the predefined proxy args given with --build-arg but not declared (which
+    # reach the process): keyed by digest, as a proxy URL may hold credentials; "" if none
+    proxy_digest: str = ""
 
 
 @dataclass(frozen=True)

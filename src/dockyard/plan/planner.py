@@ -478,9 +478,11 @@ class _Planner:
         for key, value in state.env.items():
             if key in state.args and (key not in env_map or env_map[key] != value):
                 used[key] = value
+        proxies: list[str] = []
         for key in PROXY_ARGS:
             if key in self.build_args and key not in state.env:
                 process_env.append(f"{key}={self.build_args[key]}")
+                proxies.append(f"{key}={self.build_args[key]}")
         exp_env = state.expansion_env()
         mounts = tuple(self.expand(m, exp_env, loc) for m in run.mounts)
         network = (self.expand(run.network, exp_env, loc) if run.network else "default").lower()
@@ -503,6 +505,7 @@ class _Planner:
                 mounts=mounts,
                 script_files=tuple(script_files),
                 command_text=command_text,
+                proxy_digest=_proxy_digest(proxies),
             ),
             used,
         )
@@ -576,6 +579,19 @@ class _Planner:
         if ref.isdigit():
             return int(ref)
         return None
+
+
+def _proxy_digest(proxies: list[str]) -> str:
+    """The proxy args a RUN's process gets without an ARG: BuildKit leaves them out of its
+    key (so a proxy change never rebuilds, and its result can be stale: a RUN that writes
+    one out, or whose result depends on the proxy, is reused); dockyard keys their digest
+    (never the values: a proxy URL may hold a password)."""
+    if not proxies:
+        return ""
+    import hashlib
+
+    return "sha256:" + hashlib.sha256("\0".join(sorted(proxies)).encode(
+        "utf-8", "surrogateescape")).hexdigest()
 
 
 def _is_bare_heredoc(text: str, doc: Heredoc) -> bool:

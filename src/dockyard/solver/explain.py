@@ -168,6 +168,7 @@ class Explainer:
         for field_name, label in (("env", "the environment"), ("args", "the command"),
                                   ("user", "the user"), ("workdir", "the working directory"),
                                   ("mounts", "the mounts"), ("network", "the network mode"),
+                                  ("proxy", "a proxy build arg (HTTP_PROXY...)"),
                                   ("dest", "the destination"), ("chown", "--chown"),
                                   ("chmod", "--chmod"), ("platform", "the platform"),
                                   ("source_date_epoch", "SOURCE_DATE_EPOCH")):

@@ -52,7 +52,9 @@ def run_components(
 ) -> dict[str, Any]:
     """What a RUN key is made of (besides its parent); also kept for explaining misses.
     ``network``: the mode the process gets (``RUN --network``, else the build's)."""
+    proxy = {"proxy": op.proxy_digest} if op.proxy_digest else {}
     return {
+        **proxy,
         "args": list(op.args),
         "env": list(op.key_env),
         "user": op.user,
