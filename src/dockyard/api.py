@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import BuildError, DockerfileError, DockyardError, Location, UsageError
 from dockyard.progress.events import BuildFinished, BuildWarning, Event
+from dockyard.rootless.namespace import in_namespace
 from dockyard.solver.solver import StepResult
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ def _parse_duration(text: str) -> float:
     return total
 
 
+@in_namespace
 def build(
     context: str | os.PathLike[str] = ".",
     *,
@@ -711,9 +713,10 @@ def _sweep_stale_runs(store: Store) -> None:
     (``store.leftover_runs.run_leftovers``); while other processes run, those of the owners
     that are gone (``executor.run.sweep_stale``; a mount not under a container of theirs,
     e.g. of a killed ``COPY --from``, then waits for the next build on an idle store)."""
+    from dockyard.executor.runtime import state_dir as run_dir
     from dockyard.snapshot.base import our_mounts
 
-    state_dir = store.root / "run"
+    state_dir = run_dir(store.root)  # rootless: under $XDG_RUNTIME_DIR
     try:
         owners = any(os.scandir(state_dir / "owners"))
     except OSError:

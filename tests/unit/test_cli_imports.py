@@ -18,9 +18,10 @@ import dockyard.cli
 FORBIDDEN = ("dockyard.store", "dockyard.snapshot", "dockyard.executor", "dockyard.registry")
 ALLOWED_ROOMS = ("dockyard.errors", "dockyard.progress", "dockyard.cli")
 # before any API call: the version, the dataclass cache, the build-level up-to-date check
-# (answered before the API is imported at all), the limits' and full-disk error mapping
+# (answered before the API is imported at all), the limits' and full-disk error mapping,
+# and entering the user namespace as an ordinary user (in-process, before any thread starts)
 STARTUP = ("dockyard._version", "dockyard._dccache", "dockyard.quick", "dockyard.limits",
-           "dockyard._fs")
+           "dockyard._fs", "dockyard.rootless")
 CLI_DIR = Path(dockyard.cli.__file__).parent
 
 

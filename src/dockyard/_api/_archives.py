@@ -14,6 +14,7 @@ from typing import BinaryIO, Literal
 
 from dockyard._api._common import Root, open_store, wanted_platform
 from dockyard.errors import UsageError
+from dockyard.rootless.namespace import in_namespace
 
 __all__ = [
     "CopyResult",
@@ -105,6 +106,7 @@ def _target(dest: PathOrFile) -> tuple[str, BinaryIO | None]:
     return "-", dest
 
 
+@in_namespace
 def save(
     images: Sequence[str],
     dest: PathOrFile,
@@ -187,6 +189,7 @@ def import_(
     return ImportResult(image.id, image.names)
 
 
+@in_namespace
 def export(image: str, dest: PathOrFile, *, root: Root = None,
            platform: str | None = None) -> ExportResult:
     """Write the flattened filesystem of ``image`` as a tar to ``dest`` (a path is written
@@ -204,6 +207,7 @@ def export(image: str, dest: PathOrFile, *, root: Root = None,
     return ExportResult(stored.id)
 
 
+@in_namespace
 def cp(
     image: str,
     path: str,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dockyard._api._common import Root, open_store, store_root
+from dockyard.rootless.namespace import in_namespace
 
 if TYPE_CHECKING:
     from dockyard.store.cache_gc import CacheUsage
@@ -77,17 +78,19 @@ class CachePruneResult:
     bytes_freed: int
 
 
+@in_namespace
 def prune(*, all: bool = False, timeout: float = 60.0, root: Root = None) -> PruneResult:
     """Remove every blob, layer and snapshot no image or cache record references, leftovers
     of killed builds (temp files, mounts, containers, uncommitted snapshots) and, with
     ``all``, every cache record, the cache mounts and the untagged images first."""
     from dockyard.executor.run import sweep_stale
+    from dockyard.executor.runtime import state_dir
     from dockyard.store.gc import prune as gc_prune
     from dockyard.store.reserve import making_room
 
     with making_room(store_root(root)), open_store(root) as store:
         # bundles, secrets, mounts and containers of killed dockyard processes
-        sweep_stale(store.root / "run")
+        sweep_stale(state_dir(store.root))
         report = gc_prune(store, all_cache=all, timeout=timeout)
         snapshots, snapshot_bytes = _sweep_snapshots(store, timeout)
     return PruneResult(
@@ -144,6 +147,7 @@ def cache_ls(*, root: Root = None) -> tuple[CacheEntry, ...]:
     )
 
 
+@in_namespace
 def cache_du(*, root: Root = None) -> CacheUsage:
     """The build cache's disk use, in total and per kind (the instruction that made a layer,
     and ``cache mount`` for ``RUN --mount=type=cache`` directories). Layers an image also
@@ -154,6 +158,7 @@ def cache_du(*, root: Root = None) -> CacheUsage:
         return cache_usage(store)
 
 
+@in_namespace
 def cache_prune(
     *,
     all: bool = False,

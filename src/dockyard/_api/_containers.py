@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dockyard._api._common import Root, open_store, wanted_platform
 from dockyard.errors import UsageError
+from dockyard.rootless.namespace import in_namespace
 
 if TYPE_CHECKING:
     from dockyard.executor.spec import MountSpec
@@ -140,6 +141,7 @@ def _signals_kill(executor: Any) -> Iterator[None]:
         signal.signal(signal.SIGHUP, old_hup)
 
 
+@in_namespace
 def run(
     image: str,
     command: Sequence[str] = (),
@@ -179,7 +181,7 @@ def run(
     from dockyard.errors import ExecutorError
     from dockyard.executor.emulation import check_runnable
     from dockyard.executor.run import Executor
-    from dockyard.executor.runtime import detect_runtime
+    from dockyard.executor.runtime import detect_runtime, state_dir
     from dockyard.executor.spec import RunSpec
     from dockyard.solver.snapshots import LayerSnapshots
 
@@ -213,7 +215,7 @@ def run(
             hostname=hostname,
             terminal=tty,
         )
-        state = store.root / "run"
+        state = state_dir(store.root)
         runtime_name = runtime or os.environ.get("DOCKYARD_RUNTIME")
         executor = Executor(detect_runtime(runtime_name, cache_dir=state), state)
         layers = LayerSnapshots(store, snapshotter)

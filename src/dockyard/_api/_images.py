@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard._api._common import Root, open_store, store_root, wanted_platform
 from dockyard.errors import DockyardError, StoreError, UsageError
+from dockyard.rootless.namespace import in_namespace
 
 if TYPE_CHECKING:
     from dockyard.store.images import HistoryItem
@@ -214,6 +215,7 @@ def tag(source: str, target: str, *, root: Root = None) -> TagResult:
     return TagResult(image.id, str(ref))
 
 
+@in_namespace
 def rmi(image: str, *, force: bool = False, root: Root = None) -> RemoveResult:
     """Remove an image name, as ``docker rmi``: a name is untagged, and the image goes with
     its last name; an id removes the image and all its names, which needs ``force`` when

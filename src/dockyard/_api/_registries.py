@@ -18,6 +18,7 @@ from typing import Literal
 
 from dockyard._api._common import Root, open_store, registry_options
 from dockyard.progress.events import ProgressMessage
+from dockyard.rootless.namespace import in_namespace
 
 __all__ = [
     "LoginResult",
@@ -126,6 +127,7 @@ def pull(
     )
 
 
+@in_namespace
 def push(
     image: str,
     destination: str | None = None,

@@ -50,6 +50,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Commands that never touch files of the store with in-container ownership (snapshots,
+# cache mounts): as an ordinary user they run outside dockyard's user namespace. Every
+# other command enters it first (docs/rootless.md).
+_OUTSIDE_NAMESPACE = frozenset((
+    "check", "images", "inspect", "history", "tag", "manifest", "load", "import", "pull",
+    "login", "logout", "debug", "completion",
+))
+
 # Global flags of the limits (dockyard/limits.py) -> the environment variable each sets.
 _LIMIT_FLAGS: dict[str, str] = {
     "--max-layer-size": "DOCKYARD_MAX_LAYER_SIZE",
@@ -179,6 +187,11 @@ def _dispatch(name: str, argv: list[str], root: str, debug: bool) -> int:
         args.argv = argv
         args.root = root
         args.debug = debug
+        if name not in _OUTSIDE_NAMESPACE:
+            from dockyard.rootless import enter, needed
+
+            if needed():
+                enter()  # an ordinary user: this process moves into its user namespace
         code: int = args._run(args)
         return code
     except BrokenPipeError:

@@ -32,6 +32,7 @@ import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from dockyard.errors import ExecutorError
 from dockyard.executor.runtime import RuntimeInfo
@@ -366,6 +367,8 @@ class Executor:
         self._running: dict[str, subprocess.Popen[bytes]] = {}
         self._cancelled = False
         self._owner: _Owner | None = None
+        # rootless, where the host's network cannot be shared: slirp4netns or pasta
+        self.network: Any = None
 
     def _claim(self) -> _Owner:
         with self._lock:
@@ -379,11 +382,25 @@ class Executor:
         return self._claim().secrets_dir()
 
     def close(self) -> None:
-        """Remove this executor's bundles directory, secrets directory and owner file."""
+        """Remove this executor's bundles directory, secrets directory and owner file (and
+        stop its network helper, if any)."""
         with self._lock:
             owner, self._owner = self._owner, None
+            network, self.network = self.network, None
         if owner is not None:
             owner.release()
+        if network is not None:
+            network.close()
+
+    def _network_path(self, spec: RunSpec) -> str | None:
+        """The network namespace a ``host``-network step joins when the host's cannot be
+        used (rootless, through slirp4netns or pasta), else None."""
+        if spec.network != "host" or self.network is None:
+            return None
+        with self._lock:
+            if self._cancelled:
+                raise ExecutorError("cancelled")
+            return str(self.network.path())
 
     def _cmd(self, *args: str) -> list[str]:
         return [*self.runtime.argv_prefix, "--root", str(self._runtime_root), *args]
@@ -426,8 +443,11 @@ class Executor:
             hosts.write_text(hosts_file_content(spec.hostname, spec.extra_hosts))
             for f in (resolv, hosts):
                 f.chmod(0o644)
+            network_path = self._network_path(spec)
             mounts = system_mounts(
-                privileged=privileged, resolv_conf=resolv, hosts=hosts, shm_size=spec.shm_size
+                privileged=privileged, resolv_conf=resolv, hosts=hosts, shm_size=spec.shm_size,
+                rootless=self.runtime.rootless,
+                own_network=spec.network == "none" or network_path is not None,
             )
             mounts += list(spec.mounts)
             stubs = find_mount_stubs(rootfs, [m.destination for m in mounts])
@@ -438,7 +458,8 @@ class Executor:
                 root_view = bundle / "rootfs"
                 container_root = _nodev_view(rootfs, root_view)
             config = oci_spec(container_root, spec, ids, mounts, cgroups=self.runtime.cgroups,
-                              device_barrier=self.runtime.device_barrier)
+                              device_barrier=self.runtime.device_barrier,
+                              rootless=self.runtime.rootless, network_path=network_path)
             fd = os.open(bundle / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
                 json.dump(config, out)
@@ -684,7 +705,12 @@ def _runtime_argv(runtime_root: Path) -> list[str] | None:
     if binary is None or not runtime_root.is_dir():
         return None
     from dockyard.executor.runtime import cgroup_mode, hide_cgroup2_wrapper
+    from dockyard.rootless.idmap import in_user_namespace
 
+    if in_user_namespace():
+        extra = ["--rootless=true"] if runtime_root.name == "runc" else [
+            "--cgroup-manager=disabled"]
+        return [binary, *extra, "--root", str(runtime_root)]
     wrapper = hide_cgroup2_wrapper() if (
         runtime_root.name == "crun" and cgroup_mode() == "hybrid") else ()
     return [*wrapper, binary, "--root", str(runtime_root)]

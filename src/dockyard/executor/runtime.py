@@ -23,11 +23,18 @@ from typing import Literal
 
 from dockyard.errors import ExecutorError
 
-__all__ = ["CgroupMode", "RuntimeInfo", "cgroup_mode", "default_state_dir", "detect_runtime"]
+__all__ = [
+    "CgroupMode",
+    "RuntimeInfo",
+    "cgroup_mode",
+    "default_state_dir",
+    "detect_runtime",
+    "state_dir",
+]
 
 CgroupMode = Literal["v1", "v2", "hybrid", "none"]
 
-_PROBE_VERSION = 4
+_PROBE_VERSION = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +51,15 @@ class RuntimeInfo:
     cgroup_mode: CgroupMode
     global_args: tuple[str, ...]
     wrapper: tuple[str, ...] = ()  # e.g. hide_cgroup2_wrapper() for crun on hybrid hosts
+    rootless: bool = False  # runs in dockyard's user namespace (docs/rootless.md)
 
     @property
     def cgroups(self) -> bool:
         """Whether this runtime applies the spec's cgroup resources here (device rules, pids
-        limit): not crun with its cgroup manager disabled, nor a host without cgroups."""
-        return self.cgroup_mode != "none" and "--cgroup-manager=disabled" not in self.global_args
+        limit): not crun with its cgroup manager disabled, nor a host without cgroups, nor a
+        user namespace (no cgroup of its own to write to)."""
+        return (self.cgroup_mode != "none" and not self.rootless
+                and "--cgroup-manager=disabled" not in self.global_args)
 
     @property
     def nodev_root(self) -> bool:
@@ -60,8 +70,9 @@ class RuntimeInfo:
     @property
     def device_barrier(self) -> bool:
         """Whether a device node in the rootfs (from mknod or from a layer) cannot be opened:
-        a device cgroup applies, or the root is ``nodev``."""
-        return self.cgroups or self.nodev_root
+        a device cgroup applies, or the root is ``nodev``, or (in a user namespace) no
+        device node can be made at all."""
+        return self.cgroups or self.nodev_root or self.rootless
 
     @property
     def argv_prefix(self) -> tuple[str, ...]:
@@ -99,10 +110,44 @@ def cgroup_mode() -> CgroupMode:
 
 
 def default_state_dir() -> Path:
-    """Where runtime state lives when the caller gives no store: /run/dockyard or a tmp dir."""
+    """Where runtime state lives when the caller gives no store: /run/dockyard for root,
+    ``$XDG_RUNTIME_DIR/dockyard`` in rootless mode, else a tmp dir of this user's."""
+    from dockyard.rootless.idmap import in_user_namespace
+
+    if in_user_namespace():
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        if xdg and os.path.isdir(xdg):
+            return Path(xdg) / "dockyard"
+        return Path(tempfile.gettempdir()) / f"dockyard-{os.getuid()}-{_host_uid()}"
     if os.geteuid() == 0:
         return Path("/run/dockyard")
     return Path(tempfile.gettempdir()) / f"dockyard-{os.geteuid()}"
+
+
+def _host_uid() -> int:
+    """This process's uid outside its user namespace (as the host sees it)."""
+    from dockyard.rootless.idmap import current_map
+
+    uid = os.getuid()
+    for r in current_map("uid"):
+        if r.inside <= uid < r.inside + r.count:
+            return r.outside + uid - r.inside
+    return uid
+
+
+def state_dir(store_root: Path) -> Path:
+    """Where a store's containers keep their run files (bundles, runtime state, owner
+    locks): ``<root>/run`` for root; in rootless mode ``$XDG_RUNTIME_DIR/dockyard/<id>``
+    (one per store, ``<id>`` a digest of the store's path), else ``<root>/run``."""
+    from dockyard.rootless.idmap import in_user_namespace
+
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg) and in_user_namespace():
+        import hashlib
+
+        ident = hashlib.sha256(os.fsencode(os.path.abspath(store_root))).hexdigest()[:16]
+        return Path(xdg) / "dockyard" / f"run-{ident}"
+    return store_root / "run"
 
 
 def _version(path: str) -> str:
@@ -150,8 +195,16 @@ def hide_cgroup2_wrapper() -> tuple[str, ...]:
     return (unshare, "-m", "--propagation", "private", "--", "/bin/sh", "-c", script)
 
 
-def _candidate_args(name: str, mode: CgroupMode) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+def _candidate_args(
+    name: str, mode: CgroupMode, rootless: bool = False,
+) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     """(wrapper, global args) to try, in order."""
+    if rootless:
+        # No cgroup of our own to manage, and no cgroup2 mount to hide (mounts that came
+        # from the host are locked in a user namespace).
+        if name == "crun":
+            return [((), ("--cgroup-manager=disabled",))]
+        return [((), ("--rootless=true",))]
     if name == "crun":
         # crun's own cgroup manager cannot handle hybrid hosts; try without it there first,
         # then with the cgroup2 mount hidden from crun.
@@ -224,8 +277,12 @@ def _probe(argv: tuple[str, ...], work: Path) -> str | None:
 
 
 def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> RuntimeInfo:
+    from dockyard.rootless.idmap import in_user_namespace
+
+    rootless = in_user_namespace()
     st = os.stat(path)
-    key = {"v": _PROBE_VERSION, "path": path, "mtime_ns": st.st_mtime_ns, "cgroup": mode}
+    key = {"v": _PROBE_VERSION, "path": path, "mtime_ns": st.st_mtime_ns, "cgroup": mode,
+           "rootless": rootless}
     cache = cache_dir / f"runtime-probe-{name}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         saved = json.loads(cache.read_text())
@@ -236,14 +293,15 @@ def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> Ru
             return RuntimeInfo(
                 info["name"], info["path"], info["version"], info["cgroup_mode"],
                 tuple(info["global_args"]), tuple(info.get("wrapper") or ()),
+                bool(info.get("rootless")),
             )
     errors = []
     found: RuntimeInfo | None = None
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for wrapper, args in _candidate_args(name, mode):
+    for wrapper, args in _candidate_args(name, mode, rootless):
         err = _probe((*wrapper, path, *args), cache_dir)
         if err is None:
-            found = RuntimeInfo(name, path, _version(path), mode, args, wrapper)
+            found = RuntimeInfo(name, path, _version(path), mode, args, wrapper, rootless)
             break
         how = " (cgroup2 hidden)" if wrapper else ""
         errors.append(f"{' '.join((name, *args))}{how}: {err}")

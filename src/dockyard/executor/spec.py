@@ -311,11 +311,17 @@ def hosts_file_content(hostname: str, extra_hosts: Sequence[tuple[str, str]] = (
 
 def system_mounts(
     *, privileged: bool, resolv_conf: Path, hosts: Path, shm_size: int = DEFAULT_SHM_SIZE,
+    rootless: bool = False, own_network: bool = False,
 ) -> list[MountSpec]:
     """/proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys and the generated /etc files.
 
     Sandboxed, /dev is ``nodev`` and Docker's default devices are bind mounts of the host's
     (:data:`DEVICE_NODES`), so no node created in the container can be opened.
+
+    ``rootless`` (a user namespace): the runtime binds the default devices itself (it
+    cannot make nodes there), and without a network namespace of the container's own
+    (``own_network`` False: the host's network) sysfs cannot be mounted, so the host's
+    ``/sys`` is bound read-only instead, as rootless Podman does.
     """
     sys_opts = ("nosuid", "noexec", "nodev", "rw" if privileged else "ro")
     dev_opts: tuple[str, ...] = ("nosuid", "strictatime", "mode=755", "size=65536k")
@@ -325,7 +331,7 @@ def system_mounts(
         MountSpec("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
         MountSpec("/dev", "tmpfs", "tmpfs", dev_opts),
     ]
-    if not privileged:
+    if not privileged and not rootless:
         mounts += [MountSpec(node, "bind", node, ("bind", "nosuid", "noexec"))
                    for node in DEVICE_NODES if Path(node).exists()]
     mounts += [
@@ -340,7 +346,8 @@ def system_mounts(
             ("nosuid", "noexec", "nodev", "mode=1777", f"size={shm_size // 1024}k"),
         ),
         MountSpec("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
-        MountSpec("/sys", "sysfs", "sysfs", sys_opts),
+        MountSpec("/sys", "bind", "/sys", ("rbind", *sys_opts)) if rootless and not own_network
+        else MountSpec("/sys", "sysfs", "sysfs", sys_opts),
         MountSpec(
             "/etc/resolv.conf",
             "bind",
@@ -360,6 +367,13 @@ def _nodev(m: MountSpec) -> MountSpec:
     return MountSpec(m.destination, m.type, m.source, (*m.options, "nodev"))
 
 
+def _hard_nproc() -> int:
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    return DEFAULT_PIDS_LIMIT if hard == resource.RLIM_INFINITY else int(hard)
+
+
 def _with_path(env: tuple[str, ...]) -> list[str]:
     out = list(env)
     if not any(e.startswith("PATH=") for e in out):
@@ -375,6 +389,8 @@ def oci_spec(
     *,
     cgroups: bool = False,
     device_barrier: bool = True,
+    rootless: bool = False,
+    network_path: str | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime ``config.json`` for ``spec`` (``mounts`` = system + extra mounts).
 
@@ -384,12 +400,17 @@ def oci_spec(
     whether the runtime applies cgroup resources here: then the device rule and a pids
     limit go there; without, the pids limit becomes RLIMIT_NPROC. ``device_barrier`` False
     (no device cgroup and a runtime that drops ``nodev`` from the root) makes the seccomp
-    profile refuse to create device nodes, the one barrier left.
+    profile refuse to create device nodes, the one barrier left. ``rootless``: in a user
+    namespace no limit can be raised, so RLIMIT_NPROC is at most the current hard limit.
+    ``network_path`` joins that network namespace (slirp4netns or pasta's) instead of the
+    host's or a new empty one.
     """
     privileged = spec.security == "insecure"
     caps = list(privileged_capabilities() if privileged else DEFAULT_CAPABILITIES)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-    if spec.network == "none":
+    if network_path is not None:
+        namespaces.append({"type": "network", "path": network_path})
+    elif spec.network == "none":
         namespaces.append({"type": "network"})
     resources: dict[str, Any] = {"devices": [{"allow": privileged, "access": "rwm"}]}
     linux: dict[str, Any] = {
@@ -409,7 +430,10 @@ def oci_spec(
     if cgroups:
         resources["pids"] = {"limit": DEFAULT_PIDS_LIMIT}
     elif not privileged and "nproc" not in rlimits:
-        rlimits["nproc"] = Ulimit("nproc", DEFAULT_PIDS_LIMIT, DEFAULT_PIDS_LIMIT).to_oci()
+        limit = DEFAULT_PIDS_LIMIT
+        if rootless:
+            limit = min(limit, _hard_nproc())
+        rlimits["nproc"] = Ulimit("nproc", limit, limit).to_oci()
     process: dict[str, Any] = {
         "terminal": spec.terminal,
         "user": {"uid": ids.uid, "gid": ids.gid, "additionalGids": list(ids.groups)},

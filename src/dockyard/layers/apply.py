@@ -382,6 +382,10 @@ class _Applier:
         self.devices = devices
         self.lowers = lowers or []
         self.is_root = os.geteuid() == 0
+        from dockyard.rootless.idmap import in_user_namespace
+
+        # rootless: no device node can be made, and ids outside the mapping do not exist
+        self.userns = self.is_root and in_user_namespace()
         self.written: set[str] = set()  # paths this layer created: whiteouts spare them
         self.dirs: list[_DirMeta] = []
         self.resolved: dict[tuple[str, ...], str] = {}
@@ -503,6 +507,14 @@ class _Applier:
         if existing is not None and not (kind == "dir" and stat.S_ISDIR(existing.st_mode)):
             self.remove(path, existing)
             existing = None
+        if kind in ("char", "block") and self.userns:
+            # A user namespace cannot make device nodes: the entry is left out, as Docker's
+            # applier does there, in both forms alike (nothing at the path: in overlay form
+            # a whiteout hides what a lower layer had there).
+            if self.overlay and _lower_kind(self.lowers, parts) is not None:
+                self.mknod(path, stat.S_IFCHR, 0, name)
+            self.written.add(path)
+            return
         self.written.add(path)
         mtime_ns = round(member.mtime * 1_000_000_000)
         if kind == "dir":
@@ -604,7 +616,13 @@ class _Applier:
 
     def set_owner(self, path: str, member: tarfile.TarInfo) -> None:
         if self.is_root:
-            os.lchown(path, member.uid, member.gid)
+            try:
+                os.lchown(path, member.uid, member.gid)
+            except OSError as err:
+                # an id outside a rootless mapping (single-id, or above the subordinate
+                # range): the entry stays root's, as rootless Podman's ignore_chown_errors
+                if not (self.userns and err.errno == errno.EINVAL):
+                    raise
 
     def set_xattrs(self, path: str, member: tarfile.TarInfo) -> None:
         for key, value in _xattrs(member):

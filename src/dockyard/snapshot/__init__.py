@@ -63,10 +63,13 @@ def _probe_overlay(work: Path) -> str | None:
     for d in dirs.values():
         d.mkdir(parents=True)
     (dirs["lower"] / "gone").write_bytes(b"x")
+    from dockyard.snapshot.overlay import _feature_options
+
     m = Mount(
         "overlay",
         "overlay",
-        (f"lowerdir={dirs['lower']}", f"upperdir={dirs['upper']}", f"workdir={dirs['work']}"),
+        (f"lowerdir={dirs['lower']}", f"upperdir={dirs['upper']}", f"workdir={dirs['work']}",
+         *_feature_options()),
     )
     try:
         mount_one(m, dirs["mnt"])
@@ -95,7 +98,10 @@ def overlay_supported(root: Path) -> tuple[bool, str]:
     snaps = root / "snapshots"
     snaps.mkdir(parents=True, exist_ok=True)
     cache = snaps / "overlay-probe.json"
-    ident = {"kernel": os.uname().release, "dev": os.stat(snaps).st_dev, "euid": os.geteuid()}
+    from dockyard.rootless.idmap import in_user_namespace
+
+    ident = {"kernel": os.uname().release, "dev": os.stat(snaps).st_dev, "euid": os.geteuid(),
+             "userns": in_user_namespace()}
     try:
         saved = json.loads(cache.read_text())
         if saved.get("ident") == ident:

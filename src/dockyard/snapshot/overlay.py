@@ -25,16 +25,26 @@ if TYPE_CHECKING:
 
 __all__ = ["OverlaySnapshotter", "redundant_dirs"]
 
-def _feature_options() -> tuple[str, ...]:
-    """Turn off overlay features that write metadata our differ cannot read as a layer."""
-    opts = []
+def _feature_options(userns: bool | None = None) -> tuple[str, ...]:
+    """Turn off overlay features that write metadata our differ cannot read as a layer.
+
+    In a user namespace (rootless) overlay cannot use ``trusted.`` xattrs: ``userxattr``
+    makes it keep its opaque markers in ``user.overlay.opaque`` (whiteouts stay 0:0
+    character devices, which a user namespace may create), and redirects may then not even
+    be followed (``redirect_dir=nofollow``)."""
+    if userns is None:
+        from dockyard.rootless.idmap import in_user_namespace
+
+        userns = in_user_namespace()
+    opts = ["userxattr"] if userns else []
     for name in ("index", "redirect_dir", "metacopy"):
         try:
             value = Path(f"/sys/module/overlay/parameters/{name}").read_text().strip()
         except OSError:
             continue
         if value not in ("N", "off"):
-            opts.append(f"{name}=off")
+            opts.append("redirect_dir=nofollow" if userns and name == "redirect_dir"
+                        else f"{name}=off")
     return tuple(opts)
 
 

@@ -128,9 +128,9 @@ class Solver:
         with self._lock:
             if self._executor is None:
                 from dockyard.executor.run import Executor
-                from dockyard.executor.runtime import detect_runtime
+                from dockyard.executor.runtime import detect_runtime, state_dir
 
-                state = self.store.root / "run"
+                state = state_dir(self.store.root)
                 info = detect_runtime(self.runtime_name, cache_dir=state)
                 self._executor = Executor(info, state)
                 if self._cancelled:

@@ -85,7 +85,9 @@ def run_leftovers(store: Store, *, remove: bool) -> list[Finding]:
 def _runtime_leftovers(store: Store, *, remove: bool) -> list[Finding]:
     """Containers, bundles and secret directories of killed runs: the executor knows their
     layout (``executor.run.sweep_stale``, which prune runs too, and ``stale_leftovers``)."""
-    state = store.root / "run"
+    from dockyard.executor.runtime import state_dir
+
+    state = state_dir(store.root)
     if not state.is_dir():
         return []
     from dockyard.executor.run import cleanup_stale_containers, stale_leftovers, sweep_stale
