@@ -9,6 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PKGS=(crun runc skopeo umoci docker-registry busybox-static debootstrap e2fsprogs
       git tar xz-utils bzip2 curl time iproute2 openssl apache2-utils
       qemu-user-static binfmt-support
+      uidmap slirp4netns passt
       zsh fish)  # zsh, fish: the generated completion scripts are tested in them
 # Foreign architectures whose packages the test bases are made from (busybox-static:arm64,
 # fetched with apt-get download), and whose binaries RUN steps emulate through QEMU.

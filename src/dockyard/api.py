@@ -189,6 +189,7 @@ def build(
     if cache_ttl:
         _parse_duration(cache_ttl)  # a bad TTL is refused now (parsed again per platform)
     secret_values = _load_secrets(secrets)
+    network = _network(network)
     ssh_sockets = _parse_ssh(ssh)
     cache = parse_specs(cache_from, cache_to)
     host = str(host_platform())
@@ -387,6 +388,7 @@ def _options(
         cache_ttl_text=cache_ttl or "",
         jobs=max(0, jobs or 0),
         network="none" if network == "none" else "host",
+        network_tool=network if network in ("slirp4netns", "pasta") else None,
         source_date_epoch=int(sde_text) if sde_text else None,
         allow_insecure="security.insecure" in allow,
         secrets=secrets,
@@ -644,6 +646,15 @@ def _load_secrets(items: Sequence[str]) -> dict[str, bytes]:
             else:
                 raise UsageError(f"--secret {item!r}: give src=FILE or env=VAR")
     return out
+
+
+def _network(requested: str) -> str:
+    """``--network`` as it will be given: ``host``, ``none``, ``slirp4netns`` or ``pasta``
+    (``default`` is the host's, unless a rootless build cannot use it)."""
+    from dockyard.rootless.idmap import in_user_namespace
+    from dockyard.rootless.network import choose
+
+    return choose(requested, rootless=in_user_namespace())
 
 
 def _parse_ulimits(items: Sequence[str]) -> tuple[Any, ...]:

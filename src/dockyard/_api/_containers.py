@@ -150,7 +150,7 @@ def run(
     entrypoint: str | None = None,
     user: str | None = None,
     workdir: str | None = None,
-    network: Literal["host", "none"] = "host",
+    network: str = "host",
     hostname: str = "dockyard",
     snapshotter: Literal["auto", "overlay", "native"] = "auto",
     runtime: str | None = None,
@@ -165,7 +165,10 @@ def run(
     """Run ``image``'s command (see the module docstring for Docker's rules) and wait for it.
 
     ``runtime``: ``crun``, ``runc`` or a path (default ``$DOCKYARD_RUNTIME``, then the first
-    that works). Needs root. UsageError when there is no command to run.
+    that works). ``network``: ``host`` (the default; as an ordinary user, where its user
+    namespace allows it), ``none``, ``slirp4netns`` or ``pasta`` (docs/rootless.md). Runs
+    as root, or as an ordinary user in dockyard's user namespace. UsageError when there is
+    no command to run.
 
     ``platform`` (``os/arch[/variant]``) runs that platform's image of a multi-platform
     name; an image of a foreign platform runs under QEMU user-mode emulation, and
@@ -183,13 +186,18 @@ def run(
     from dockyard.executor.run import Executor
     from dockyard.executor.runtime import detect_runtime, state_dir
     from dockyard.executor.spec import RunSpec
+    from dockyard.rootless.idmap import in_user_namespace
+    from dockyard.rootless.network import UserModeNetwork, choose
     from dockyard.solver.snapshots import LayerSnapshots
 
     if name is not None and not _NAME.fullmatch(name):
         raise UsageError(f"run: invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                          "are allowed")
-    if network not in ("host", "none"):
-        raise UsageError(f"run: --network {network}: only host and none are supported")
+    try:
+        mode = choose("default" if network == "host" else network,
+                      rootless=in_user_namespace())
+    except UsageError as err:
+        raise UsageError(f"run: {err}") from None
     binds = parse_volumes(volumes)
     with open_store(root) as store:
         record = store.get_image(image, platform=wanted_platform(platform))
@@ -210,7 +218,7 @@ def run(
             env=run_env,
             cwd=workdir or rc.working_dir or "/",
             user=rc.user if user is None else user,
-            network="none" if network == "none" else "host",
+            network="none" if mode == "none" else "host",
             mounts=binds,
             hostname=hostname,
             terminal=tty,
@@ -218,6 +226,8 @@ def run(
         state = state_dir(store.root)
         runtime_name = runtime or os.environ.get("DOCKYARD_RUNTIME")
         executor = Executor(detect_runtime(runtime_name, cache_dir=state), state)
+        if mode in ("slirp4netns", "pasta"):
+            executor.network = UserModeNetwork(mode)  # type: ignore[arg-type]
         layers = LayerSnapshots(store, snapshotter)
         with (
             contextlib.closing(executor),  # its bundles and owner file

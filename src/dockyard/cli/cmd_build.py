@@ -46,8 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target platform(s) (default: the host's); several build one "
                              "multi-platform image (an index); RUN steps of a foreign "
                              "platform run under QEMU emulation (see dockyard info)")
-    parser.add_argument("--network", choices=("default", "host", "none"), default="default",
-                        help="network for RUN steps (default: the host's)")
+    parser.add_argument("--network",
+                        choices=("default", "host", "none", "slirp4netns", "pasta"),
+                        default="default",
+                        help="network for RUN steps (default: the host's; slirp4netns or "
+                             "pasta: a user-mode network of the build's own, "
+                             "docs/rootless.md)")
     parser.add_argument("--secret", dest="secrets", action="append", default=[],
                         metavar="id=ID,src=FILE|env=VAR", help="expose a secret to RUN --mount")
     parser.add_argument("--ssh", action="append", default=[], metavar="default[=SOCKET]",

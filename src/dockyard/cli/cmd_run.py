@@ -49,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="user name or uid, optionally with a group (default: the image's)")
     parser.add_argument("-w", "--workdir", metavar="DIR",
                         help="working directory in the container (default: the image's)")
-    parser.add_argument("--network", choices=("host", "none"), default="host",
-                        help="host (default) or none")
+    parser.add_argument("--network", choices=("host", "none", "slirp4netns", "pasta"),
+                        default="host",
+                        help="host (default), none, or slirp4netns or pasta (a user-mode network of its own)")
     parser.add_argument("--hostname", default="dockyard", help="the container's host name")
     parser.add_argument("--snapshotter", choices=("auto", "overlay", "native"), default="auto",
                         help="snapshotter for the container's filesystem (default: auto)")

@@ -59,6 +59,9 @@ class SolveOptions:
     cache_ttl_text: str = ""
     jobs: int = 0  # stages built at once; 0: every stage whose dependencies are done
     network: str = "host"  # build-wide default: "host" or "none"
+    # how networked steps get a network other than by sharing the host's: "slirp4netns" or
+    # "pasta" (a namespace of the build's own; dockyard.rootless.network), else None
+    network_tool: str | None = None
     source_date_epoch: int | None = None
     allow_insecure: bool = False
     secrets: dict[str, bytes] = field(default_factory=dict)

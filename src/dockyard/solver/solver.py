@@ -133,6 +133,11 @@ class Solver:
                 state = state_dir(self.store.root)
                 info = detect_runtime(self.runtime_name, cache_dir=state)
                 self._executor = Executor(info, state)
+                if self.options.network_tool:
+                    from dockyard.rootless.network import UserModeNetwork
+
+                    self._executor.network = UserModeNetwork(
+                        self.options.network_tool)  # type: ignore[arg-type]
                 if self._cancelled:
                     # cancel() came while the runtime was being detected: no run may start
                     self._executor.cancel()
