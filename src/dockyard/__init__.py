@@ -79,7 +79,13 @@ if TYPE_CHECKING:
     )
     from dockyard._api._root import default_root
     from dockyard._api._store import StoreCheckResult, StoreProblem, store_check
-    from dockyard._api._system import RuntimeStatus, SnapshotterStatus, SystemInfo, info
+    from dockyard._api._system import (
+        RootlessStatus,
+        RuntimeStatus,
+        SnapshotterStatus,
+        SystemInfo,
+        info,
+    )
     from dockyard.api import BuildResult, StepResult, build
     from dockyard.dockerfile.check import Finding
     from dockyard.errors import (
@@ -175,6 +181,7 @@ _LAZY = {
     "info": "dockyard._api._system",
     "SystemInfo": "dockyard._api._system",
     "RuntimeStatus": "dockyard._api._system",
+    "RootlessStatus": "dockyard._api._system",
     "SnapshotterStatus": "dockyard._api._system",
     # errors
     "BuildError": "dockyard.errors",
@@ -226,6 +233,7 @@ __all__ = [
     "PushResult",
     "RegistryError",
     "RemoveResult",
+    "RootlessStatus",
     "RunError",
     "RunResult",
     "RuntimeStatus",

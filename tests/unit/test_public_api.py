@@ -21,9 +21,9 @@ RESULTS = [
     "BuildResult", "CacheEntry", "CheckResult", "Finding", "StageInfo", "StagesResult", "CachePruneResult", "CacheUsage", "CopyResult",
     "ExportResult", "HistoryItem", "ImageDetails", "ImageSummary", "ImportResult",
     "KindUsage", "LoadResult", "LoadedImage", "LoginResult", "ManifestResult", "LoginStatus", "LogoutResult",
-    "PruneResult", "PullResult", "PushResult", "RemoveResult", "RunResult", "RuntimeStatus",
-    "SaveResult", "SnapshotterStatus", "StepResult", "StoreCheckResult", "StoreProblem",
-    "SystemInfo", "TagResult",
+    "PruneResult", "PullResult", "PushResult", "RemoveResult", "RootlessStatus", "RunResult",
+    "RuntimeStatus", "SaveResult", "SnapshotterStatus", "StepResult", "StoreCheckResult",
+    "StoreProblem", "SystemInfo", "TagResult",
 ]
 EVENTS = ["Event", "ProgressMessage"]
 # calls that never open the store

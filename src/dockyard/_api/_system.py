@@ -9,7 +9,14 @@ from typing import Any, Literal
 
 from dockyard._api._common import Root, store_root
 
-__all__ = ["RuntimeStatus", "SandboxStatus", "SnapshotterStatus", "SystemInfo", "info"]
+__all__ = [
+    "RootlessStatus",
+    "RuntimeStatus",
+    "SandboxStatus",
+    "SnapshotterStatus",
+    "SystemInfo",
+    "info",
+]
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,12 @@ def sandbox_status(rt: Any) -> SandboxStatus:
         ", rootfs included" if rt.nodev_root else ", not the rootfs (this runtime drops it)")
     if not rt.device_barrier:
         devices += "; seccomp refuses mknod of device nodes"
-    return SandboxStatus("Docker's default capabilities", "Docker's default seccomp profile",
-                         devices, pids)
+    caps = "Docker's default capabilities"
+    if getattr(rt, "rootless", False):
+        caps += " (within the user namespace)"
+        devices += "; no device node can be made (user namespace)"
+        pids = pids.replace("no cgroup manager", "no cgroup in a user namespace")
+    return SandboxStatus(caps, "Docker's default seccomp profile", devices, pids)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,44 @@ class PlatformStatus:
 
 
 @dataclass(frozen=True)
+class RootlessStatus:
+    """Whether builds run rootless (in a user namespace), with which id mapping, and the
+    network networked RUN steps get by default (docs/rootless.md)."""
+
+    rootless: bool = False
+    id_mapping: str = ""  # "uid 0->1000, 1-65536->100000-165535; gid ..."
+    mapping_kind: str = ""  # subordinate, single or identity ("" for root)
+    network: str = "host"  # host, slirp4netns or pasta
+    error: str | None = None  # why the user namespace or the network cannot be had
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rootless": self.rootless, "network": self.network}
+        if self.rootless:
+            out.update(id_mapping=self.id_mapping, mapping_kind=self.mapping_kind)
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def rootless_status() -> RootlessStatus:
+    """What this process (inside the user namespace when it is rootless) builds with."""
+    from dockyard.errors import DockyardError
+    from dockyard.rootless import entered, in_user_namespace
+    from dockyard.rootless.idmap import IdMapping, current_map
+    from dockyard.rootless.network import choose
+
+    if not in_user_namespace():
+        return RootlessStatus()
+    mapping = entered() or IdMapping("identity", current_map("uid"), current_map("gid"))
+    try:
+        network = choose("default", rootless=True)
+        error = None
+    except DockyardError as err:
+        network, error = "none", str(err)
+    return RootlessStatus(True, mapping.describe(), mapping.kind, network, error)
+
+
+@dataclass(frozen=True)
 class SystemInfo:
     """What ``dockyard info`` reports."""
 
@@ -107,12 +156,14 @@ class SystemInfo:
     # the platforms this host runs: natively, or emulated (QEMU registered in binfmt_misc)
     platforms: tuple[PlatformStatus, ...] = ()
     sandbox: SandboxStatus | None = None  # None when no runtime works
+    rootless: RootlessStatus = RootlessStatus()
 
     def to_dict(self) -> dict[str, Any]:
         """The ``dockyard info --format json`` document."""
         out = {"root": self.root, "cgroup_mode": self.cgroup_mode,
                "runtime": self.runtime.to_dict(), "snapshotter": self.snapshotter.to_dict(),
-               "platforms": [p.to_dict() for p in self.platforms]}
+               "platforms": [p.to_dict() for p in self.platforms],
+               "rootless": self.rootless.to_dict()}
         if self.sandbox is not None:
             out["sandbox"] = self.sandbox.to_dict()
         return out
@@ -125,17 +176,37 @@ def info(
     root: Root = None,
 ) -> SystemInfo:
     """Probe the runtime (``runtime``: a name or path; default ``$DOCKYARD_RUNTIME``, else
-    crun, then runc) and the snapshotter on the store's file system. Problems are reported
-    in the result, not raised. Creates the store root if missing."""
+    crun, then runc) and the snapshotter on the store's file system, as a build would use
+    them: as an ordinary user, inside dockyard's user namespace (``rootless`` says with
+    which mapping and network). Problems are reported in the result, not raised. Creates
+    the store root if missing."""
     from dockyard.errors import DockyardError
-    from dockyard.executor.runtime import cgroup_mode, detect_runtime
-    from dockyard.snapshot import open_snapshotter, overlay_supported
+    from dockyard.rootless import call, needed
 
     path = store_root(root)
+    if needed():
+        try:
+            result: SystemInfo = call(_info, runtime, snapshotter, path)
+            return result
+        except DockyardError as err:  # no user namespace here: say why, probe outside
+            import dataclasses
+
+            outside = _info(runtime, snapshotter, path)
+            return dataclasses.replace(outside, rootless=RootlessStatus(
+                True, "", "", "none", str(err)))
+    return _info(runtime, snapshotter, path)
+
+
+def _info(runtime: str | None, snapshotter: Literal["auto", "overlay", "native"],
+          path: Path) -> SystemInfo:
+    from dockyard.errors import DockyardError
+    from dockyard.executor.runtime import cgroup_mode, detect_runtime, state_dir
+    from dockyard.snapshot import open_snapshotter, overlay_supported
+
     path.mkdir(parents=True, exist_ok=True)
     sandbox = None
     try:
-        rt = detect_runtime(runtime, cache_dir=path / "run")
+        rt = detect_runtime(runtime, cache_dir=state_dir(path))
         rt_status = RuntimeStatus(rt.name, rt.path, rt.version, tuple(rt.global_args),
                                   bool(rt.wrapper))
         sandbox = sandbox_status(rt)
@@ -153,4 +224,5 @@ def info(
 
     platforms = tuple(PlatformStatus(p.platform, p.native, p.emulator, p.interpreter)
                       for p in runnable_platforms())
-    return SystemInfo(str(path), cgroup_mode(), rt_status, sn_status, platforms, sandbox)
+    return SystemInfo(str(path), cgroup_mode(), rt_status, sn_status, platforms, sandbox,
+                      rootless_status())

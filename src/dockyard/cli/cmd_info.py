@@ -45,6 +45,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"Devices:      {sandbox.devices}")
         print(f"Pids limit:   {sandbox.pids}")
     print(f"Snapshotter:  {sn_line}")
+    rl = result.rootless
+    if rl.rootless and rl.id_mapping:
+        print(f"Rootless:     yes, user namespace ({rl.mapping_kind} ids: {rl.id_mapping})")
+    elif rl.rootless:
+        print(f"Rootless:     no user namespace here ({rl.error})")
+    else:
+        print("Rootless:     no (root)")
+    net = rl.network if rl.error is None or not rl.id_mapping else f"none ({rl.error})"
+    print(f"Network:      {net} (networked RUN steps; --network none always works)")
     print(f"Store root:   {result.root}")
     native = [p.platform for p in result.platforms if p.native]
     emulated = [f"{p.platform} ({p.emulator})" for p in result.platforms if not p.native]
