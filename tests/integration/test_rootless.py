@@ -284,3 +284,55 @@ def test_user_mode_network(rootless: Rootless, tool: str) -> None:
         assert host.strip(), "a non-loopback interface of the tool's"
     finally:
         os.chmod(tun, mode)
+
+
+def _podman_skip_reason() -> str | None:
+    if shutil.which("podman") is None:
+        return "podman is not installed (scripts/setup.sh installs it with WITH_PEERS=1)"
+    if not shutil.which("runc"):
+        return "no runc for podman"
+    return None
+
+
+def test_in_an_unprivileged_container(tmp_path: Path) -> None:
+    """dockyard inside a podman container started without privileges: root there, but no
+    CAP_SYS_ADMIN, podman's default seccomp profile, /proc unmasked (docs/rootless.md). It
+    enters a user namespace of its own (identity mapping) and builds the multi-stage
+    example, with the digest of a root build on the host."""
+    why = _podman_skip_reason()
+    if why:
+        pytest.skip(why)
+    venv = readable_venv()
+    work = Path(tempfile.mkdtemp(prefix="dockyard-in-container-", dir="/var/tmp"))
+    try:
+        archive = base_archive(shared_store(), ["busybox:latest", "debian:bookworm"], work)
+        shutil.copytree(EXAMPLES / "multistage", work / "multistage")
+        (work / "store").mkdir()
+        dockyard = f"{venv}/bin/dockyard --root /w/store"
+        script = (
+            "set -e; grep CapEff /proc/self/status; "
+            f"{dockyard} load -i /w/{archive.name} >/dev/null; "
+            f"{dockyard} info --format json > /w/info.json; "
+            f"SOURCE_DATE_EPOCH={SDE} {dockyard} build -q -t ms:ct /w/multistage; "
+            f"{dockyard} run ms:ct"
+        )
+        proc = subprocess.run(
+            ["podman", "--runtime", "runc", "run", "--rm", "--net", "host",
+             "--security-opt", "unmask=ALL", "--ulimit", "nofile=1024:1024",
+             "--ulimit", "nproc=4096:4096", "-v", f"{work}:/w", "--rootfs", "/:O",
+             "sh", "-c", script],
+            capture_output=True, text=True, timeout=1200, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        lines = proc.stdout.splitlines()
+        caps = int(lines[0].split()[1], 16)
+        assert not caps >> 21 & 1, "the container has no CAP_SYS_ADMIN"
+        info = json.loads((work / "info.json").read_text())
+        assert info["rootless"]["rootless"] is True
+        assert info["rootless"]["mapping_kind"] == "identity"
+        assert info["snapshotter"]["name"] == "overlay"
+        image = lines[1]
+        assert lines[-1] == f"{SAMPLE_LINKS} links"
+        assert image == _root_build(EXAMPLES / "multistage", "ex-multistage:ct-ref")
+    finally:
+        subprocess.run(["chown", "-R", "0:0", str(work)], check=False)
+        shutil.rmtree(work, ignore_errors=True)

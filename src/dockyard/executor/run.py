@@ -459,7 +459,8 @@ class Executor:
                 container_root = _nodev_view(rootfs, root_view)
             config = oci_spec(container_root, spec, ids, mounts, cgroups=self.runtime.cgroups,
                               device_barrier=self.runtime.device_barrier,
-                              rootless=self.runtime.rootless, network_path=network_path)
+                              rootless=self.runtime.rootless, network_path=network_path,
+                              hostname=self.runtime.hostname)
             fd = os.open(bundle / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
                 json.dump(config, out)

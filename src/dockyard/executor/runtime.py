@@ -34,7 +34,7 @@ __all__ = [
 
 CgroupMode = Literal["v1", "v2", "hybrid", "none"]
 
-_PROBE_VERSION = 5
+_PROBE_VERSION = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,9 @@ class RuntimeInfo:
     global_args: tuple[str, ...]
     wrapper: tuple[str, ...] = ()  # e.g. hide_cgroup2_wrapper() for crun on hybrid hosts
     rootless: bool = False  # runs in dockyard's user namespace (docs/rootless.md)
+    # False where sethostname is refused even in a new UTS namespace (a seccomp profile
+    # of an unprivileged container): containers then keep the host name they inherit
+    hostname: bool = True
 
     @property
     def cgroups(self) -> bool:
@@ -219,7 +222,7 @@ def _candidate_args(
     return [((), ())]
 
 
-def _probe(argv: tuple[str, ...], work: Path) -> str | None:
+def _probe(argv: tuple[str, ...], work: Path, *, hostname: bool = True) -> str | None:
     """Run the host's ``true`` in a throwaway container; None on success, else the error."""
     true_bin = shutil.which("true") or "/bin/true"
     bundle = work / f"probe-{os.urandom(4).hex()}"
@@ -236,8 +239,9 @@ def _probe(argv: tuple[str, ...], work: Path) -> str | None:
         elif host.is_dir():
             (rootfs / top).mkdir()
             mounts.append(
+                # nosuid, nodev: flags the host's mount may have locked in a user namespace
                 {"destination": f"/{top}", "type": "bind", "source": str(host),
-                 "options": ["rbind", "ro"]}
+                 "options": ["rbind", "ro", "nosuid", "nodev"]}
             )
     config = {
         "ociVersion": "1.0.2",
@@ -250,7 +254,7 @@ def _probe(argv: tuple[str, ...], work: Path) -> str | None:
             "noNewPrivileges": True,
         },
         "root": {"path": "rootfs", "readonly": True},
-        "hostname": "probe",
+        **({"hostname": "probe"} if hostname else {}),
         "mounts": mounts,
         "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]},
     }
@@ -293,7 +297,7 @@ def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> Ru
             return RuntimeInfo(
                 info["name"], info["path"], info["version"], info["cgroup_mode"],
                 tuple(info["global_args"]), tuple(info.get("wrapper") or ()),
-                bool(info.get("rootless")),
+                bool(info.get("rootless")), bool(info.get("hostname", True)),
             )
     errors = []
     found: RuntimeInfo | None = None
@@ -302,6 +306,11 @@ def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> Ru
         err = _probe((*wrapper, path, *args), cache_dir)
         if err is None:
             found = RuntimeInfo(name, path, _version(path), mode, args, wrapper, rootless)
+            break
+        if "sethostname" in err and _probe((*wrapper, path, *args), cache_dir,
+                                           hostname=False) is None:
+            found = RuntimeInfo(name, path, _version(path), mode, args, wrapper, rootless,
+                                hostname=False)
             break
         how = " (cgroup2 hidden)" if wrapper else ""
         errors.append(f"{' '.join((name, *args))}{how}: {err}")

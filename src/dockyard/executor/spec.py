@@ -391,6 +391,7 @@ def oci_spec(
     device_barrier: bool = True,
     rootless: bool = False,
     network_path: str | None = None,
+    hostname: bool = True,
 ) -> dict[str, Any]:
     """The OCI runtime ``config.json`` for ``spec`` (``mounts`` = system + extra mounts).
 
@@ -403,7 +404,8 @@ def oci_spec(
     profile refuse to create device nodes, the one barrier left. ``rootless``: in a user
     namespace no limit can be raised, so RLIMIT_NPROC is at most the current hard limit.
     ``network_path`` joins that network namespace (slirp4netns or pasta's) instead of the
-    host's or a new empty one.
+    host's or a new empty one. ``hostname`` False leaves the host name out (where the
+    runtime may not set it).
     """
     privileged = spec.security == "insecure"
     caps = list(privileged_capabilities() if privileged else DEFAULT_CAPABILITIES)
@@ -449,7 +451,7 @@ def oci_spec(
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": str(rootfs), "readonly": False},
-        "hostname": spec.hostname,
+        **({"hostname": spec.hostname} if hostname else {}),
         "mounts": [
             {"destination": m.destination, "type": m.type, "source": m.source,
              "options": list(m.options)}

@@ -106,6 +106,20 @@ def subordinate_ranges(text: str, name: str | None, uid: int) -> list[tuple[int,
     return found
 
 
+def _identity(ranges: tuple[IdRange, ...]) -> tuple[IdRange, ...]:
+    """Every id of ``ranges`` mapped onto itself, less the very last id of a range that
+    reaches 2**32-2: a map of all ids would look like the host's own namespace, and runc
+    (like :func:`in_user_namespace`) would take it for one."""
+    out = []
+    for r in ranges:
+        count = r.count
+        if r.inside + count >= _FULL:
+            count = _FULL - 1 - r.inside
+        if count > 0:
+            out.append(IdRange(r.inside, r.inside, count))
+    return tuple(out)
+
+
 def _sub_ranges(outside_self: int, subs: list[tuple[int, int]]) -> tuple[IdRange, ...]:
     """0 -> ``outside_self``, then the subordinate ranges one after another from 1."""
     ranges = [IdRange(0, outside_self, 1)]
@@ -129,11 +143,7 @@ def plan_mapping(
     none for the user, the single-id mapping.
     """
     if can_setid and current_uids and current_gids:
-        return IdMapping(
-            "identity",
-            tuple(IdRange(r.inside, r.inside, r.count) for r in current_uids),
-            tuple(IdRange(r.inside, r.inside, r.count) for r in current_gids),
-        )
+        return IdMapping("identity", _identity(current_uids), _identity(current_gids))
     subuids = subordinate_ranges(subuid_text, name, uid)
     subgids = subordinate_ranges(subgid_text, name, uid)
     if subuids and subgids:
@@ -165,6 +175,8 @@ def in_user_namespace(uid_map: tuple[IdRange, ...] | None = None) -> bool:
     every id mapped onto itself): then no device node can be made, mounts of sysfs need a
     network namespace of our own, overlayfs keeps its markers in ``user.`` xattrs, and the
     runtime applies no cgroups. As runc's ``RunningInUserNS``."""
+    if uid_map is None and os.environ.get("_DOCKYARD_USERNS"):
+        return True  # ours (set by dockyard.rootless.enter, inherited by our children)
     ranges = current_map() if uid_map is None else uid_map
     return ranges != (IdRange(0, 0, _FULL),)
 

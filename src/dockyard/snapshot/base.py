@@ -182,7 +182,10 @@ def mount_one(m: Mount, target: Path) -> None:
         _sys_mount(m.source, str(target), None, flags & (_MS_BIND | _MS_REC), "")
         extra = flags & ~(_MS_BIND | _MS_REC)
         if extra:
-            # Bind mounts ignore ro/nosuid... on the first call; they need a remount.
+            # Bind mounts ignore ro/nosuid... on the first call; they need a remount. In a
+            # user namespace the flags the source's mount came with are locked: a remount
+            # must repeat them (it may only add).
+            extra |= _locked_flags(target)
             _sys_mount("none", str(target), None, _MS_REMOUNT | _MS_BIND | extra, "")
         return
     if len(data) > MOUNT_OPTIONS_LIMIT and m.type == "overlay":
@@ -206,6 +209,25 @@ def mount_one(m: Mount, target: Path) -> None:
         _sys_mount(m.source, str(target), m.type, flags, data)
     except OSError as err:
         raise StoreError(f"mounting {m.type} on {target}: {err.strerror}") from err
+
+
+def _locked_flags(target: Path) -> int:
+    """ro/nosuid/nodev/noexec of the mount at ``target``, in a user namespace (where a
+    remount may not clear them); 0 elsewhere."""
+    from dockyard.rootless.idmap import in_user_namespace
+
+    if not in_user_namespace():
+        return 0
+    try:
+        st = os.statvfs(target)
+    except OSError:
+        return 0
+    flags = 0
+    for st_flag, ms_flag in ((os.ST_RDONLY, _MS_RDONLY), (os.ST_NOSUID, _MS_NOSUID),
+                             (os.ST_NODEV, _MS_NODEV), (os.ST_NOEXEC, _MS_NOEXEC)):
+        if st.f_flag & st_flag:
+            flags |= ms_flag
+    return flags
 
 
 def unmount(target: Path) -> None:
