@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 HERE = Path(__file__).resolve().parent
 SCENARIO_DIR = HERE / "scenarios"
@@ -443,6 +443,61 @@ class DockyardBuilder:
             return self._exports[tag]
         self._cmd("save", "-o", out, tag, check=True)
         return out
+
+
+class RootlessDockyardBuilder(DockyardBuilder):
+    """dockyard as an ordinary user (rootless, docs/rootless.md): the CLI of a virtualenv
+    that user can read, a store in its home, each build on a copy of the context and the
+    Dockerfile the user owns (the run directory is root's)."""
+
+    name = "dockyard-rootless"
+
+    def __init__(self, user: Any, venv: Path) -> None:
+        super().__init__(user.home / "store")
+        self.user = user
+        self.cli = [str(venv / "bin" / "dockyard")]
+        self.work = user.home / "builds"
+        self.work.mkdir(exist_ok=True)
+        user.chown(self.work)
+        self._builds = 0
+
+    def _cmd(self, *args: str | os.PathLike[str], check: bool = False) -> subprocess.CompletedProcess[str]:
+        proc = self.user.run([*self.cli, "--root", str(self.root), *args], check=False,
+                             timeout=BUILD_TIMEOUT)
+        merged = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout + proc.stderr)
+        if check and proc.returncode != 0:
+            raise HarnessError(f"dockyard (rootless) {' '.join(map(str, args))} failed:\n"
+                               f"{merged.stdout[-4000:]}")
+        return merged
+
+    def load_base(self, base: BaseImage) -> None:
+        """Load a readable copy of the base's archive."""
+        copy = self.work / f"base-{base.ref.replace(':', '_')}.tar"
+        shutil.copyfile(base.archive, copy)
+        self.user.chown(copy)
+        self._cmd("load", "-i", copy, check=True)
+        copy.unlink()
+
+    def build(self, req: BuildRequest) -> str:
+        """The build on copies the user owns; the OCI archive lands in its directory."""
+        self._builds += 1
+        here = self.work / f"b{self._builds}"
+        ctx = here / "ctx"
+        shutil.copytree(req.context, ctx, symlinks=True)
+        dockerfile = here / "Dockerfile"
+        shutil.copyfile(req.dockerfile, dockerfile)
+        secrets = {}
+        for sid, src in req.secrets.items():
+            secrets[sid] = here / f"secret-{sid}"
+            shutil.copyfile(src, secrets[sid])
+        self.user.chown(here)
+        # chown clears setuid and setgid bits: give the copies their modes back
+        for src in [req.context, *req.context.rglob("*")]:
+            dst = ctx / src.relative_to(req.context)
+            if not src.is_symlink():
+                os.chmod(dst, src.stat().st_mode & 0o7777)
+        copied = BuildRequest(dockerfile, ctx, req.tag, req.build_args, req.target, secrets)
+        return super().build(copied)
 
 
 class BuildahBuilder:
