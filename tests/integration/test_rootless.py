@@ -232,15 +232,29 @@ print("outside", open("/proc/self/uid_map").read().split()[:3])
     assert lines[2] == "outside ['0', '0', '4294967295']"  # the caller never moved
 
 
-def test_user_without_subordinate_ids_gets_one_id() -> None:
+def test_user_without_subordinate_ids_gets_one_id(rootless: Rootless) -> None:
     user = ordinary_user("dyone", subids=False)
     try:
-        venv = readable_venv()
-        info = json.loads(user.run([str(venv / "bin" / "dockyard"), "info", "--format",
-                                    "json"]).stdout)
+        dockyard = str(rootless.venv / "bin" / "dockyard")
+        info = json.loads(user.run([dockyard, "info", "--format", "json"]).stdout)
         assert info["rootless"]["mapping_kind"] == "single"
         assert info["rootless"]["id_mapping"] == \
             f"uid 0->{user.uid}; gid 0->{user.gid}"
+        busybox = rootless.work / "one-busybox.tar"
+        rootless.dockyard("save", "-o", str(busybox), "busybox:latest")
+        os.chmod(busybox, 0o644)
+        user.run([dockyard, "load", "-i", str(busybox)])
+        ctx = user.home / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text("FROM busybox:latest\nRUN id -u > /who\n"
+                                        "USER 1000\nRUN true\n")
+        user.chown(ctx)
+        proc = user.run([dockyard, "build", str(ctx)], check=False)
+        assert proc.returncode == 1
+        assert "#2 DONE" in proc.stderr  # a RUN as root works with the one id
+        assert ("USER 1000: uid 1000 does not exist in this user namespace (ids 0-0 are "
+                "mapped)") in proc.stderr
+        assert "usermod --add-subuids" in proc.stderr
     finally:
         user.remove()
 

@@ -272,6 +272,9 @@ def _cache_base(store_root: Path, cache_id: str) -> Path:
 def _init_cache_dir(path: Path, m: RunMount) -> None:
     if path.is_dir():
         return
+    from dockyard.rootless.idmap import check_ids
+
+    check_ids(f"--mount=type=cache,id={m.id}", m.uid or 0, m.gid or 0)
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, m.mode if m.mode is not None else 0o755)
     os.chown(path, m.uid or 0, m.gid or 0)
@@ -343,6 +346,9 @@ def secret_mount(
     secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     name = hashlib.sha256(m.id.encode()).hexdigest()[:16]
     path = secrets_dir / name
+    from dockyard.rootless.idmap import check_ids
+
+    check_ids(f"--mount=type=secret,id={m.id}", m.uid or 0, m.gid or 0)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, value)

@@ -423,6 +423,10 @@ class Executor:
             raise ExecutorError("cancelled")
         _check_command(rootfs, spec)
         ids = UserIds(*resolve_user(rootfs, spec.user))
+        if self.runtime.rootless:
+            from dockyard.rootless.idmap import check_ids
+
+            check_ids(f"USER {spec.user}", ids.uid, ids.gid, ids.groups)
         cid = name or f"dockyard-{os.urandom(8).hex()}"
         if name is not None and (self._runtime_root / name).exists():
             raise ExecutorError(f"the container name {name!r} is already in use")
@@ -448,6 +452,7 @@ class Executor:
                 privileged=privileged, resolv_conf=resolv, hosts=hosts, shm_size=spec.shm_size,
                 rootless=self.runtime.rootless,
                 own_network=spec.network == "none" or network_path is not None,
+                tty_gid=_tty_gid() if self.runtime.rootless else 5,
             )
             mounts += list(spec.mounts)
             stubs = find_mount_stubs(rootfs, [m.destination for m in mounts])
@@ -575,6 +580,13 @@ class Executor:
             running = list(self._running)
         for cid in running:
             self._kill(cid)
+
+
+def _tty_gid() -> int | None:
+    """The group of /dev/pts nodes (5, tty) when it exists in this user namespace."""
+    from dockyard.rootless.idmap import current_map
+
+    return 5 if any(r.inside <= 5 < r.inside + r.count for r in current_map("gid")) else None
 
 
 def _nodev_view(rootfs: Path, target: Path) -> Path:

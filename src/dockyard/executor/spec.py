@@ -311,7 +311,7 @@ def hosts_file_content(hostname: str, extra_hosts: Sequence[tuple[str, str]] = (
 
 def system_mounts(
     *, privileged: bool, resolv_conf: Path, hosts: Path, shm_size: int = DEFAULT_SHM_SIZE,
-    rootless: bool = False, own_network: bool = False,
+    rootless: bool = False, own_network: bool = False, tty_gid: int | None = 5,
 ) -> list[MountSpec]:
     """/proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys and the generated /etc files.
 
@@ -321,7 +321,8 @@ def system_mounts(
     ``rootless`` (a user namespace): the runtime binds the default devices itself (it
     cannot make nodes there), and without a network namespace of the container's own
     (``own_network`` False: the host's network) sysfs cannot be mounted, so the host's
-    ``/sys`` is bound read-only instead, as rootless Podman does.
+    ``/sys`` is bound read-only instead, as rootless Podman does. ``tty_gid`` None (a
+    single-id mapping has no group 5) leaves devpts nodes in the caller's group.
     """
     sys_opts = ("nosuid", "noexec", "nodev", "rw" if privileged else "ro")
     dev_opts: tuple[str, ...] = ("nosuid", "strictatime", "mode=755", "size=65536k")
@@ -339,7 +340,8 @@ def system_mounts(
             "/dev/pts",
             "devpts",
             "devpts",
-            ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
+            ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
+             *((f"gid={tty_gid}",) if tty_gid is not None else ())),
         ),
         MountSpec(
             "/dev/shm", "tmpfs", "shm",

@@ -24,6 +24,7 @@ from typing import Literal
 __all__ = [
     "IdMapping",
     "IdRange",
+    "check_ids",
     "current_map",
     "in_user_namespace",
     "plan_mapping",
@@ -199,3 +200,31 @@ def user_name(uid: int) -> str | None:
     except (KeyError, ImportError):
         env = os.environ.get("USER") or os.environ.get("LOGNAME")
         return env or None
+
+
+def _mapped(ranges: tuple[IdRange, ...], value: int) -> bool:
+    return any(r.inside <= value < r.inside + r.count for r in ranges)
+
+
+def check_ids(what: str, uid: int | None, gid: int | None,
+              groups: tuple[int, ...] = ()) -> None:
+    """In a user namespace, raise ExecutorError when ``uid``, ``gid`` or ``groups`` do not
+    exist there (a single-id mapping has only 0; a subordinate range may end below them):
+    the kernel would refuse them with a bare EINVAL. ``what`` names the cause
+    (``USER 1000``, ``COPY --chown=1000``)."""
+    if not in_user_namespace():
+        return
+    uids, gids = current_map("uid"), current_map("gid")
+    missing = [f"uid {uid}"] if uid is not None and not _mapped(uids, uid) else []
+    missing += [f"gid {g}" for g in (gid, *groups) if g is not None and not _mapped(gids, g)]
+    if not missing:
+        return
+    from dockyard.errors import ExecutorError
+
+    last = max(r.inside + r.count - 1 for r in uids)
+    raise ExecutorError(
+        f"{what}: {', '.join(missing)} {'does' if len(missing) == 1 else 'do'} not exist "
+        f"in this user namespace (ids 0-{last} are mapped)",
+        hint="give the user subordinate ids, e.g. usermod --add-subuids 100000-165535 "
+             "--add-subgids 100000-165535 USER (docs/rootless.md)")
+

@@ -289,6 +289,14 @@ def copy(
 
     chmod = parse_chmod(op.chmod) if op.chmod else None
     utime = ctx.options.source_date_epoch
+    if chown is not None:
+        from dockyard.errors import ExecutorError
+        from dockyard.rootless.idmap import check_ids
+
+        try:
+            check_ids(f"{'ADD' if op.is_add else 'COPY'} --chown={op.chown}", *chown)
+        except ExecutorError as err:
+            raise located(ctx, step, err.message, err.hint) from None
     command = "ADD" if op.is_add else "COPY"
     tmpdir = ctx.store.root / "tmp"
     try:
