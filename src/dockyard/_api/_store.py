@@ -8,6 +8,7 @@ import contextlib
 from dataclasses import dataclass
 
 from dockyard._api._common import Root, open_store, store_root
+from dockyard.rootless.namespace import in_namespace
 
 __all__ = ["StoreCheckResult", "StoreProblem", "store_check"]
 
@@ -43,6 +44,7 @@ class StoreCheckResult:
         return all(p.repaired for p in self.problems)
 
 
+@in_namespace
 def store_check(*, repair: bool = False, timeout: float = 60.0, root: Root = None
                 ) -> StoreCheckResult:
     """Check the store: every blob's digest, every reference from images, layers, cache
