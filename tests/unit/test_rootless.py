@@ -224,3 +224,34 @@ def test_forbidden_user_namespaces_say_so_in_one_line(monkeypatch: pytest.Monkey
     assert "\n" not in text
     assert "cannot create a user namespace (Operation not permitted)" in text
     assert "docs/rootless.md" in text
+
+
+def test_ids_the_namespace_lacks_are_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dockyard.rootless import idmap
+
+    monkeypatch.setattr(idmap, "in_user_namespace", lambda: True)
+    single = {"uid": (IdRange(0, 1000, 1),), "gid": (IdRange(0, 1000, 1),)}
+    monkeypatch.setattr(idmap, "current_map", lambda which="uid": single[which])
+    idmap.check_ids("RUN", 0, 0)  # root exists in every mapping
+    with pytest.raises(ExecutorError) as info:
+        idmap.check_ids("COPY --chown=1000:5", 1000, 5)
+    assert str(info.value).startswith(
+        "COPY --chown=1000:5: uid 1000, gid 5 do not exist in this user namespace "
+        "(ids 0-0 are mapped)")
+    assert "usermod --add-subuids" in (info.value.hint or "")
+    sub = {"uid": (IdRange(0, 1000, 1), IdRange(1, 100000, 65536)),
+           "gid": (IdRange(0, 1000, 1), IdRange(1, 100000, 65536))}
+    monkeypatch.setattr(idmap, "current_map", lambda which="uid": sub[which])
+    idmap.check_ids("USER 1000", 1000, 1000, (4, 65536))
+    with pytest.raises(ExecutorError, match="gid 65537 does not exist"):
+        idmap.check_ids("USER app", 1000, 1000, (65537,))
+
+
+def test_tty_group_only_where_mapped(tmp_path: Path) -> None:
+    def devpts(tty_gid: int | None) -> tuple[str, ...]:
+        mounts = system_mounts(privileged=False, resolv_conf=tmp_path / "r",
+                               hosts=tmp_path / "h", rootless=True, tty_gid=tty_gid)
+        return next(m.options for m in mounts if m.destination == "/dev/pts")
+
+    assert "gid=5" in devpts(5)
+    assert not any(o.startswith("gid=") for o in devpts(None))

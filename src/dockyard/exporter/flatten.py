@@ -194,19 +194,24 @@ def _make_node(src: Path, dest: Path, warn: Callable[[str], None]) -> None:
     """A device node or FIFO of the image, made anew at ``dest`` (as ``docker cp`` extracts
     one) and never opened; device nodes only by root, else skipped with a warning. Sockets
     are skipped."""
+    from dockyard.rootless.idmap import in_user_namespace
+
     st = src.lstat()
     mode = st.st_mode
+    # rootless (dockyard's user namespace): root there makes no device node, and the files
+    # it writes for the caller stay the caller's
+    real_root = os.geteuid() == 0 and not in_user_namespace()
     if stat.S_ISFIFO(mode):
         os.mkfifo(dest, stat.S_IMODE(mode))
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        if os.geteuid() != 0:
+        if not real_root:
             warn(f"skipped device node {src.name}: creating it needs root")
             return
         os.mknod(dest, mode, st.st_rdev)
     else:
         warn(f"skipped {src.name}: not a regular file, directory, symlink, device or FIFO")
         return
-    if os.geteuid() == 0:
+    if real_root:
         os.lchown(dest, st.st_uid, st.st_gid)
     os.chmod(dest, stat.S_IMODE(mode))
     os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)

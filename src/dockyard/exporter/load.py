@@ -589,13 +589,15 @@ def _load_oci(store: Store, archive: _Archive) -> list[LoadedImage]:
 def _open_archive(store: Store, source: str | Path | BinaryIO) -> Iterator[_Archive]:
     if isinstance(source, str | Path):
         path = Path(source)
-        if path.is_dir():
-            yield _DirArchive(path)
-            return
         try:
-            f = open(path, "rb")  # noqa: SIM115
+            # is_dir raises where a parent is unreadable (an ordinary user's load)
+            is_dir = path.is_dir()
+            f = None if is_dir else open(path, "rb")  # noqa: SIM115
         except OSError as err:
             raise UsageError(f"cannot open {path}: {err.strerror}") from None
+        if f is None:
+            yield _DirArchive(path)
+            return
         with f:
             head = f.read(6)
             f.seek(0)
