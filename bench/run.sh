@@ -13,7 +13,8 @@
 # is the docker CLI's, not the daemon's; for dockyard and buildah it is the builder's.
 #
 # env: everything bench.sh takes (RUNS, WARMUP, OUT, BUILD_TIMEOUT), plus
-#      PEERS   default "dockyard docker_buildkit"
+#      PEERS   default "dockyard docker_buildkit"; dockyard_rootless is dockyard as an
+#              ordinary user (bench/peers/dockyard-rootless.sh, issue 16)
 #      CASES   default "multistage bigctx runchain bigctx-norun"; named sets:
 #              "scale" = issue 18's cases (below), "growth" = growth-1x growth-4x growth-16x
 #      SHARED  the shared peers folder (default /work/shared/peers)
@@ -58,7 +59,7 @@ for c in $CASES; do
   case $c in scale) expanded="$expanded $SCALE" ;; growth) expanded="$expanded $GROWTH" ;; *) expanded="$expanded $c" ;; esac
 done
 export CASES="${expanded# }"
-export PEERS_EXTRA="${PEERS_EXTRA:-$REPO/bench/peers/dockyard.sh}"
+export PEERS_EXTRA="${PEERS_EXTRA:-$REPO/bench/peers/dockyard.sh $REPO/bench/peers/dockyard-rootless.sh}"
 export PEERS="${PEERS:-dockyard docker_buildkit}"
 # issue 18: a peer that does not finish a build in 10 minutes is out of that case
 export BUILD_TIMEOUT=${BUILD_TIMEOUT:-600}

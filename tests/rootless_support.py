@@ -176,6 +176,11 @@ def readable_venv() -> Path:
 
     base = Path(tempfile.mkdtemp(prefix="dockyard-rootless-venv-", dir="/var/tmp"))
     atexit.register(shutil.rmtree, base, True)
+    return make_readable_venv(base)
+
+
+def make_readable_venv(base: Path) -> Path:
+    """:func:`readable_venv` in ``base`` (an empty directory), kept (bench/peers uses it)."""
     venv = base / "venv"
     subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True,
                    capture_output=True)
