@@ -253,6 +253,30 @@ def test_runc_rootless_gives_the_same_image(rootless: Rootless, tmp_path: Path) 
     assert out.stdout.strip().splitlines()[-1] == _root_build(root_ctx, "owners:root-runc")
 
 
+def test_native_snapshotter_gives_the_same_image(rootless: Rootless, tmp_path: Path) -> None:
+    """The copying snapshotter (the fallback where overlay cannot be mounted in the user
+    namespace), each in a store of its own: the ownership Dockerfile gives the digest of
+    root's build with the same snapshotter. (Not overlay's: where a RUN removes and remakes
+    a directory, overlay's diff has an opaque marker, as BuildKit's, the native diff not.)"""
+    ctx = rootless.context("owners-native", OWNERSHIP)
+    store = rootless.work / "native-store"
+    busybox = rootless.work / "native-busybox.tar"
+    rootless.dockyard("save", "-o", str(busybox), "busybox:latest")
+    rootless.dockyard("--root", str(store), "load", "-i", str(busybox))
+    out = rootless.dockyard("--root", str(store), "build", "-q", "--snapshotter", "native",
+                            "-t", "owners:native", str(ctx), env={"SOURCE_DATE_EPOCH": SDE})
+    info = json.loads(rootless.dockyard("--root", str(store), "info", "--format",
+                                        "json").stdout)
+    assert info["rootless"]["rootless"] is True
+    root_ctx = tmp_path / "owners"
+    shutil.copytree(ctx, root_ctx)
+    root_store = tmp_path / "store"
+    cli(root_store, "load", "-i", str(busybox))
+    root = cli(root_store, "build", "-q", "--snapshotter", "native", str(root_ctx),
+               env={"SOURCE_DATE_EPOCH": SDE}).stdout
+    assert out.stdout.strip().splitlines()[-1] == root.strip().splitlines()[-1]
+
+
 def test_api_forks_into_the_namespace(rootless: Rootless) -> None:
     ctx = rootless.context("api", {"Dockerfile": "FROM busybox:latest\n"
                                    "COPY --chown=7:7 f /f\nRUN echo ok\n", "f": "f\n"})
