@@ -329,6 +329,13 @@ def test_user_without_subordinate_ids_gets_one_id(rootless: Rootless) -> None:
         assert ("USER 1000: uid 1000 does not exist in this user namespace (ids 0-0 are "
                 "mapped)") in proc.stderr
         assert "usermod --add-subuids" in proc.stderr
+        (ctx / "Dockerfile").write_text("FROM busybox:latest\nCOPY --chown=1000 Dockerfile /\n")
+        proc = user.run([dockyard, "build", str(ctx)], check=False)
+        assert proc.returncode == 1
+        assert "Dockerfile:2" in proc.stderr
+        assert ("COPY --chown=1000: uid 1000, gid 1000 do not exist in this user namespace"
+                in proc.stderr)
+        assert "Traceback" not in proc.stderr
     finally:
         user.remove()
 
