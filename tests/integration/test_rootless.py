@@ -182,10 +182,15 @@ def test_rebuild_is_cached_and_run_sees_the_ids(rootless: Rootless) -> None:
     assert "CACHE MISS" in first.stderr
     again = rootless.dockyard("build", "--progress", "plain", "-t", "cached:1", str(ctx))
     assert "CACHE MISS" not in again.stderr
-    run = rootless.dockyard("run", "--user", "bob", "cached:1", "sh", "-c",
-                            "id -u; stat -c %u /home/bob/f; cat /proc/self/uid_map")
-    lines = run.stdout.split()
-    assert lines[:2] == ["1234", "1234"]
+    vol = rootless.work / "vol"
+    vol.mkdir()
+    (vol / "in").write_text("from the host\n")
+    rootless.user.chown(vol)
+    run = rootless.dockyard("run", "--user", "bob", "-v", f"{vol}:/vol:ro", "cached:1", "sh",
+                            "-c", "id -u; stat -c %u /home/bob/f; cat /vol/in; "
+                            "touch /vol/x 2>/dev/null || echo read-only")
+    lines = run.stdout.splitlines()
+    assert lines == ["1234", "1234", "from the host", "read-only"]
 
 
 def test_store_and_info(rootless: Rootless) -> None:
