@@ -174,7 +174,14 @@ def readable_venv() -> Path:
     made once per test process, removed at exit. Returns its directory."""
     import atexit
 
-    base = Path(tempfile.mkdtemp(prefix="dockyard-rootless-venv-", dir="/var/tmp"))
+    # pytest-xdist workers may end without running atexit: the pid in the name lets a later
+    # run remove the virtualenvs of processes that are gone
+    for old in Path("/var/tmp").glob("dockyard-rootless-venv-*-*"):
+        pid = old.name.split("-")[3]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    base = Path(tempfile.mkdtemp(prefix=f"dockyard-rootless-venv-{os.getpid()}-",
+                                 dir="/var/tmp"))
     atexit.register(shutil.rmtree, base, True)
     return make_readable_venv(base)
 
