@@ -4,7 +4,9 @@
 
 A thread checks the traced memory every 0.2 s and keeps a snapshot each time it reaches a
 new peak (at least 10% over the last one); when the command ends, the report (MEMTOP_OUT,
-default stderr) lists the source lines holding the most memory in the largest snapshot.
+default stderr) lists the source lines holding the most memory in the largest snapshot
+(MEMTOP_GROUP=traceback with MEMTOP_FRAMES=N: the N innermost callers of each, innermost
+first).
 tracemalloc sees Python allocations only (not the interpreter, shared libraries or
 SQLite's page cache) and slows the command 2-4x: use it for shares, not for the RSS.
 """
@@ -37,10 +39,13 @@ def main() -> None:
                  "| where (file:line) | MB | blocks |", "|---|---|---|"]
         if snap is not None:
             snap = snap.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
-            for stat in snap.statistics("lineno")[:30]:
-                fr = stat.traceback[0]
-                name = fr.filename.split("/src/")[-1].split("/lib/python3.11/")[-1]
-                lines.append(f"| `{name}:{fr.lineno}` | {stat.size / 1e6:.1f} | {stat.count} |")
+            group = os.environ.get("MEMTOP_GROUP", "lineno")  # or "traceback"
+            for stat in snap.statistics(group)[:30]:
+                where = " < ".join(
+                    f"{fr.filename.split('/src/')[-1].split('/lib/python3.11/')[-1]}:{fr.lineno}"
+                    for fr in reversed(stat.traceback) if group == "traceback" or fr is
+                    stat.traceback[0])
+                lines.append(f"| `{where}` | {stat.size / 1e6:.1f} | {stat.count} |")
         out = os.environ.get("MEMTOP_OUT")
         text = "\n".join(lines) + "\n"
         if out:

@@ -16,6 +16,7 @@ from dockyard.context.hashing import (
     StatCache,
     digest_selection,
     explain_diff,
+    explain_diff_items,
     hash_file,
 )
 from dockyard.errors import ContextError
@@ -382,3 +383,29 @@ def test_parents_digest_the_directories_copy_parents_recreates(tmp_path: Path) -
     assert explain_diff(sel.parents, digest_selection(
         ctx, ["a/./b/c/f"], [], StatCache(None), context=True, parents=True).parents) == [
         "a/b (mode 755 -> 700)"]
+
+
+_METAS = st.builds(
+    lambda kind, mode, uid, size, sha, link, hardlink: FileMeta(
+        kind, mode, uid, uid, size, sha, link, (), (0, 0), hardlink),
+    st.sampled_from(["file", "dir", "symlink"]), st.sampled_from([0o644, 0o755, 0o600]),
+    st.integers(0, 2), st.integers(0, 3), st.sampled_from(["", "a" * 64, "b" * 64]),
+    st.sampled_from(["", "t"]), st.sampled_from(["", "x"]))
+
+
+@settings(max_examples=80, deadline=None)
+@given(old=st.dictionaries(st.sampled_from([f"p{i}" for i in range(12)]), _METAS, max_size=12),
+       new=st.dictionaries(st.sampled_from([f"p{i}" for i in range(12)]), _METAS, max_size=12),
+       keep=st.sets(st.sampled_from([f"p{i}" for i in range(12)])))
+def test_explaining_from_stored_items_says_what_explain_diff_says(
+    old: dict[str, object], new: dict[str, object], keep: set[str],
+) -> None:
+    """The miss explanation compares the stored manifest entry by entry (its JSON pairs)
+    instead of decoding it whole: the lines must be the same."""
+    from dockyard.store.history import PackedManifest
+
+    olds: dict[str, FileMeta] = dict(old)  # type: ignore[arg-type]
+    news: dict[str, FileMeta] = {k: v for k, v in olds.items() if k in keep}
+    news.update(new)  # type: ignore[arg-type]
+    packed = PackedManifest(PackedManifest.pack({k: m.to_json() for k, m in olds.items()}).packed)
+    assert explain_diff_items(packed.iter_items(), news) == explain_diff(olds, news)

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dockyard.store.db import PackedManifest, Store
 
@@ -84,3 +86,37 @@ def test_list_steps_are_left_as_they_are(store: Store) -> None:
     assert got is not None
     assert [s["key"] for s in got["steps"]] == ["k1"]
     assert dict(got["steps"][0]["files"]) == {}
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(files=st.dictionaries(st.text(min_size=0, max_size=40), _JSON_VALUES, max_size=40),
+       chunk=st.integers(1, 64))
+def test_packed_items_stream_gives_what_json_loads_gives(files: dict[str, object],
+                                                         chunk: int) -> None:
+    """The miss explanation reads a stored manifest one entry at a time; whatever the
+    chunking of the inflated text, the pairs are json.loads's (order included)."""
+    import dockyard.store.history as history
+
+    packed = PackedManifest.pack(files)
+    expected = list(json.loads(json.dumps(files, sort_keys=True)).items())
+    old = history._STREAM_CHUNK
+    history._STREAM_CHUNK = chunk
+    try:
+        assert list(PackedManifest(packed.packed).iter_items()) == expected
+    finally:
+        history._STREAM_CHUNK = old
+
+
+def test_packed_items_refuse_what_is_not_one_object() -> None:
+    import base64
+    import zlib
+
+    for text in ('["a"]', '{"a":1', '{"a" 1}', '{"a":1;"b":2}', '{1:2}'):
+        packed = base64.b64encode(zlib.compress(text.encode())).decode()
+        with pytest.raises(ValueError):
+            list(PackedManifest(packed).iter_items())

@@ -202,14 +202,44 @@ class SelectedEntry:
 
     rel: str
     path: str  # a string: COPY makes thousands of these, pathlib would cost a third of it
-    st: os.stat_result
+    st: EntryStat
     source_rel: str
     inner: str
 
 
+class EntryStat:
+    """The ``lstat`` fields a selected entry is used for, kept in about a third of the memory
+    of an ``os.stat_result`` (a 19-field struct with its own int and float objects): a COPY
+    of 100,000 files holds one per entry through the digest and the copy (issue 18's peak
+    memory)."""
+
+    __slots__ = ("st_atime_ns", "st_ctime_ns", "st_dev", "st_gid", "st_ino", "st_mode",
+                 "st_mtime_ns", "st_nlink", "st_rdev", "st_size", "st_uid")
+
+    def __init__(self, st: os.stat_result | EntryStat) -> None:
+        self.st_mode: int = st.st_mode
+        self.st_ino: int = st.st_ino
+        self.st_dev: int = st.st_dev
+        self.st_nlink: int = st.st_nlink
+        self.st_uid: int = st.st_uid
+        self.st_gid: int = st.st_gid
+        self.st_size: int = st.st_size
+        self.st_atime_ns: int = st.st_atime_ns
+        self.st_mtime_ns: int = st.st_mtime_ns
+        self.st_ctime_ns: int = st.st_ctime_ns
+        self.st_rdev: int = st.st_rdev
+
+    def __repr__(self) -> str:
+        return (f"EntryStat(mode={self.st_mode:o}, ino={self.st_ino}, size={self.st_size},"
+                f" mtime_ns={self.st_mtime_ns})")
+
+
+#: An ``lstat`` result, whole or compact.
+StatLike = os.stat_result | EntryStat
+
 #: ``(rel, path, lstat, source_rel, inner)``: a :class:`SelectedEntry` as a plain tuple, with
 #: the path as a string (no pathlib object per entry on the hashing path).
-RawEntry = tuple[str, str, os.stat_result, str, str]
+RawEntry = tuple[str, str, EntryStat, str, str]
 
 
 def _walk_contents(
@@ -255,7 +285,7 @@ def _walk_contents(
         prefix = directory if directory.endswith("/") else directory + "/"
         for entry in _sorted_scandir(fd):
             inner = inner_dir + entry.name
-            st = entry.stat(follow_symlinks=False)
+            st = EntryStat(entry.stat(follow_symlinks=False))
             is_dir = is_dir_mode(st.st_mode)
             child_ign: MatchInfo | None = None
             child_exc: MatchInfo | None = None
@@ -407,7 +437,7 @@ def _select_match_raw(
     ):
         raise missing_source_error(src, ignore)
     top = str(path)
-    out: list[RawEntry] = [(match, top, st, match, "")]
+    out: list[RawEntry] = [(match, top, EntryStat(st), match, "")]
     if stat.S_ISDIR(st.st_mode):
         _walk_contents(top, match, real_rel, excludes, ignore, out)
     return out

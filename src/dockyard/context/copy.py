@@ -34,6 +34,7 @@ from dockyard._fs import no_space
 from dockyard._xattrs import keep_xattr
 from dockyard.context._paths import (
     SelectedEntry,
+    StatLike,
     missing_source_error,
     parent_dirs,
     rel_to,
@@ -208,7 +209,7 @@ class _Copier:
     # What the step's key was made of: the copy must copy exactly that (see copy_into)
     expected: _Expected | None = None
 
-    def owner(self, st: os.stat_result) -> tuple[int, int]:
+    def owner(self, st: StatLike) -> tuple[int, int]:
         if self.chown is not None:
             return self.chown
         if self.preserve_owner:
@@ -232,7 +233,7 @@ class _Copier:
             if self.utime is not None:
                 os.utime(directory, (self.utime, self.utime))
 
-    def apply_info(self, src: StrPath, st: os.stat_result, target: StrPath) -> None:
+    def apply_info(self, src: StrPath, st: StatLike, target: StrPath) -> None:
         is_link = stat.S_ISLNK(st.st_mode)
         uid, gid = self.owner(st)
         if self.is_root:
@@ -242,20 +243,20 @@ class _Copier:
         _copy_xattrs(src, target)
         os.utime(target, ns=self.target_times(st), follow_symlinks=False)
 
-    def target_mode(self, st: os.stat_result) -> int:
+    def target_mode(self, st: StatLike) -> int:
         """The permission bits (incl. special bits) a copy of a non-symlink ``st`` gets."""
         mode = stat.S_IMODE(st.st_mode)
         if self.chmod is not None:
             mode = self.chmod.apply(mode, stat.S_ISDIR(st.st_mode))
         return mode
 
-    def target_times(self, st: os.stat_result) -> tuple[int, int]:
+    def target_times(self, st: StatLike) -> tuple[int, int]:
         """(atime, mtime) in ns for a copy of ``st``: the source's, or ``utime`` when set."""
         if self.utime is not None:
             return (self.utime * 1_000_000_000, self.utime * 1_000_000_000)
         return (st.st_atime_ns, st.st_mtime_ns)
 
-    def copy_regular(self, src: StrPath, st: os.stat_result, target: StrPath) -> None:
+    def copy_regular(self, src: StrPath, st: StatLike, target: StrPath) -> None:
         """Create ``target`` (it must not exist) as a copy of regular file ``src``, content and
         metadata, all through the two file descriptors: the same result as copying and then
         :meth:`apply_info`, with a third of the syscalls and no path lookups after the open."""
@@ -279,7 +280,7 @@ class _Copier:
         finally:
             os.close(src_fd)
 
-    def copy_entry(self, src: StrPath, st: os.stat_result, target: StrPath) -> bool:
+    def copy_entry(self, src: StrPath, st: StatLike, target: StrPath) -> bool:
         """Copy one non-directory entry (info applied); False if it was skipped."""
         mode = st.st_mode
         key = (st.st_dev, st.st_ino)
@@ -321,7 +322,7 @@ class _Copier:
         self.apply_info(src, st, target)
         return True
 
-    def make_dir(self, st: os.stat_result, target: Path, top: bool) -> bool:
+    def make_dir(self, st: StatLike, target: Path, top: bool) -> bool:
         """Create (or reuse) a directory; True if its metadata is to be applied later."""
         if os.path.lexists(target):
             if target.is_symlink() or not target.is_dir():
@@ -343,10 +344,10 @@ class _Copier:
         if not stat.S_ISDIR(top.st.st_mode):
             self.copy_entry(top.path, top.st, target)
             return
-        pending_dirs: list[tuple[StrPath, os.stat_result, Path]] = []
+        pending_dirs: list[tuple[StrPath, StatLike, Path]] = []
         if self.make_dir(top.st, target, top=True):
             pending_dirs.append((top.path, top.st, target))
-        files: list[tuple[StrPath, os.stat_result, StrPath]] = []
+        files: list[tuple[StrPath, StatLike, StrPath]] = []
         base = os.fspath(target)
         for entry in selected[1:]:
             path = f"{base}/{entry.inner}"  # inner is a clean relative path
@@ -361,7 +362,7 @@ class _Copier:
         for src, st, dir_path in reversed(pending_dirs):
             self.apply_info(src, st, dir_path)
 
-    def copy_files(self, files: list[tuple[StrPath, os.stat_result, StrPath]]) -> None:
+    def copy_files(self, files: list[tuple[StrPath, StatLike, StrPath]]) -> None:
         """Copy regular files that are not hardlinked (their directories exist). Creating a
         file is kernel work that releases the GIL, so many files are copied on a few threads
         (see docs/performance.md for what that buys)."""
@@ -372,7 +373,7 @@ class _Copier:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        def run(chunk: list[tuple[StrPath, os.stat_result, StrPath]]) -> None:
+        def run(chunk: list[tuple[StrPath, StatLike, StrPath]]) -> None:
             for src, st, path in chunk:
                 self.copy_entry(src, st, path)
 
@@ -436,7 +437,7 @@ class _Expected:
             if meta.hardlink != groups.get(rel, ""):
                 raise _changed(rel)
 
-    def copied(self, src: str, src_fd: int, st: os.stat_result, target: StrPath) -> None:
+    def copied(self, src: str, src_fd: int, st: StatLike, target: StrPath) -> None:
         """A regular file was copied from ``src_fd`` (``st``: its ``lstat`` before): it must
         not have changed while it was read, and, if its stat proves nothing, its copy must
         hold the bytes the key was made of."""
@@ -451,7 +452,7 @@ class _Expected:
         if not self.proven.get(src, False) and hash_file(Path(target)) != meta.sha256:
             raise _changed(rel)
 
-    def parent(self, rel: str, path: Path, st: os.stat_result) -> None:
+    def parent(self, rel: str, path: Path, st: StatLike) -> None:
         """``--parents`` made a directory from the source directory ``rel`` at ``path``,
         whose ``lstat`` was ``st``: the mode it applied and the xattrs it copied must be the
         key's (:attr:`~dockyard.context.hashing.SelectionDigest.parents`)."""

@@ -29,10 +29,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from dockyard._timestamps import settled_after
 from dockyard._xattrs import keep_xattr
-from dockyard.context._paths import RawEntry, parent_dirs, select_sources_raw, split_pivot
+from dockyard.context._paths import (
+    RawEntry,
+    StatLike,
+    parent_dirs,
+    select_sources_raw,
+    split_pivot,
+)
 from dockyard.context.dockerignore import PatternMatcher
 from dockyard.errors import ContextError
 
@@ -85,7 +92,7 @@ def hash_file(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+def _stat_key(st: StatLike) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -148,11 +155,11 @@ class StatCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def file_digest(self, path: Path, st: os.stat_result) -> str:
+    def file_digest(self, path: Path, st: StatLike) -> str:
         """The sha256 of one regular file whose ``os.lstat`` result is ``st``."""
         return self.digests([(path, st)])[0]
 
-    def digests(self, items: Sequence[tuple[Path, os.stat_result]]) -> list[str]:
+    def digests(self, items: Sequence[tuple[Path, StatLike]]) -> list[str]:
         """Digests of many regular files (in the order given), reading only the misses."""
         paths = [os.path.abspath(p) for p, _ in items]
         found = self.lookup(paths, [st for _, st in items])
@@ -161,7 +168,7 @@ class StatCache:
     def lookup(
         self,
         paths: Sequence[str],
-        stats: Sequence[os.stat_result],
+        stats: Sequence[StatLike],
         prefixes: Sequence[str] = (),
     ) -> list[tuple[str, _Xattrs]]:
         """``(digest, xattrs)`` of regular files given by absolute path and ``os.lstat``.
@@ -175,7 +182,7 @@ class StatCache:
     def lookup_timed(
         self,
         paths: Sequence[str],
-        stats: Sequence[os.stat_result],
+        stats: Sequence[StatLike],
         prefixes: Sequence[str] = (),
     ) -> list[tuple[str, _Xattrs, int]]:
         """:meth:`lookup`, each answer with the time (ns) just before the bytes it digests
@@ -254,7 +261,7 @@ class StatCache:
             # The cache is an optimisation: a locked or read-only database only costs rereads.
             pass
 
-    def _hash_one(self, path: str, st: os.stat_result) -> tuple[str, _Xattrs, int]:
+    def _hash_one(self, path: str, st: StatLike) -> tuple[str, _Xattrs, int]:
         # The time is taken before reading so that a write racing the read is seen as racy.
         hashed_ns = time.time_ns()
         if self.on_read is not None:
@@ -266,7 +273,7 @@ class StatCache:
         return digest, _xattrs(path), hashed_ns
 
     def _hash_many(
-        self, paths: list[str], stats: list[os.stat_result]
+        self, paths: list[str], stats: list[StatLike]
     ) -> list[tuple[str, _Xattrs, int]]:
         self.reads += len(paths)
         total = sum(st.st_size for st in stats)
@@ -353,7 +360,7 @@ class FileMeta:
 StatKey = tuple[int, int, int, int, int]
 
 
-def stat_key(st: os.stat_result) -> StatKey:
+def stat_key(st: StatLike) -> StatKey:
     """The :data:`StatKey` of an ``os.lstat`` / ``os.fstat`` result."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -431,7 +438,7 @@ def _record(rel: str, meta: FileMeta) -> str:
     return "\0".join(fields) + "\0"
 
 
-def hardlink_groups(entries: Iterable[tuple[str, os.stat_result]]) -> dict[str, str]:
+def hardlink_groups(entries: Iterable[tuple[str, StatLike]]) -> dict[str, str]:
     """Which selected regular files a COPY makes hard links of one another: per ``(rel,
     lstat)`` of such a file, the first ``rel`` of its group (sorted).
 
@@ -534,7 +541,7 @@ def _digest_of(records: dict[str, str], parents: dict[str, FileMeta] | None = No
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def parent_meta(path: str | Path, st: os.stat_result, zero_owner: bool) -> FileMeta:
+def parent_meta(path: str | Path, st: StatLike, zero_owner: bool) -> FileMeta:
     """What ``COPY --parents`` applies to a directory it recreates from ``path`` (whose
     ``lstat`` is ``st``): its mode, owner (0:0 from a build context) and xattrs."""
     uid, gid = (0, 0) if zero_owner else (st.st_uid, st.st_gid)
@@ -650,6 +657,26 @@ def explain_diff(old_files: dict[str, FileMeta], new_files: dict[str, FileMeta])
         else:
             lines.append(f"{rel} ({_what_changed(rel, old, new)})")
     return lines
+
+
+def explain_diff_items(
+    old_items: Iterable[tuple[str, Any]], new_files: dict[str, FileMeta],
+) -> list[str]:
+    """:func:`explain_diff` against an old manifest given as its stored ``(path, json)``
+    pairs, read one at a time: only the entries that differ are decoded into
+    :class:`FileMeta`, so a one-file change in 100,000 files holds one old entry, not all."""
+    old_changed: dict[str, FileMeta] = {}
+    seen: set[str] = set()
+    for rel, value in old_items:
+        new = new_files.get(rel)
+        if new is not None:
+            seen.add(rel)
+            if value == new.to_json():
+                continue
+        old_changed[rel] = FileMeta.from_json(value)
+    new_changed = {rel: meta for rel, meta in new_files.items()
+                   if rel in old_changed or rel not in seen}
+    return explain_diff(old_changed, new_changed)
 
 
 def iter_manifest_json(files: dict[str, FileMeta]) -> Iterator[tuple[str, list[object]]]:

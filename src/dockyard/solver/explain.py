@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -151,13 +152,15 @@ class Explainer:
             if old_args.get(name) != new_args.get(name):
                 return f"{prefix}: {_change('ARG', name, old_args, new_args)}"
         if "files" in info and comps.get("content") != pcomps.get("content"):
-            from dockyard.context.hashing import FileMeta, explain_diff
+            from dockyard.context.hashing import explain_diff_items
 
             try:
-                old = {k: FileMeta.from_json(v) for k, v in (prev.get("files") or {}).items()}
-                new = info["files"]
-                lines = explain_diff(old, new)
-            except (TypeError, ValueError, KeyError):
+                old: Any = prev.get("files")  # not `or {}`: its truth would decode it all
+                if old is None:
+                    old = {}
+                items = old.iter_items() if hasattr(old, "iter_items") else old.items()
+                lines = explain_diff_items(items, info["files"])
+            except (TypeError, ValueError, KeyError, zlib.error):
                 lines = []
             if lines:
                 count = len(lines)

@@ -43,6 +43,31 @@ class PackedManifest(Mapping[str, Any]):
             self._data = data
         return self._data
 
+    def iter_items(self) -> Iterator[tuple[str, Any]]:
+        """The ``(path, value)`` pairs, decoded one at a time from the packed text, so that
+        a caller that only compares them (the miss explanation) never holds the whole
+        manifest: 100,000 entries decoded at once took ~80 MB (issue 18)."""
+        if self._data is not None:
+            yield from self._data.items()
+            return
+        import base64
+        import codecs
+
+        raw = base64.b64decode(self.packed)
+        inflate = zlib.decompressobj()
+        utf8 = codecs.getincrementaldecoder("utf-8")()
+
+        def chunks() -> Iterator[str]:
+            for start in range(0, len(raw), _STREAM_CHUNK):
+                text = utf8.decode(inflate.decompress(raw[start:start + _STREAM_CHUNK]))
+                if text:
+                    yield text
+            rest = utf8.decode(inflate.flush(), final=True)
+            if rest:
+                yield rest
+
+        yield from _iter_json_object(chunks())
+
     def __getitem__(self, key: str) -> Any:
         return self._load()[key]
 
@@ -51,6 +76,78 @@ class PackedManifest(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._load())
+
+
+_STREAM_CHUNK = 1 << 16
+
+
+def _iter_json_object(chunks: Iterator[str]) -> Iterator[tuple[str, Any]]:
+    """The members of one JSON object whose text comes in ``chunks``, one at a time.
+    ValueError for text that is not one JSON object."""
+    decoder = json.JSONDecoder()
+    buf = ""
+    pos = 0
+    source = iter(chunks)
+    eof = False
+
+    def more() -> bool:
+        nonlocal buf, pos, eof
+        if eof:
+            return False
+        chunk = next(source, None)
+        if chunk is None:
+            eof = True
+            return False
+        buf = buf[pos:] + chunk
+        pos = 0
+        return True
+
+    def skip_ws() -> None:
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n":
+                pos += 1
+            if pos < len(buf) or not more():
+                return
+
+    def token() -> str:
+        skip_ws()
+        if pos >= len(buf):
+            raise ValueError("the manifest's JSON ends early")
+        return buf[pos]
+
+    def value() -> Any:
+        nonlocal pos
+        skip_ws()
+        while True:
+            try:
+                item, end = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError:
+                if more():
+                    continue
+                raise
+            if end == len(buf) and not eof and more():
+                continue  # a number may go on in the next chunk: decode it again whole
+            pos = end
+            return item
+
+    if token() != "{":
+        raise ValueError("the manifest is not a JSON object")
+    pos += 1
+    if token() == "}":
+        return
+    while True:
+        key = value()
+        if not isinstance(key, str) or token() != ":":
+            raise ValueError("bad member in the manifest's JSON")
+        pos += 1
+        yield key, value()
+        sep = token()
+        pos += 1
+        if sep == "}":
+            return
+        if sep != ",":
+            raise ValueError("bad separator in the manifest's JSON")
 
 
 def _map_steps(info: dict[str, Any], fn: Callable[[Any], Any]) -> None:
