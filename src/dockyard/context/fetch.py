@@ -8,7 +8,6 @@ Git URLs (``https://host/repo.git#ref:subdir``, ``git@host:repo.git``, ``git://`
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import os
 import re
@@ -151,6 +150,8 @@ def _epoch(http_date: str) -> int | None:
     if not http_date:
         return None
     try:
+        import email.utils  # only for remote sources: email is ~8 modules
+
         return int(email.utils.parsedate_to_datetime(http_date).timestamp())
     except (TypeError, ValueError):
         return None
@@ -207,6 +208,8 @@ def fetch_url(
             last_modified = response.headers.get("last-modified")
             if last_modified:
                 try:
+                    import email.utils
+
                     mtime = int(email.utils.parsedate_to_datetime(last_modified).timestamp())
                 except (TypeError, ValueError):
                     mtime = None

@@ -11,14 +11,38 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from dockyard.exporter._stored import StoredImage, read_image
-from dockyard.exporter.flatten import copy_from_image, flatten_to_dir, write_rootfs_tar
-from dockyard.exporter.layout import ArchiveImage, write_docker_archive, write_oci_layout
-from dockyard.exporter.load import LoadedImage, import_rootfs, load_archive
 from dockyard.exporter.spec import OutputSpec, parse_output
-from dockyard.store.db import Store
+
+if TYPE_CHECKING:
+    from dockyard.exporter._stored import StoredImage, read_image
+    from dockyard.exporter.flatten import copy_from_image, flatten_to_dir, write_rootfs_tar
+    from dockyard.exporter.layout import ArchiveImage, write_docker_archive, write_oci_layout
+    from dockyard.exporter.load import LoadedImage, import_rootfs, load_archive
+    from dockyard.store.db import Store
+
+# The writers and readers are imported when first used (PEP 562): a build parses its
+# --output spec (``dockyard.exporter.spec``) before its first cache lookup, and importing
+# this package must not bring tarfile, the compressors, concurrent.futures and logging along
+# (issue 18: the import path of a build before its first lookup).
+_LAZY = {
+    "StoredImage": "_stored", "read_image": "_stored",
+    "copy_from_image": "flatten", "flatten_to_dir": "flatten", "write_rootfs_tar": "flatten",
+    "ArchiveImage": "layout", "write_docker_archive": "layout", "write_oci_layout": "layout",
+    "LoadedImage": "load", "import_rootfs": "load", "load_archive": "load",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "ArchiveImage",
@@ -69,6 +93,10 @@ def export(
     ``type=docker`` without ``dest`` loads the image into the Docker daemon
     (``exporter/daemon.py``). Returns what was pushed or loaded: ``(name, manifest digest)``
     pairs, or ``("loaded", the daemon's line)``."""
+    from dockyard.exporter._stored import read_image
+    from dockyard.exporter.flatten import flatten_to_dir, write_rootfs_tar
+    from dockyard.exporter.layout import ArchiveImage, write_docker_archive, write_oci_layout
+
     all_names = tuple(names) + ((spec.name,) if spec.name else ())
     done: tuple[tuple[str, str], ...] = ()
     if spec.push:  # as buildx: the output's name= wins over the -t names
@@ -116,6 +144,7 @@ def _load_into_daemon(store: Store, image: StoredImage,
     import tempfile
 
     from dockyard.exporter.daemon import DockerDaemon
+    from dockyard.exporter.layout import ArchiveImage, write_docker_archive
 
     daemon = DockerDaemon.from_env()
     with tempfile.TemporaryFile(dir=store.root / "tmp") as archive:
@@ -149,6 +178,7 @@ def _write_file_atomic(store: Store, image: StoredImage, path: Path,
                        each: Sequence[tuple[str, StoredImage]] = ()) -> None:
     from dockyard._fs import no_space
     from dockyard.exporter._pending import atomic_output
+    from dockyard.exporter.flatten import write_rootfs_tar
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with no_space("the output tar", path), atomic_output(store.root, path) as tmp, \

@@ -25,7 +25,6 @@ import os
 import shutil
 import tarfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol, cast
@@ -279,6 +278,8 @@ def _compress_all(
 
         if len(jobs) == 1:
             return {d: one(d) for d in jobs}
+        from concurrent.futures import ThreadPoolExecutor  # only here: it imports logging
+
         with ThreadPoolExecutor(min(_COMPRESS_THREADS, len(jobs)),
                                 thread_name_prefix="dockyard-compress") as pool:
             futures = {d: pool.submit(one, d) for d in jobs}

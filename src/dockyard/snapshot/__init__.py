@@ -15,29 +15,38 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dockyard.errors import UsageError
 from dockyard.snapshot._meta import MetaTable
-from dockyard.snapshot.base import (
-    Mount,
-    Snapshotter,
-    cleanup_stale_mounts,
-    mount_one,
-    mounted,
-    our_mounts,
-    unmount,
-)
-from dockyard.snapshot.overlay import OverlaySnapshotter
 
 if TYPE_CHECKING:
+    from dockyard.snapshot.base import (
+        Mount,
+        Snapshotter,
+        cleanup_stale_mounts,
+        mounted,
+        our_mounts,
+    )
     from dockyard.snapshot.native import NativeSnapshotter
+    from dockyard.snapshot.overlay import OverlaySnapshotter
+
+# Imported on first use (PEP 562): the store imports ``dockyard.snapshot.topdir``, which
+# runs this package first, and a build must not load the mount code (ctypes, subprocess) and
+# the tar writer before its first cache lookup (issue 18). The copy-based snapshotter is
+# only ever imported when used: with overlay it never is.
+_LAZY = {
+    "Mount": "base", "Snapshotter": "base", "cleanup_stale_mounts": "base",
+    "mounted": "base", "our_mounts": "base",
+    "NativeSnapshotter": "native", "OverlaySnapshotter": "overlay",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The copy-based snapshotter is imported on first use: with overlay it never is.
-    if name == "NativeSnapshotter":
-        from dockyard.snapshot.native import NativeSnapshotter
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        globals()[name] = NativeSnapshotter
-        return NativeSnapshotter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [
@@ -58,6 +67,8 @@ def _probe_overlay(work: Path) -> str | None:
 
     Returns None when it works, else why not.
     """
+    from dockyard.snapshot.base import Mount, mount_one, unmount
+
     shutil.rmtree(work, ignore_errors=True)
     dirs = {n: work / n for n in ("lower", "upper", "work", "mnt")}
     for d in dirs.values():
@@ -120,6 +131,8 @@ def open_snapshotter(
     root: Path, kind: Literal["auto", "overlay", "native"]
 ) -> OverlaySnapshotter | NativeSnapshotter:
     """The snapshotter for store ``root``: ``overlay``, ``native``, or ``auto`` (probe)."""
+    from dockyard.snapshot.overlay import OverlaySnapshotter
+
     if kind == "native":
         return _native(root)
     if kind == "overlay":
