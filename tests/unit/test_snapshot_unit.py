@@ -191,3 +191,20 @@ def test_meta_table_refuses_mixing_snapshotters(tmp_path: Path) -> None:
     assert MetaTable(tmp_path).recorded_driver() == "native"
     with pytest.raises(StoreError, match="native snapshotter"):
         MetaTable(tmp_path, "overlay").create("b", "active", None)
+
+
+def test_an_overlay_work_dir_goes_with_or_without_leftovers(tmp_path: Path) -> None:
+    from dockyard.snapshot.overlay import _remove_work_dir
+
+    clean = tmp_path / "clean"
+    (clean / "work").mkdir(parents=True)
+    os.chmod(clean / "work", 0)  # as overlayfs leaves it
+    _remove_work_dir(clean)
+    assert not clean.exists()
+    left = tmp_path / "left"
+    (left / "index" / "sub").mkdir(parents=True)
+    (left / "work").mkdir()
+    (left / "work" / "#1").write_text("x")
+    _remove_work_dir(left)
+    assert not left.exists()
+    _remove_work_dir(tmp_path / "missing")  # already gone: nothing to do

@@ -7,8 +7,8 @@ snapshot's own diff: an overlay upper dir while active, a lower dir once committ
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -153,7 +153,7 @@ class OverlaySnapshotter(MetaBacked):
     def commit(self, name: str, key: str) -> None:
         """Make active ``key`` the committed snapshot ``name``; its upper dir is the diff."""
         rec = self._meta.commit(name, key)
-        shutil.rmtree(self._dir(rec) / "work", ignore_errors=True)
+        _remove_work_dir(self._dir(rec) / "work")
 
     def remove(self, key: str) -> None:
         """Delete a snapshot (refused while others are built on it)."""
@@ -188,6 +188,23 @@ class OverlaySnapshotter(MetaBacked):
             raise StoreError(f"snapshot {key} is not active")
         apply_layer(stream, self._dir(rec) / "fs", overlay_whiteouts=True,
                     lowers=self._lowers(rec.parent))
+
+
+def _remove_work_dir(work: Path) -> None:
+    """Remove an unmounted overlay's work dir. After a clean unmount it holds only overlay's
+    empty ``work/`` (two ``rmdir``s); anything else (a crash's leftovers, ``index/``) goes
+    through ``rmtree``, which costs a walk: 9.6% of layers100's busy samples when every
+    commit used it (issue 18)."""
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(work / "work")
+        os.rmdir(work)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _join(rel: str, name: str) -> str:
