@@ -229,6 +229,24 @@ def test_forbidden_user_namespaces_say_so_in_one_line(monkeypatch: pytest.Monkey
     assert "docs/rootless.md" in text
 
 
+def test_forbidden_namespace_with_map_writers_is_still_one_line(
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """An identity mapping forks a map writer per id kind before the unshare; when the
+    unshare is refused they must leave without writing (and complaining about) a map, so
+    the error stays the one line (seen in a docker container with its default seccomp)."""
+    class Libc:
+        def unshare(self, flags: int) -> int:
+            return -1
+
+    monkeypatch.setattr(namespace, "_libc", lambda: Libc())
+    monkeypatch.setattr(namespace, "_errno", lambda: 1)  # EPERM
+    monkeypatch.setattr(namespace.threading, "active_count", lambda: 1)
+    ids = (IdRange(0, 0, 65536),)
+    with pytest.raises(ExecutorError, match="cannot create a user namespace"):
+        namespace._unshare(IdMapping("identity", ids, ids))
+    assert capfd.readouterr().err == ""
+
+
 def test_ids_the_namespace_lacks_are_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from dockyard.rootless import idmap
 

@@ -117,13 +117,16 @@ def _map_writer(ready: int, other: int, program: str | None, ranges: tuple[IdRan
                 which: str, target: int) -> int:
     """Fork a child (in the parent namespace) that waits until ``ready`` closes, then maps
     ``target``'s ids: with newuidmap/newgidmap, or by writing the map itself (identity
-    mappings, which need CAP_SETUID/CAP_SETGID where we are). Returns its pid."""
+    mappings, which need CAP_SETUID/CAP_SETGID where we are). A byte on ``ready`` instead
+    of its end means the parent could not unshare: the child leaves quietly (the parent
+    reports that in one line). Returns its pid."""
     pid = os.fork()
     if pid != 0:
         return pid
     try:
         os.close(other)  # the pipe's write end: only the parent may hold it
-        os.read(ready, 1)  # EOF once the parent has unshared
+        if os.read(ready, 1):  # EOF once the parent has unshared; a byte: it failed
+            os._exit(1)
         if program is not None:
             args = [program, str(target)]
             for r in ranges:
@@ -166,6 +169,8 @@ def _unshare(mapping: IdMapping) -> None:
             raise ExecutorError(f"cannot create a user namespace ({os.strerror(err)})",
                                 hint=HINT)
     except BaseException:
+        if writers:  # one byte per writer: "no namespace, map nothing"
+            os.write(ready_w, b"x" * len(writers))
         os.close(ready_w)
         os.close(ready_r)
         for w in writers:
