@@ -245,13 +245,20 @@ def signature(inv: Invocation) -> tuple[str, int]:
     fine-grained file system, the end of its tick on a coarse one (a 1-second file system
     gives the same stamp to every write in that second, see ``_timestamps.py``). Symlinks
     are never followed below the context root."""
-    entries: list[tuple[object, ...]] = []
+    # Each entry's repr goes into the hash as it comes (a repr of a tuple of ints and
+    # strings starts with "(" and ends with ")", its strings quoted: the concatenation is
+    # unambiguous); no list of every entry is kept (100,000 tuples: ~25 MB, and its repr).
+    h = blake2b()
+
+    def add(entry: tuple[object, ...]) -> None:
+        h.update(repr(entry).encode("utf-8", "surrogateescape"))
+
     newest = 0
     st = os.stat(inv.context)
-    entries.append(("", st.st_mode, st.st_uid, st.st_gid, st.st_ino, st.st_dev,
+    add(("", st.st_mode, st.st_uid, st.st_gid, st.st_ino, st.st_dev,
                     st.st_mtime_ns, st.st_ctime_ns))
     skip = inv.pruned()
-    entries.append(("ignored", sorted(skip)))
+    add(("ignored", sorted(skip)))
     stack = [(inv.context, "")]
     lstat = os.lstat
     while stack:
@@ -263,9 +270,8 @@ def signature(inv: Invocation) -> tuple[str, int]:
                 if skip and rel + name in skip:
                     continue  # .dockerignore excludes it and everything below it
                 st = lstat(name, dir_fd=fd)
-                entries.append((rel + name, st.st_mode, st.st_uid, st.st_gid, st.st_size,
-                                st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns,
-                                st.st_ctime_ns))
+                add((rel + name, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino,
+                     st.st_dev, st.st_nlink, st.st_mtime_ns, st.st_ctime_ns))
                 for stamp in (st.st_mtime_ns, st.st_ctime_ns):
                     if stamp + _COARSEST > newest:
                         newest = max(newest, stamp + granularity_ns(stamp))
@@ -277,14 +283,13 @@ def signature(inv: Invocation) -> tuple[str, int]:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            entries.append((path, "-"))
+            add((path, "-"))
             continue
-        entries.append((path, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino,
-                        st.st_dev, st.st_mtime_ns, st.st_ctime_ns))
+        add((path, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino, st.st_dev,
+             st.st_mtime_ns, st.st_ctime_ns))
         for stamp in (st.st_mtime_ns, st.st_ctime_ns):
             newest = max(newest, stamp + granularity_ns(stamp))
-    digest = blake2b(repr(entries).encode("utf-8", "surrogateescape")).hexdigest()
-    return digest, newest
+    return h.hexdigest(), newest
 
 
 def read_generation(root: str) -> str:
