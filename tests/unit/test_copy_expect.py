@@ -1,7 +1,8 @@
 """COPY copies exactly what its key was made of (issue 12, item 6): ``copy_into(expect=)``
-checks every entry against the selection digest, and any change between the digest and the
-copy raises SourceChangedError, whether the entry's stat proves it (settled ctime) or not
-(checked field by field and by the bytes of the copy)."""
+copies the walk the selection digest was made of and checks every entry against it, and any
+change between the digest and the copy raises SourceChangedError, whether the entry's stat
+proves it (settled ctime) or not (checked field by field and by the bytes of the copy). A
+file added since is not copied: the key does not hold it (issue 18: one walk per build)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,6 @@ def _copy(ctx: Path, dest: Path, sources: list[str], *, proven: bool,
 CHANGES: dict[str, Callable[[Path], object]] = {
     "same-size content": lambda c: (c / "src" / "a.txt").write_text("ALPHA\n"),
     "mode": lambda c: os.chmod(c / "src" / "sub" / "b.txt", 0o600),
-    "added": lambda c: (c / "src" / "sub" / "new.txt").write_text("new\n"),
     "removed": lambda c: (c / "src" / "sub" / "b.txt").unlink(),
     "link target": lambda c: ((c / "src" / "link").unlink(),
                               (c / "src" / "link").symlink_to("sub")),
@@ -165,3 +165,35 @@ def test_parents_whose_metadata_changed_before_the_copy_are_refused(
     assert (tmp_path / "one" / "out" / "src" / "sub" / "b.txt").read_text() == "beta\n"
     with pytest.raises(SourceChangedError):
         copy_parents(tmp_path / "two", lambda: os.chmod(ctx / "src" / "sub", 0o700))
+
+
+@pytest.mark.parametrize("proven", [True, False], ids=["proven", "unproven"])
+def test_a_file_added_after_the_digest_is_not_copied(
+    ctx: Path, tmp_path: Path, proven: bool
+) -> None:
+    dest = tmp_path / "rootfs"
+    dest.mkdir()
+    _copy(ctx, dest, ["src"], proven=proven,
+          change=lambda: (ctx / "src" / "sub" / "new.txt").write_text("new\n"))
+    assert (dest / "out" / "sub" / "b.txt").read_text() == "beta\n"
+    assert not (dest / "out" / "sub" / "new.txt").exists()
+
+
+def test_the_copy_walks_the_context_no_more(
+    ctx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy lists nothing: every entry comes from the digest's walk."""
+    from dockyard.context import _paths
+
+    with StatCache(None) as cache:
+        sel = digest_selection(ctx, ["src", "arch.tar"], [], cache, context=True)
+
+    def no_walk(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the context was walked again")
+
+    monkeypatch.setattr(_paths, "_walk_contents", no_walk)
+    dest = tmp_path / "rootfs"
+    dest.mkdir()
+    copy_into(ctx, ["src", "arch.tar"], "/out/", dest, workdir="/", chown=None, chmod=None,
+              parents=False, excludes=(), is_add=False, ignore=None, expect=sel)
+    assert (dest / "out" / "sub" / "b.txt").read_text() == "beta\n"

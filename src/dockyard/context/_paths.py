@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,32 +191,17 @@ def resolve_wildcards(
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class SelectedEntry:
-    """One entry a COPY source selects.
-
-    ``rel`` is the path relative to the source root as the user named it (a followed
-    top-level symlink keeps its own name); ``source_rel`` is the match it came from and
-    ``inner`` the path below that match ("" for the match itself).
-    """
-
-    rel: str
-    path: str  # a string: COPY makes thousands of these, pathlib would cost a third of it
-    st: EntryStat
-    source_rel: str
-    inner: str
-
-
 class EntryStat:
     """The ``lstat`` fields a selected entry is used for, kept in about a third of the memory
-    of an ``os.stat_result`` (a 19-field struct with its own int and float objects): a COPY
-    of 100,000 files holds one per entry through the digest and the copy (issue 18's peak
-    memory)."""
+    of an ``os.stat_result`` (a 19-field struct with its own int and float objects).
+    :meth:`Walk.stat` makes one on demand from the walk's columns; ``index`` is the entry's
+    position in its walk (-1 for one made from an ``os.stat_result``)."""
 
-    __slots__ = ("st_atime_ns", "st_ctime_ns", "st_dev", "st_gid", "st_ino", "st_mode",
-                 "st_mtime_ns", "st_nlink", "st_rdev", "st_size", "st_uid")
+    __slots__ = ("index", "st_atime_ns", "st_ctime_ns", "st_dev", "st_gid", "st_ino",
+                 "st_mode", "st_mtime_ns", "st_nlink", "st_rdev", "st_size", "st_uid")
 
-    def __init__(self, st: os.stat_result | EntryStat) -> None:
+    def __init__(self, st: os.stat_result | EntryStat, index: int = -1) -> None:
+        self.index = index
         self.st_mode: int = st.st_mode
         self.st_ino: int = st.st_ino
         self.st_dev: int = st.st_dev
@@ -237,9 +222,130 @@ class EntryStat:
 #: An ``lstat`` result, whole or compact.
 StatLike = os.stat_result | EntryStat
 
-#: ``(rel, path, lstat, source_rel, inner)``: a :class:`SelectedEntry` as a plain tuple, with
-#: the path as a string (no pathlib object per entry on the hashing path).
+#: ``(rel, path, lstat, source_rel, inner)`` of one selected entry (see :class:`Walk`).
 RawEntry = tuple[str, str, EntryStat, str, str]
+
+#: The stat fields a :class:`Walk` keeps, each in a column of its own (array typecode).
+_COLUMNS = (("st_mode", "Q"), ("st_ino", "Q"), ("st_dev", "Q"), ("st_nlink", "Q"),
+            ("st_uid", "Q"), ("st_gid", "Q"), ("st_size", "q"), ("st_atime_ns", "q"),
+            ("st_mtime_ns", "q"), ("st_ctime_ns", "q"), ("st_rdev", "Q"))
+
+
+@dataclass(frozen=True, slots=True)
+class WalkGroup:
+    """One resolved source path of a :class:`Walk` and its entries ``[start, end)``: the
+    path itself first (``rel`` = ``match``, path ``top``), then its contents in pre-order,
+    each ``rel`` = ``match/inner`` (``inner`` alone when ``match`` is ``.``)."""
+
+    src: str  # the source word as written
+    match: str  # the path it resolved to, relative to the root as the user named it
+    top: str  # where that is (a followed top-level symlink resolved), a root-joined string
+    start: int
+    end: int
+
+    @property
+    def cut(self) -> int:
+        """Where ``inner`` starts in the ``rel`` of an entry below the top."""
+        return 0 if self.match == "." else len(self.match) + 1
+
+
+class Walk:
+    """Every entry the sources of a COPY select, in copy order, kept compactly: one ``rel``
+    string per entry and its ``lstat`` fields in typed arrays (88 bytes an entry), no object
+    per entry. The selection digest is made from it and the COPY copies from it, so the
+    context is walked once per build (issue 18: a walk kept as ``os.DirEntry`` and stat
+    objects, twice, was most of files100k's peak memory). Paths are made on demand from the
+    entry's group (:meth:`path`)."""
+
+    __slots__ = ("groups", "rels", *[name for name, _ in _COLUMNS])
+
+    def __init__(self) -> None:
+        from array import array
+
+        self.groups: list[WalkGroup] = []
+        self.rels: list[str] = []
+        self.st_mode = array("Q")
+        self.st_ino = array("Q")
+        self.st_dev = array("Q")
+        self.st_nlink = array("Q")
+        self.st_uid = array("Q")
+        self.st_gid = array("Q")
+        self.st_size = array("q")
+        self.st_atime_ns = array("q")
+        self.st_mtime_ns = array("q")
+        self.st_ctime_ns = array("q")
+        self.st_rdev = array("Q")
+
+    def __len__(self) -> int:
+        return len(self.rels)
+
+    def _append(self, rel: str, st: os.stat_result) -> None:
+        self.rels.append(rel)
+        self.st_mode.append(st.st_mode)
+        self.st_ino.append(st.st_ino)
+        self.st_dev.append(st.st_dev)
+        self.st_nlink.append(st.st_nlink)
+        self.st_uid.append(st.st_uid)
+        self.st_gid.append(st.st_gid)
+        self.st_size.append(st.st_size)
+        self.st_atime_ns.append(st.st_atime_ns)
+        self.st_mtime_ns.append(st.st_mtime_ns)
+        self.st_ctime_ns.append(st.st_ctime_ns)
+        self.st_rdev.append(st.st_rdev)
+
+    def _truncate(self, n: int) -> None:
+        for name in ("rels", *[c for c, _ in _COLUMNS]):
+            del getattr(self, name)[n:]
+
+    def stat(self, i: int) -> EntryStat:
+        """Entry ``i``'s ``lstat`` as the walk saw it (a new object: keep it no longer than
+        needed)."""
+        st = EntryStat.__new__(EntryStat)
+        st.index = i
+        st.st_mode = self.st_mode[i]
+        st.st_ino = self.st_ino[i]
+        st.st_dev = self.st_dev[i]
+        st.st_nlink = self.st_nlink[i]
+        st.st_uid = self.st_uid[i]
+        st.st_gid = self.st_gid[i]
+        st.st_size = self.st_size[i]
+        st.st_atime_ns = self.st_atime_ns[i]
+        st.st_mtime_ns = self.st_mtime_ns[i]
+        st.st_ctime_ns = self.st_ctime_ns[i]
+        st.st_rdev = self.st_rdev[i]
+        return st
+
+    def stat_key(self, i: int) -> tuple[int, int, int, int, int]:
+        """``(dev, ino, size, mtime_ns, ctime_ns)`` of entry ``i``."""
+        return (self.st_dev[i], self.st_ino[i], self.st_size[i], self.st_mtime_ns[i],
+                self.st_ctime_ns[i])
+
+    def group_of(self, i: int) -> WalkGroup:
+        """The group entry ``i`` belongs to."""
+        from bisect import bisect_right
+
+        return self.groups[bisect_right([g.start for g in self.groups], i) - 1]
+
+    @staticmethod
+    def path_in(group: WalkGroup, rel: str, i: int) -> str:
+        """The path of entry ``i`` (whose rel is ``rel``) of ``group``."""
+        if i == group.start:
+            return group.top
+        inner = rel[group.cut:]
+        return group.top + inner if group.top.endswith("/") else f"{group.top}/{inner}"
+
+    def path(self, i: int) -> str:
+        """Where entry ``i`` is (a root-joined string)."""
+        return self.path_in(self.group_of(i), self.rels[i], i)
+
+    def entries(self) -> Iterator[RawEntry]:
+        """Every entry as a :data:`RawEntry` tuple, made as it is asked for."""
+        for group in self.groups:
+            cut = group.cut
+            for i in range(group.start, group.end):
+                rel = self.rels[i]
+                inner = "" if i == group.start else rel[cut:]
+                yield rel, self.path_in(group, rel, i), self.stat(i), group.match, inner
 
 
 def _walk_contents(
@@ -248,7 +354,7 @@ def _walk_contents(
     real_rel: str,
     excludes: PatternMatcher | None,
     ignore: PatternMatcher | None,
-    out: list[RawEntry],
+    out: Walk,
 ) -> None:
     """Append the entries below directory ``top`` (pre-order, sorted, symlinks not followed).
 
@@ -259,6 +365,7 @@ def _walk_contents(
     rel_prefix = "" if match_rel == "." else match_rel + "/"
     ctx_prefix = "" if real_rel == "." else real_rel + "/"
     is_dir_mode = stat.S_ISDIR
+    append = out._append
 
     def visit(
         directory: str,
@@ -285,7 +392,7 @@ def _walk_contents(
         prefix = directory if directory.endswith("/") else directory + "/"
         for entry in _sorted_scandir(fd):
             inner = inner_dir + entry.name
-            st = EntryStat(entry.stat(follow_symlinks=False))
+            st = entry.stat(follow_symlinks=False)
             is_dir = is_dir_mode(st.st_mode)
             child_ign: MatchInfo | None = None
             child_exc: MatchInfo | None = None
@@ -303,17 +410,15 @@ def _walk_contents(
                     if not (is_dir and excludes.must_descend(inner)):
                         continue
                     hidden = True
-            path = prefix + entry.name
-            item = (rel_prefix + inner, path, st, match_rel, inner)
             if not is_dir:
-                out.append(item)
+                append(rel_prefix + inner, st)
                 kept = True
                 continue
             mark = len(out)
-            out.append(item)
-            below = visit(path, inner + "/", child_ign, child_exc)
+            append(rel_prefix + inner, st)
+            below = visit(prefix + entry.name, inner + "/", child_ign, child_exc)
             if hidden and not below:
-                del out[mark:]
+                out._truncate(mark)
                 continue
             kept = True
         return kept
@@ -339,39 +444,15 @@ def select_sources(
     ignore: PatternMatcher | None = None,
     follow_root_symlinks: bool = True,
     allow_empty_wildcard: bool = True,
-) -> list[SelectedEntry]:
-    """Every entry the COPY sources select below ``root``, in copy order.
+) -> Walk:
+    """Every entry the COPY sources select below ``root``, in copy order (paths are
+    ``root``-joined strings), one :class:`WalkGroup` per match selected.
 
     A top-level match that is a symlink is followed (within the root) when
     ``follow_root_symlinks``; everything below is listed as it is, symlinks included.
     """
-    return [
-        SelectedEntry(rel, path, st, source_rel, inner)
-        for rel, path, st, source_rel, inner in select_sources_raw(
-            root,
-            sources,
-            excludes=excludes,
-            ignore=ignore,
-            follow_root_symlinks=follow_root_symlinks,
-            allow_empty_wildcard=allow_empty_wildcard,
-        )
-    ]
-
-
-def select_sources_raw(
-    root: Path,
-    sources: Sequence[str],
-    *,
-    excludes: Sequence[str] = (),
-    ignore: PatternMatcher | None = None,
-    follow_root_symlinks: bool = True,
-    allow_empty_wildcard: bool = True,
-    matches_out: list[tuple[str, str]] | None = None,
-) -> list[RawEntry]:
-    """:func:`select_sources` as plain tuples (paths are ``root``-joined strings).
-    ``matches_out`` receives ``(source word, match)`` for every match selected."""
     exclude_matcher = PatternMatcher(excludes) if excludes else None
-    out: list[RawEntry] = []
+    out = Walk()
     for src in sources:
         matches = resolve_wildcards(root, src, follow=follow_root_symlinks, ignore=ignore)
         wildcard = has_wildcards(src)
@@ -385,12 +466,18 @@ def select_sources_raw(
                 below_head = match if head == "." else match[len(head) + 1 :]
                 if exclude_matcher.matches(below_head):
                     continue
-            out.extend(
-                _select_match_raw(root, match, src, exclude_matcher, ignore, follow_root_symlinks)
-            )
-            if matches_out is not None:
-                matches_out.append((src, match))
+            select_match(root, match, src, exclude_matcher, ignore, follow_root_symlinks, out)
     return out
+
+
+def select_sources_raw(
+    root: Path,
+    sources: Sequence[str],
+    **options: object,
+) -> list[RawEntry]:
+    """:func:`select_sources` as a list of :data:`RawEntry` tuples (for tests and small
+    selections: a tuple and a stat object per entry)."""
+    return list(select_sources(root, sources, **options).entries())  # type: ignore[arg-type]
 
 
 def select_match(
@@ -400,24 +487,10 @@ def select_match(
     excludes: PatternMatcher | None,
     ignore: PatternMatcher | None,
     follow: bool,
-) -> list[SelectedEntry]:
-    """The entries of one resolved source path (the path itself, then its contents)."""
-    return [
-        SelectedEntry(rel, path, st, source_rel, inner)
-        for rel, path, st, source_rel, inner in _select_match_raw(
-            root, match, src, excludes, ignore, follow
-        )
-    ]
-
-
-def _select_match_raw(
-    root: Path,
-    match: str,
-    src: str,
-    excludes: PatternMatcher | None,
-    ignore: PatternMatcher | None,
-    follow: bool,
-) -> list[RawEntry]:
+    out: Walk,
+) -> WalkGroup:
+    """Append the entries of one resolved source path (the path itself, then its contents)
+    to ``out``, as one group."""
     # An excluded dir an exception reaches into still exists in the sent context.
     if ignore and match != "." and ignore.matches(match) and not ignore.must_descend(match):
         raise missing_source_error(src, ignore)
@@ -437,7 +510,10 @@ def _select_match_raw(
     ):
         raise missing_source_error(src, ignore)
     top = str(path)
-    out: list[RawEntry] = [(match, top, EntryStat(st), match, "")]
+    start = len(out)
+    out._append(match, st)
     if stat.S_ISDIR(st.st_mode):
         _walk_contents(top, match, real_rel, excludes, ignore, out)
-    return out
+    group = WalkGroup(src, match, top, start, len(out))
+    out.groups.append(group)
+    return group

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,8 +34,10 @@ from typing import TYPE_CHECKING
 from dockyard._fs import no_space
 from dockyard._xattrs import keep_xattr
 from dockyard.context._paths import (
-    SelectedEntry,
+    EntryStat,
     StatLike,
+    Walk,
+    WalkGroup,
     missing_source_error,
     parent_dirs,
     rel_to,
@@ -309,7 +312,7 @@ class _Copier:
         if stat.S_ISLNK(mode):
             link = os.readlink(src)
             if self.expected is not None:
-                self.expected.linked(os.fspath(src), link)
+                self.expected.linked(link, st)
             os.symlink(link, target)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             if not self.is_root:
@@ -334,122 +337,167 @@ class _Copier:
         target.mkdir(mode=0o700)
         return True
 
-    def copy_tree(self, selected: list[SelectedEntry], target: Path) -> None:
-        """Copy a selection (pre-order; ``selected[0]`` the source itself) to ``target``.
+    def copy_tree(self, walk: Walk, group: WalkGroup, target: Path) -> None:
+        """Copy one group of a walk (pre-order; its first entry the source itself) to
+        ``target``.
 
         A directory source copies its contents into ``target``; directory metadata is
-        applied after everything below it, so their mtimes stay as the source's.
+        applied after everything below it, so their mtimes stay as the source's. The
+        directories and everything but unlinked regular files are made in a first pass, the
+        regular files in a second one (on threads), read from the walk as they are copied.
         """
-        top = selected[0]
-        if not stat.S_ISDIR(top.st.st_mode):
-            self.copy_entry(top.path, top.st, target)
+        top = walk.stat(group.start)
+        if not stat.S_ISDIR(top.st_mode):
+            if self.expected is not None and not (
+                    stat.S_ISREG(top.st_mode) and top.st_nlink == 1):
+                self.expected.entry(group.top, top)
+            self.copy_entry(group.top, top, target)
             return
+        if self.expected is not None:
+            self.expected.entry(group.top, top)
         pending_dirs: list[tuple[StrPath, StatLike, Path]] = []
-        if self.make_dir(top.st, target, top=True):
-            pending_dirs.append((top.path, top.st, target))
-        files: list[tuple[StrPath, StatLike, StrPath]] = []
-        base = os.fspath(target)
-        for entry in selected[1:]:
-            path = f"{base}/{entry.inner}"  # inner is a clean relative path
-            if stat.S_ISDIR(entry.st.st_mode):
-                if self.make_dir(entry.st, Path(path), top=False):
-                    pending_dirs.append((entry.path, entry.st, Path(path)))
-            elif stat.S_ISREG(entry.st.st_mode) and entry.st.st_nlink == 1:
-                files.append((entry.path, entry.st, path))
+        if self.make_dir(top, target, top=True):
+            pending_dirs.append((group.top, top, target))
+        base = os.fspath(target) + "/"
+        src_base = group.top if group.top.endswith("/") else group.top + "/"
+        cut, rels, modes, nlinks = group.cut, walk.rels, walk.st_mode, walk.st_nlink
+        expected = self.expected
+        for i in range(group.start + 1, group.end):
+            mode = modes[i]
+            if stat.S_ISREG(mode) and nlinks[i] == 1:
+                continue  # the second pass
+            if stat.S_IFMT(mode) == stat.S_IFSOCK:
+                continue  # neither digested nor copied
+            inner = rels[i][cut:]  # a clean relative path
+            src = src_base + inner
+            st = walk.stat(i)
+            if expected is not None:
+                expected.entry(src, st)
+            if stat.S_ISDIR(mode):
+                path = Path(base + inner)
+                if self.make_dir(st, path, top=False):
+                    pending_dirs.append((src, st, path))
             else:
-                self.copy_entry(entry.path, entry.st, path)
-        self.copy_files(files)
-        for src, st, dir_path in reversed(pending_dirs):
-            self.apply_info(src, st, dir_path)
+                self.copy_entry(src, st, base + inner)
+        self.copy_files(_unlinked_files(walk, group, base, src_base))
+        for src_dir, st_dir, dir_path in reversed(pending_dirs):
+            self.apply_info(src_dir, st_dir, dir_path)
 
-    def copy_files(self, files: list[tuple[StrPath, StatLike, StrPath]]) -> None:
+    def copy_files(self, files: Iterable[tuple[StrPath, StatLike, StrPath]]) -> None:
         """Copy regular files that are not hardlinked (their directories exist). Creating a
         file is kernel work that releases the GIL, so many files are copied on a few threads
-        (see docs/performance.md for what that buys)."""
+        (see docs/performance.md for what that buys); each takes the next few files from
+        ``files`` when it is done with its last ones, so only those are made at a time."""
         workers = min(_COPY_WORKERS, os.cpu_count() or 1)
-        if workers < 2 or len(files) < _PARALLEL_MIN_FILES:
-            for src, st, path in files:
+        source = iter(files)
+        first = list(itertools.islice(source, _PARALLEL_MIN_FILES))
+        if workers < 2 or len(first) < _PARALLEL_MIN_FILES:
+            for src, st, path in itertools.chain(first, source):
                 self.copy_entry(src, st, path)
             return
+        import threading
         from concurrent.futures import ThreadPoolExecutor
 
-        def run(chunk: list[tuple[StrPath, StatLike, StrPath]]) -> None:
-            for src, st, path in chunk:
-                self.copy_entry(src, st, path)
+        chunks = itertools.chain(
+            [first], iter(lambda: list(itertools.islice(source, _CHUNK_FILES)), []))
+        lock = threading.Lock()
+        failed = threading.Event()
 
-        chunks = [files[i : i + _CHUNK_FILES] for i in range(0, len(files), _CHUNK_FILES)]
+        def run() -> None:
+            try:
+                while not failed.is_set():
+                    with lock:
+                        chunk = next(chunks, None)
+                    if chunk is None:
+                        return
+                    for src, st, path in chunk:
+                        self.copy_entry(src, st, path)
+            except BaseException:
+                failed.set()  # the others stop after their chunk
+                raise
+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
-            for _ in pool.map(run, chunks):
-                pass
+            futures = [pool.submit(run) for _ in range(workers)]
+            for future in futures:
+                future.result()
+
+
+def _unlinked_files(
+    walk: Walk, group: WalkGroup, base: str, src_base: str,
+) -> Iterator[tuple[str, StatLike, str]]:
+    """``(source, lstat, target)`` of each regular file of ``group`` with one link, made
+    as they are asked for."""
+    cut, rels, modes, nlinks = group.cut, walk.rels, walk.st_mode, walk.st_nlink
+    for i in range(group.start + 1, group.end):
+        if nlinks[i] == 1 and stat.S_ISREG(modes[i]):
+            inner = rels[i][cut:]
+            yield src_base + inner, walk.stat(i), base + inner
 
 
 class _Expected:
     """The selection a COPY's key was made of, which the copy must reproduce exactly.
 
-    Between the digest and the copy a file may be rewritten, chmodded, added or removed. The
-    copy checks every entry against the key's manifest: an entry whose ``lstat`` still
-    equals its proof (:class:`~dockyard.context.hashing.SelectionDigest`) is unchanged, with
-    all it holds; one without a proof (changed just before the build) has its metadata
-    compared field by field and its copy's bytes hashed. A regular file must also keep its
-    stat while it is read (``fstat`` after the copy). Any difference raises
+    The copy copies the walk the digest was made of (:attr:`~dockyard.context.hashing.
+    SelectionDigest.walk`), never a second listing: an entry added since is not copied, as
+    the key does not hold it. Between the digest and the copy a file may still be rewritten,
+    chmodded, replaced or removed, so every entry is checked as it is copied against the
+    ``lstat`` the walk recorded: a regular file by the ``fstat`` of the descriptor it is
+    copied from (after the copy), anything else (and a hard link, which is not read) by a
+    fresh ``lstat``. An entry whose stat still equals the walk's and whose state the walk
+    proved (its ctime settled) is unchanged, with all it holds; one without a proof (changed
+    just before the build) has its metadata compared field by field and its copy's bytes
+    hashed. A source that is gone, or any difference, raises
     :class:`~dockyard.errors.SourceChangedError`: the step is keyed again, and a layer never
     holds content its key does not describe."""
 
     def __init__(self, selection: SelectionDigest, src_root: Path) -> None:
+        if selection.walk is None:
+            raise ContextError("internal error: a COPY's expected selection has no walk")
         self.root = os.path.normpath(os.path.abspath(src_root))
         self.files = selection.files
-        self.proofs = selection.proofs
         self.parents = selection.parents
-        self.proven: dict[str, bool] = {}  # source path -> proven by its stat
-        self.by_path: dict[str, FileMeta] = {}
-        self.rels: dict[str, str] = {}
+        self.walk = selection.walk
+        self.proven = selection.proven
 
-    def check(self, selected: Sequence[SelectedEntry]) -> None:
-        """Compare the entries the copy found with the manifest (before anything is copied)."""
-        from dockyard.context.hashing import hardlink_groups, stat_key
+    def _meta(self, st: StatLike) -> tuple[str, FileMeta]:
+        rel = self.walk.rels[_index(st)]
+        meta = self.files.get(rel)
+        if meta is None:
+            raise _changed(rel)
+        return rel, meta
 
-        seen: set[str] = set()
-        for entry in selected:
-            if stat.S_IFMT(entry.st.st_mode) == stat.S_IFSOCK:
-                continue  # neither digested nor copied
-            meta = self.files.get(entry.rel)
-            if meta is None:
-                raise _changed(entry.rel, "appeared")
-            seen.add(entry.rel)
-            self.by_path[entry.path] = meta
-            self.rels[entry.path] = entry.rel
-            if os.path.normpath(os.path.abspath(entry.path)) == self.root:
-                continue  # the context's own directory: recorded as a constant, never copied
-            proof = self.proofs.get(entry.rel)
-            if proof is not None and stat_key(entry.st) == proof:
-                self.proven[entry.path] = True
-                continue
-            if _describe(entry) != (meta.type, meta.mode, meta.size, meta.linkname,
-                                    meta.rdev, meta.xattrs):
-                raise _changed(entry.rel)
-            self.proven[entry.path] = False
-        for rel in self.files:
-            if rel not in seen:
-                raise _changed(rel, "disappeared")
-        # The copy links files by the stats just listed: they must group as the key's did.
-        groups = hardlink_groups((e.rel, e.st) for e in selected if e.st.st_nlink > 1)
-        for rel, meta in self.files.items():
-            if meta.hardlink != groups.get(rel, ""):
-                raise _changed(rel)
+    def entry(self, src: str, st: StatLike) -> None:
+        """Check an entry the copy makes without reading it through a descriptor (a
+        directory, a symlink, a device, a fifo, a hard link): ``src`` must still be what
+        the walk saw as ``st``."""
+        if os.path.normpath(os.path.abspath(src)) == self.root:
+            return  # the context's own directory: recorded as a constant, never copied
+        rel, meta = self._meta(st)
+        try:
+            now = os.lstat(src)
+        except (FileNotFoundError, NotADirectoryError):
+            raise _changed(rel, "disappeared") from None
+        from dockyard.context.hashing import stat_key
+
+        if self.proven[_index(st)] and stat_key(now) == stat_key(st):
+            return
+        if _describe(src, now) != (meta.type, meta.mode, meta.size, meta.linkname,
+                                   meta.rdev, meta.xattrs):
+            raise _changed(rel)
+        if stat.S_ISREG(now.st_mode) and (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise _changed(rel)  # another file now: a hard link of it would not be the key's
 
     def copied(self, src: str, src_fd: int, st: StatLike, target: StrPath) -> None:
-        """A regular file was copied from ``src_fd`` (``st``: its ``lstat`` before): it must
-        not have changed while it was read, and, if its stat proves nothing, its copy must
-        hold the bytes the key was made of."""
-        from dockyard.context.hashing import hash_file, stat_key
+        """A regular file was copied from ``src_fd`` (``st``: the walk's ``lstat`` of it):
+        it must not have changed since the walk, and, if the walk's stat proves nothing, its
+        copy must hold the bytes and the xattrs the key was made of."""
+        from dockyard.context.hashing import _xattrs, hash_file, stat_key
 
-        rel = self.rels.get(src, src)
+        rel, meta = self._meta(st)
         if stat_key(os.fstat(src_fd)) != stat_key(st):
             raise _changed(rel)
-        meta = self.by_path.get(src)
-        if meta is None:
-            raise _changed(rel, "appeared")
-        if not self.proven.get(src, False) and hash_file(Path(target)) != meta.sha256:
+        if not self.proven[_index(st)] and (
+                hash_file(Path(target)) != meta.sha256 or _xattrs(src) != meta.xattrs):
             raise _changed(rel)
 
     def parent(self, rel: str, path: Path, st: StatLike) -> None:
@@ -463,63 +511,70 @@ class _Expected:
                 or stat.S_IMODE(st.st_mode) != meta.mode or _xattrs(path) != meta.xattrs):
             raise _changed(rel)
 
-    def linked(self, src: str, link: str) -> None:
+    def linked(self, link: str, st: StatLike) -> None:
         """A symlink was read: its target must be the one the key was made of."""
-        meta = self.by_path.get(src)
-        if meta is None or meta.linkname != link:
-            raise _changed(self.rels.get(src, src))
+        rel, meta = self._meta(st)
+        if meta.linkname != link:
+            raise _changed(rel)
 
     @contextlib.contextmanager
-    def archive(self, top: SelectedEntry, tmpdir: Path) -> Iterator[Path]:
-        """The archive ``top`` as the key saw it, to unpack: the file itself while its stat
-        proves it (checked again after the unpacking), else a private copy of its bytes
-        whose hash matches the key."""
+    def archive(self, walk: Walk, group: WalkGroup, tmpdir: Path) -> Iterator[Path]:
+        """The archive ``group`` selects, as the key saw it, to unpack: the file itself
+        while its stat proves it (checked again after the unpacking), else a private copy of
+        its bytes whose hash matches the key."""
         from dockyard.context.hashing import hash_file, stat_key
 
-        meta = self.by_path[top.path]
-        if self.proven.get(top.path, False):
-            fd = os.open(top.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        top = walk.stat(group.start)
+        rel, meta = self._meta(top)
+        if self.proven[group.start]:
+            fd = os.open(group.top, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
-                if stat_key(os.fstat(fd)) != stat_key(top.st):
-                    raise _changed(top.rel)
+                if stat_key(os.fstat(fd)) != stat_key(top):
+                    raise _changed(rel)
                 yield Path(f"/proc/self/fd/{fd}")
-                if stat_key(os.fstat(fd)) != stat_key(top.st):
-                    raise _changed(top.rel)
+                if stat_key(os.fstat(fd)) != stat_key(top):
+                    raise _changed(rel)
             finally:
                 os.close(fd)
             return
         tmpdir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=tmpdir, prefix="dockyard-archive-") as scratch:
             private = Path(scratch) / "archive"
-            src_fd = os.open(top.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            src_fd = os.open(group.top, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 dst_fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
-                    _copy_data(src_fd, dst_fd, top.st.st_size)
+                    _copy_data(src_fd, dst_fd, top.st_size)
                 finally:
                     os.close(dst_fd)
             finally:
                 os.close(src_fd)
             if hash_file(private) != meta.sha256:
-                raise _changed(top.rel)
+                raise _changed(rel)
             yield private
 
 
-def _describe(entry: SelectedEntry) -> tuple[str, int, int, str, tuple[int, int], object]:
-    """What the content digest records of ``entry`` besides its bytes, read now (owners
-    aside: the build context's count as 0:0)."""
+def _index(st: StatLike) -> int:
+    """The position in its walk of an entry whose stat the walk made."""
+    if not isinstance(st, EntryStat) or st.index < 0:
+        raise ContextError("internal error: a copied entry's stat is not its walk's")
+    return st.index
+
+
+def _describe(path: str, st: StatLike) -> tuple[str, int, int, str, tuple[int, int], object]:
+    """What the content digest records of the entry at ``path`` (whose ``lstat`` is
+    ``st``) besides its bytes, read now (owners aside: the build context's count as 0:0)."""
     from dockyard.context.hashing import _kind, _xattrs
 
-    st = entry.st
     kind = _kind(st.st_mode)
     rdev = (os.major(st.st_rdev), os.minor(st.st_rdev)) if kind in ("char", "block") else (0, 0)
     return (
         kind,
         stat.S_IMODE(st.st_mode),
         st.st_size if kind == "file" else 0,
-        os.readlink(entry.path) if kind == "symlink" else "",
+        os.readlink(path) if kind == "symlink" else "",
         rdev,
-        _xattrs(entry.path),
+        _xattrs(path),
     )
 
 
@@ -626,32 +681,38 @@ def copy_into(
     dest_is_dir = dest_abs.endswith("/")
     exclude_matcher = PatternMatcher(excludes) if excludes else None
 
-    # Resolve and list every source first, so nothing is written when one is missing.
-    plan: list[tuple[str, str, list[SelectedEntry]]] = []  # (match, pivot, selection)
-    for src in sources:
-        pivot, rest = split_pivot(src) if parents else (".", src)
-        full = rest if pivot == "." else f"{pivot}/{rest}"
-        wildcard = has_wildcards(full)
-        matches = resolve_wildcards(src_root, full, follow=follow_symlinks, ignore=ignore)
-        if not matches:
-            if wildcard:
-                continue
-            raise missing_source_error(src, ignore)
-        head = split_wildcards(full)[0]
-        for match in matches:
-            if wildcard and exclude_matcher:
-                below_head = match if head == "." else match[len(head) + 1 :]
-                if exclude_matcher.matches(below_head):
-                    continue
-            selected = select_match(src_root, match, src, exclude_matcher, ignore, follow_symlinks)
-            plan.append((match, pivot, selected))
+    # Resolve and list every source first, so nothing is written when one is missing. With
+    # ``expect``, the selection is the walk the key was made of: copied as it is.
     if expected is not None:
-        expected.check([entry for _, _, selected in plan for entry in selected])
+        walk = expected.walk
+        plan = [(group, split_pivot(group.src)[0] if parents else ".")
+                for group in walk.groups]
+    else:
+        walk = Walk()
+        plan = []
+        for src in sources:
+            pivot, rest = split_pivot(src) if parents else (".", src)
+            full = rest if pivot == "." else f"{pivot}/{rest}"
+            wildcard = has_wildcards(full)
+            matches = resolve_wildcards(src_root, full, follow=follow_symlinks, ignore=ignore)
+            if not matches:
+                if wildcard:
+                    continue
+                raise missing_source_error(src, ignore)
+            head = split_wildcards(full)[0]
+            for match in matches:
+                if wildcard and exclude_matcher:
+                    below_head = match if head == "." else match[len(head) + 1 :]
+                    if exclude_matcher.matches(below_head):
+                        continue
+                group = select_match(src_root, match, src, exclude_matcher, ignore,
+                                     follow_symlinks, walk)
+                plan.append((group, pivot))
     if not plan:
         return
     try:
-        _copy_plan(copier, plan, src_root, target_root, dest_abs, dest_is_dir, parents, is_add,
-                   tmpdir)
+        _copy_plan(copier, walk, plan, src_root, target_root, dest_abs, dest_is_dir, parents,
+                   is_add, tmpdir)
     except FileNotFoundError as err:
         if expected is None:
             raise
@@ -661,7 +722,8 @@ def copy_into(
 
 def _copy_plan(
     copier: _Copier,
-    plan: list[tuple[str, str, list[SelectedEntry]]],
+    walk: Walk,
+    plan: list[tuple[WalkGroup, str]],
     src_root: Path,
     target_root: Path,
     dest_abs: str,
@@ -680,37 +742,37 @@ def _copy_plan(
     ensure = dest_abs if dest_is_dir else dest_abs.rpartition("/")[0]
     copier.mkdir_all(root_path(target_root, ensure), target_root)
 
-    for match, pivot, selected in plan:
-        top = selected[0]
+    for group, pivot in plan:
         if parents:
-            _copy_with_parents(copier, src_root, target_root, dest_path, match, pivot, selected)
+            _copy_with_parents(copier, src_root, target_root, dest_path, walk, group, pivot)
             continue
-        if is_add and stat.S_ISREG(top.st.st_mode) and _is_archive(Path(top.path)):
+        top_mode = walk.st_mode[group.start]
+        if is_add and stat.S_ISREG(top_mode) and _is_archive(Path(group.top)):
             copier.mkdir_all(dest_path, target_root)
             from dockyard.context.archive import extract_archive
 
             if copier.expected is None:
-                extract_archive(Path(top.path), dest_path)
+                extract_archive(Path(group.top), dest_path)
                 continue
             private = tmpdir if tmpdir is not None else Path(tempfile.gettempdir())
-            with copier.expected.archive(top, private) as archive:
-                extract_archive(archive, dest_path, name=os.path.basename(top.path))
+            with copier.expected.archive(walk, group, private) as archive:
+                extract_archive(archive, dest_path, name=os.path.basename(group.top))
             continue
-        target = _prepare_target(copier, target_root, dest_path, top)
-        copier.copy_tree(selected, target)
+        target = _prepare_target(copier, target_root, dest_path, group, top_mode)
+        copier.copy_tree(walk, group, target)
 
 
 def _prepare_target(
-    copier: _Copier, target_root: Path, dest_path: Path, top: SelectedEntry
+    copier: _Copier, target_root: Path, dest_path: Path, group: WalkGroup, top_mode: int,
 ) -> Path:
     """fsutil's prepareTargetDir, with directory sources copying their contents."""
-    src_is_dir = stat.S_ISDIR(top.st.st_mode)
+    src_is_dir = stat.S_ISDIR(top_mode)
     dest_exists = dest_path.exists()
     target = dest_path
     if not src_is_dir and dest_exists and dest_path.is_dir():
-        base = top.source_rel.rpartition("/")[2]
+        base = group.match.rpartition("/")[2]
         if base in ("", "."):
-            base = os.path.basename(top.path)
+            base = os.path.basename(group.top)
         target = root_path_nofollow(target_root, rel_to(target_root, dest_path) + "/" + base)
     parent = target if (src_is_dir and not dest_exists) else target.parent
     copier.mkdir_all(parent, target_root)
@@ -722,14 +784,15 @@ def _copy_with_parents(
     src_root: Path,
     target_root: Path,
     dest_path: Path,
-    match: str,
+    walk: Walk,
+    group: WalkGroup,
     pivot: str,
-    selected: list[SelectedEntry],
 ) -> None:
     """``--parents``: recreate the match's path below the pivot; the directories it makes
     get their source's metadata (:func:`dockyard.context.hashing.parent_meta`, which the key
     holds). Both sides are resolved within their roots: a symlink among the source's
     parents, or at one of the destination's, is followed as if its root were ``/``."""
+    match = group.match
     dirs = parent_dirs(src_root, pivot, match)
     copier.mkdir_all(dest_path, target_root)
     current = dest_path
@@ -751,7 +814,7 @@ def _copy_with_parents(
     target = current
     if parts:
         target = root_path_nofollow(target_root, rel_to(target_root, current) + "/" + parts[-1])
-    copier.copy_tree(selected, target)
+    copier.copy_tree(walk, group, target)
 
 
 def write_heredocs(

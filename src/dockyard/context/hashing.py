@@ -26,7 +26,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,10 +34,10 @@ from typing import Any
 from dockyard._timestamps import settled_after
 from dockyard._xattrs import keep_xattr
 from dockyard.context._paths import (
-    RawEntry,
     StatLike,
+    Walk,
     parent_dirs,
-    select_sources_raw,
+    select_sources,
     split_pivot,
 )
 from dockyard.context.dockerignore import PatternMatcher
@@ -66,6 +66,9 @@ _CHUNK = 1 << 20
 _PARALLEL_MIN_FILES = 8
 _PARALLEL_MIN_BYTES = 8 << 20
 _SQL_BATCH = 500
+#: Files hashed (and written back to the stat cache) at a time: a pool's futures and the
+#: new rows of 100,000 files at once took ~90 MB (issue 18).
+_HASH_BATCH = 1024
 
 _Xattrs = tuple[tuple[str, str], ...]
 #: (dev, ino, size, mtime_ns, ctime_ns, hashed_ns, digest, xattrs JSON or "")
@@ -186,14 +189,15 @@ class StatCache:
         prefixes: Sequence[str] = (),
     ) -> list[tuple[str, _Xattrs, int]]:
         """:meth:`lookup`, each answer with the time (ns) just before the bytes it digests
-        were read (this build's read, or the one the trusted entry comes from)."""
-        known = self._rows(paths, prefixes)
+        were read (this build's read, or the one the trusted entry comes from).
+
+        The stored rows are matched as they are read (never all held at once: 100,000 rows
+        took ~57 MB), and the misses are hashed and written back in batches."""
         results: list[tuple[str, _Xattrs, int] | None] = [None] * len(paths)
-        todo: list[int] = []
         racy = self.racy_window_ns
-        for i, (path, st) in enumerate(zip(paths, stats, strict=True)):
-            row = known.get(path)
-            if row is not None and (
+        for i, row in self._matching_rows(paths, prefixes):
+            st = stats[i]
+            if (
                 row[4] == st.st_ctime_ns
                 and row[3] == st.st_mtime_ns
                 and row[2] == st.st_size
@@ -207,44 +211,70 @@ class StatCache:
                 )
             ):
                 results[i] = (row[6], _decode_xattrs(row[7]) if row[7] else _NO_XATTRS, row[5])
-                continue
-            todo.append(i)
+        todo = [i for i, found in enumerate(results) if found is None]
         if todo:
-            fresh = self._hash_many([paths[i] for i in todo], [stats[i] for i in todo])
-            rows = []
-            for i, (digest, xattrs, hashed_ns) in zip(todo, fresh, strict=True):
-                results[i] = (digest, xattrs, hashed_ns)
-                st = stats[i]
-                rows.append(
-                    (paths[i], *_stat_key(st), hashed_ns, digest, _encode_xattrs(xattrs))
-                )
-            self._store(rows)
+            with self._hashing_pool(todo, stats) as pool:
+                for start in range(0, len(todo), _HASH_BATCH):
+                    batch = todo[start:start + _HASH_BATCH]
+                    fresh = self._hash_many([paths[i] for i in batch],
+                                            [stats[i] for i in batch], pool)
+                    rows = []
+                    for i, (digest, xattrs, hashed_ns) in zip(batch, fresh, strict=True):
+                        results[i] = (digest, xattrs, hashed_ns)
+                        rows.append((paths[i], *_stat_key(stats[i]), hashed_ns, digest,
+                                     _encode_xattrs(xattrs)))
+                    self._store(rows)
         return [r for r in results if r is not None]
 
-    def _rows(self, paths: Sequence[str], prefixes: Sequence[str]) -> dict[str, _Row]:
-        found: dict[str, _Row] = {}
+    def _matching_rows(
+        self, paths: Sequence[str], prefixes: Sequence[str]
+    ) -> Iterator[tuple[int, _Row]]:
+        """``(index in paths, stored row)`` for every path the cache has a row for. Paths
+        under one of the directory ``prefixes`` are matched against one range query per
+        prefix, both sides in path order (SQLite's BINARY order of UTF-8 text is Python's
+        code point order); the rest are looked up in batches."""
+        from bisect import bisect_left
+
         select = (
             "SELECT path, dev, ino, size, mtime_ns, ctime_ns, hashed_ns, digest, xattrs"
             " FROM statcache2 WHERE "
         )
+        unique = tuple(dict.fromkeys(prefixes))
         with self._db_lock:
-            for prefix in dict.fromkeys(prefixes):
-                # every path starting with "<dir>/" sorts in ["<dir>/", "<dir>0")
-                cursor = self._db.execute(
-                    select + "path > ? AND path < ?", (prefix, prefix[:-1] + "0")
-                )
-                for row in cursor:
-                    found[row[0]] = row[1:]
+            if unique:
+                order = sorted(range(len(paths)), key=paths.__getitem__)
+                ordered = [paths[i] for i in order]
+                for prefix in unique:
+                    # every path starting with "<dir>/" sorts in ["<dir>/", "<dir>0")
+                    end = prefix[:-1] + "0"
+                    j, stop = bisect_left(ordered, prefix), bisect_left(ordered, end)
+                    if j == stop:
+                        continue
+                    cursor = self._db.execute(
+                        select + "path > ? AND path < ? ORDER BY path", (prefix, end))
+                    for row in cursor:
+                        path = row[0]
+                        while j < stop and ordered[j] < path:
+                            j += 1
+                        if j == stop:
+                            break
+                        while j < stop and ordered[j] == path:
+                            yield order[j], row[1:]
+                            j += 1
+                    cursor.close()
+                del order, ordered
             # A name that is not UTF-8 cannot be a key (it is hashed each time instead).
-            rest = [p for p in dict.fromkeys(paths) if p not in found and _utf8(p)]
-            if prefixes:
-                rest = [p for p in rest if not p.startswith(tuple(prefixes))]
-            for start in range(0, len(rest), _SQL_BATCH):
-                chunk = rest[start : start + _SQL_BATCH]
+            rest: dict[str, list[int]] = {}
+            for i, path in enumerate(paths):
+                if not (unique and path.startswith(unique)) and _utf8(path):
+                    rest.setdefault(path, []).append(i)
+            names = list(rest)
+            for start in range(0, len(names), _SQL_BATCH):
+                chunk = names[start : start + _SQL_BATCH]
                 marks = ",".join("?" * len(chunk))
                 for row in self._db.execute(select + f"path IN ({marks})", chunk):
-                    found[row[0]] = row[1:]
-        return found
+                    for i in rest[row[0]]:
+                        yield i, row[1:]
 
     def _store(self, rows: list[tuple[str, int, int, int, int, int, int, str, str]]) -> None:
         rows = [r for r in rows if _utf8(r[0])]
@@ -272,16 +302,25 @@ class StatCache:
             raise ContextError(f"cannot read {path}: {err.strerror}") from None
         return digest, _xattrs(path), hashed_ns
 
-    def _hash_many(
-        self, paths: list[str], stats: list[StatLike]
-    ) -> list[tuple[str, _Xattrs, int]]:
-        self.reads += len(paths)
-        total = sum(st.st_size for st in stats)
-        if self.workers > 1 and (len(paths) >= _PARALLEL_MIN_FILES or total >= _PARALLEL_MIN_BYTES):
+    @contextlib.contextmanager
+    def _hashing_pool(self, todo: Sequence[int], stats: Sequence[StatLike]) -> Iterator[Any]:
+        """A thread pool for hashing ``todo`` when it is worth one (hashlib releases the
+        GIL), else None."""
+        if self.workers > 1 and (len(todo) >= _PARALLEL_MIN_FILES or sum(
+                stats[i].st_size for i in todo) >= _PARALLEL_MIN_BYTES):
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                return list(pool.map(self._hash_one, paths, stats))
+                yield pool
+            return
+        yield None
+
+    def _hash_many(
+        self, paths: list[str], stats: list[StatLike], pool: Any = None,
+    ) -> list[tuple[str, _Xattrs, int]]:
+        self.reads += len(paths)
+        if pool is not None:
+            return list(pool.map(self._hash_one, paths, stats))
         return [self._hash_one(p, st) for p, st in zip(paths, stats, strict=True)]
 
 
@@ -369,19 +408,31 @@ def stat_key(st: StatLike) -> StatKey:
 class SelectionDigest:
     """The digest of a selection and its per-path manifest (paths relative to the root).
 
-    ``proofs`` holds, for entries whose state at digest time is proven by their stat, that
-    stat's :data:`StatKey`: the entry's ctime was settled (its clock tick over) before it
-    was observed, so any later change to it - content, mode, owner, xattrs - moves its
-    ctime. An entry whose stat still equals its proof is exactly what was digested (the
-    copy checks this, :func:`dockyard.context.copy.copy_into`'s ``expect``); an entry
-    without a proof changed just before the build and is checked by content."""
+    ``walk`` is the selection the digest was made of (:class:`~dockyard.context._paths.
+    Walk`): the COPY copies from it, so the context is walked once per build. ``proven``
+    marks (one byte per entry of the walk) the entries whose state at digest time is proven
+    by their stat: the entry's ctime was settled (its clock tick over) before it was
+    observed, so any later change to it - content, mode, owner, xattrs - moves its ctime.
+    An entry whose stat still equals the walk's is exactly what was digested (the copy checks
+    this, :func:`dockyard.context.copy.copy_into`'s ``expect``); an entry without a proof
+    changed just before the build and is checked by content."""
 
     digest: str
-    files: dict[str, FileMeta]
-    proofs: dict[str, StatKey] = field(default_factory=dict)
+    files: Mapping[str, FileMeta]
     #: ``COPY --parents``: the directories between each source's pivot and its match, which
     #: the copy recreates with their metadata (path relative to the root -> what it applies)
     parents: dict[str, FileMeta] = field(default_factory=dict)
+    walk: Walk | None = field(default=None, compare=False, repr=False)
+    proven: bytearray = field(default_factory=bytearray)
+
+    @property
+    def proofs(self) -> dict[str, StatKey]:
+        """Path -> the :data:`StatKey` that proves it, for the proven entries (made on
+        demand: the copy reads :attr:`proven` and the walk)."""
+        walk = self.walk
+        if walk is None:
+            return {}
+        return {walk.rels[i]: walk.stat_key(i) for i, flag in enumerate(self.proven) if flag}
 
 
 #: How a build context's root directory is recorded when a source selects it (``COPY .``,
@@ -419,6 +470,10 @@ def _xattrs(path: str | Path) -> _Xattrs:
 def _record(rel: str, meta: FileMeta) -> str:
     """One entry of the digested manifest: NUL-terminated fields (no field can hold a NUL;
     the xattr count makes the variable part unambiguous)."""
+    if meta.type == "file" and not meta.xattrs and not meta.hardlink:
+        # the common case, formatted at once (the same text as the general form below)
+        return (f"{rel}\0file\0{meta.mode:o}\0{meta.uid}\0{meta.gid}\0{meta.size}\0"
+                f"{meta.sha256}{_FILE_TAIL}")
     fields = [
         rel,
         meta.type,
@@ -462,53 +517,56 @@ def hardlink_groups(entries: Iterable[tuple[str, StatLike]]) -> dict[str, str]:
 
 
 def _manifest(
-    entries: list[RawEntry],
+    walk: Walk,
     stat_cache: StatCache,
     zero_owner: bool,
     prefixes: Sequence[str],
     observed_ns: int,
     context_root: str | None = None,
-) -> tuple[dict[str, FileMeta], dict[str, str], dict[str, StatKey]]:
-    """The manifest, per path its :func:`_record` (for the regular-file fast path the record
-    is formatted directly rather than through :func:`_record`), and the proofs (see
-    :class:`SelectionDigest`) of the entries ``lstat``-ed after ``observed_ns``. The
+) -> tuple[dict[str, FileMeta], bytearray]:
+    """The manifest of ``walk``, and which of its entries are proven (see
+    :class:`SelectionDigest`: ``lstat``-ed after ``observed_ns``, their ctime settled). The
     directory ``context_root``, when selected itself, is recorded as :data:`CONTEXT_ROOT`."""
-    regular = [e for e in entries if stat.S_ISREG(e[2].st_mode)]
+    modes = walk.st_mode
+    rels = walk.rels
+    regular = [i for i in range(len(walk)) if stat.S_ISREG(modes[i])]
+    paths = [Walk.path_in(g, rels[i], i) for g in walk.groups for i in range(g.start, g.end)
+             if stat.S_ISREG(modes[i])]
     # in entry order, so the main loop takes them one by one
-    found = iter(stat_cache.lookup_timed(
-        [e[1] for e in regular], [e[2] for e in regular], prefixes))
+    found = iter(stat_cache.lookup_timed(paths, _WalkStats(walk, regular), prefixes))
+    del paths
     files: dict[str, FileMeta] = {}
-    records: dict[str, str] = {}
-    proofs: dict[str, StatKey] = {}
+    proven = bytearray(len(walk))
     kinds = _KINDS
-    tail = _FILE_TAIL
     window = stat_cache.racy_window_ns
-    for rel, path, st, _, _ in entries:
-        mode = st.st_mode
-        kind = kinds.get(mode & 0o170000)
-        if kind is None:
-            continue  # a socket is not copied
-        if zero_owner:
-            uid = gid = 0
-        else:
-            uid, gid = st.st_uid, st.st_gid
-        perm = mode & 0o7777
-        if kind == "file":
-            sha, xattrs, read_ns = next(found)
-            if settled_after(st.st_ctime_ns, window) < min(read_ns, observed_ns):
-                proofs[rel] = stat_key(st)
-            size = st.st_size
-            meta = FileMeta(kind, perm, uid, gid, size, sha, "", xattrs, _NO_RDEV)
-            if not xattrs:
-                records[rel] = f"{rel}\0file\0{perm:o}\0{uid}\0{gid}\0{size}\0{sha}{tail}"
-                files[rel] = meta
+    uids, gids, sizes, ctimes = walk.st_uid, walk.st_gid, walk.st_size, walk.st_ctime_ns
+    for group in walk.groups:
+        for i in range(group.start, group.end):
+            mode = modes[i]
+            kind = kinds.get(mode & 0o170000)
+            if kind is None:
+                continue  # a socket is not copied
+            rel = rels[i]
+            if zero_owner:
+                uid = gid = 0
+            else:
+                uid, gid = uids[i], gids[i]
+            perm = mode & 0o7777
+            if kind == "file":
+                sha, xattrs, read_ns = next(found)
+                if settled_after(ctimes[i], window) < min(read_ns, observed_ns):
+                    proven[i] = 1
+                files[rel] = FileMeta(kind, perm, uid, gid, sizes[i], sha, "", xattrs,
+                                      _NO_RDEV)
                 continue
-        elif path == context_root:
-            meta = CONTEXT_ROOT  # its own metadata is never sent to BuildKit
-        else:
-            if settled_after(st.st_ctime_ns, window) < observed_ns:
-                proofs[rel] = stat_key(st)
-            meta = FileMeta(
+            path = Walk.path_in(group, rel, i)
+            if path == context_root:
+                files[rel] = CONTEXT_ROOT  # its own metadata is never sent to BuildKit
+                continue
+            if settled_after(ctimes[i], window) < observed_ns:
+                proven[i] = 1
+            rdev = walk.st_rdev[i]
+            files[rel] = FileMeta(
                 kind,
                 perm,
                 uid,
@@ -517,28 +575,50 @@ def _manifest(
                 "",
                 os.readlink(path) if kind == "symlink" else "",
                 _xattrs(path),
-                (os.major(st.st_rdev), os.minor(st.st_rdev))
-                if kind in ("char", "block")
-                else _NO_RDEV,
+                (os.major(rdev), os.minor(rdev)) if kind in ("char", "block") else _NO_RDEV,
             )
-        files[rel] = meta
-        records[rel] = _record(rel, meta)
-    groups = hardlink_groups((e[0], e[2]) for e in regular if e[2].st_nlink > 1)
+    nlinks = walk.st_nlink
+    groups = hardlink_groups((rels[i], walk.stat(i)) for i in regular if nlinks[i] > 1)
     for rel, first in groups.items():
-        meta = files[rel] = replace(files[rel], hardlink=first)
-        records[rel] = _record(rel, meta)
-    return files, records, proofs
+        files[rel] = replace(files[rel], hardlink=first)
+    return files, proven
 
 
-def _digest_of(records: dict[str, str], parents: dict[str, FileMeta] | None = None) -> str:
-    """One sha256 over the records, sorted by path. With ``parents`` (``COPY --parents``),
-    their count and records come first (each record is self-delimiting)."""
+class _WalkStats(Sequence[StatLike]):
+    """The stats of some entries of a walk, made as they are asked for."""
+
+    def __init__(self, walk: Walk, indices: Sequence[int]) -> None:
+        self._walk = walk
+        self._indices = indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, j: int) -> StatLike:  # type: ignore[override]
+        return self._walk.stat(self._indices[j])
+
+
+_DIGEST_BATCH = 4096
+
+
+def _digest_of(files: Mapping[str, FileMeta], parents: dict[str, FileMeta] | None = None) -> str:
+    """One sha256 over the records (:func:`_record`), sorted by path, fed to the hash a
+    batch at a time (the text of 100,000 records is ~20 MB). With ``parents`` (``COPY
+    --parents``), their count and records come first (each record is self-delimiting)."""
+    sha = hashlib.sha256()
     text = DIGEST_VERSION + "\n"
     if parents is not None:
         text += f"{len(parents)}\0" + "".join(
             [_record(rel, parents[rel]) for rel in sorted(parents)])
-    text += "".join([records[rel] for rel in sorted(records)])
-    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    sha.update(text.encode("utf-8", "surrogateescape"))
+    batch: list[str] = []
+    for rel in sorted(files):
+        batch.append(_record(rel, files[rel]))
+        if len(batch) >= _DIGEST_BATCH:
+            sha.update("".join(batch).encode("utf-8", "surrogateescape"))
+            batch.clear()
+    sha.update("".join(batch).encode("utf-8", "surrogateescape"))
+    return "sha256:" + sha.hexdigest()
 
 
 def parent_meta(path: str | Path, st: StatLike, zero_owner: bool) -> FileMeta:
@@ -577,35 +657,33 @@ def digest_selection(
     # Absolute once, so every walked path is already the stat cache's absolute key.
     root = Path(os.path.abspath(ctx_root))
     observed_ns = time.time_ns()  # before any entry is looked at
-    matches: list[tuple[str, str]] | None = [] if parents else None
-    entries = select_sources_raw(
+    walk = select_sources(
         root,
         sources,
         excludes=excludes,
         ignore=ignore,
         follow_root_symlinks=follow_root_symlinks,
         allow_empty_wildcard=allow_empty_wildcard,
-        matches_out=matches,
     )
     prefixes = [
-        e[1] if e[1].endswith("/") else e[1] + "/"
-        for e in entries
-        if e[4] == "" and stat.S_ISDIR(e[2].st_mode)
+        g.top if g.top.endswith("/") else g.top + "/"
+        for g in walk.groups
+        if stat.S_ISDIR(walk.st_mode[g.start])
     ]
-    files, records, proofs = _manifest(entries, stat_cache, zero_owner, prefixes, observed_ns,
-                                       str(root) if context else None)
-    if matches is None:
-        return SelectionDigest(_digest_of(records), files, proofs)
+    files, proven = _manifest(walk, stat_cache, zero_owner, prefixes, observed_ns,
+                              str(root) if context else None)
+    if not parents:
+        return SelectionDigest(_digest_of(files), files, walk=walk, proven=proven)
     dirs: dict[str, FileMeta] = {}
-    for src, match in matches:
-        for rel, path in parent_dirs(root, split_pivot(src)[0], match):
+    for group in walk.groups:
+        for rel, path in parent_dirs(root, split_pivot(group.src)[0], group.match):
             if rel not in dirs:
                 try:
                     st = os.lstat(path)
                 except OSError as err:
                     raise ContextError(f"cannot read {rel}: {err.strerror}") from None
                 dirs[rel] = parent_meta(path, st, zero_owner)
-    return SelectionDigest(_digest_of(records, dirs), files, proofs, dirs)
+    return SelectionDigest(_digest_of(files, dirs), files, dirs, walk, proven)
 
 
 def _what_changed(rel: str, old: FileMeta, new: FileMeta) -> str:
@@ -660,7 +738,7 @@ def explain_diff(old_files: dict[str, FileMeta], new_files: dict[str, FileMeta])
 
 
 def explain_diff_items(
-    old_items: Iterable[tuple[str, Any]], new_files: dict[str, FileMeta],
+    old_items: Iterable[tuple[str, Any]], new_files: Mapping[str, FileMeta],
 ) -> list[str]:
     """:func:`explain_diff` against an old manifest given as its stored ``(path, json)``
     pairs, read one at a time: only the entries that differ are decoded into
@@ -679,7 +757,32 @@ def explain_diff_items(
     return explain_diff(old_changed, new_changed)
 
 
-def iter_manifest_json(files: dict[str, FileMeta]) -> Iterator[tuple[str, list[object]]]:
+class ManifestJson(Mapping[str, list[object]]):
+    """A manifest's entries as their JSON form (:meth:`FileMeta.to_json`), made as they are
+    asked for: the build history packs it an entry at a time (issue 18)."""
+
+    def __init__(self, files: Mapping[str, FileMeta]) -> None:
+        self._files = files
+
+    def __getitem__(self, rel: str) -> list[object]:
+        return self._files[rel].to_json()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __eq__(self, other: object) -> bool:
+        # Only against another one: comparing with a stored (packed) manifest would decode
+        # all of it (the build compares its history with the last one); a changed manifest
+        # differs anyway, and an unchanged one is the stored object itself.
+        return isinstance(other, ManifestJson) and self._files == other._files
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def iter_manifest_json(files: Mapping[str, FileMeta]) -> Iterator[tuple[str, list[object]]]:
     """(path, json) pairs of a manifest, for storing it with a cache record."""
     for rel in sorted(files):
         yield rel, files[rel].to_json()

@@ -205,7 +205,7 @@ class Explainer:
         Dockerfile. A COPY's file manifest is only serialised when its content changed;
         otherwise the previous JSON is kept as is (a no-op rebuild of a big context must not
         re-encode thousands of entries)."""
-        from dockyard.context.hashing import iter_manifest_json
+        from dockyard.context.hashing import ManifestJson
 
         steps: dict[str, dict[str, Any]] = {}
         layer_steps = [(stage, step) for stage in self.plan.stages if stage.needed
@@ -226,7 +226,7 @@ class Explainer:
                 if same and "files" in pinfo:
                     info["files"] = pinfo["files"]
                 else:
-                    info["files"] = dict(iter_manifest_json(info["files"]))
+                    info["files"] = ManifestJson(info["files"])
             steps[vid] = info
         return {"steps": steps, "time": time.time()}
 

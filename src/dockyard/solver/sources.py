@@ -85,7 +85,7 @@ class SourceDigests:
             dirs = record.result.get("parents") or {}
             cached = SelectionDigest(
                 str(record.result.get("selection")),
-                LazyFileMetas(PackedManifest(packed)),  # type: ignore[arg-type]
+                LazyFileMetas(PackedManifest(packed)),
                 parents={str(k): FileMeta.from_json(v) for k, v in dict(dirs).items()},
             )
             if self._cache is not None:

@@ -29,11 +29,24 @@ class PackedManifest(Mapping[str, Any]):
 
     @classmethod
     def pack(cls, files: Mapping[str, Any]) -> PackedManifest:
-        """Pack a manifest (``path -> JSON value``)."""
+        """Pack a manifest (``path -> JSON value``): the same text as ``json.dumps`` of it
+        with sorted keys, encoded and compressed a batch of entries at a time (the text of
+        100,000 entries is ~20 MB, issue 18)."""
         import base64
 
-        text = json.dumps(dict(files), sort_keys=True, separators=(",", ":"))
-        return cls(base64.b64encode(zlib.compress(text.encode(), 1)).decode("ascii"))
+        deflate = zlib.compressobj(1)
+        parts = [deflate.compress(b"{")]
+        batch: list[str] = []
+        encode = json.JSONEncoder(separators=(",", ":")).encode
+        for i, key in enumerate(sorted(files)):
+            batch.append(("," if i else "") + encode(key) + ":" + encode(files[key]))
+            if len(batch) >= _PACK_BATCH:
+                parts.append(deflate.compress("".join(batch).encode()))
+                batch.clear()
+        batch.append("}")
+        parts.append(deflate.compress("".join(batch).encode()))
+        parts.append(deflate.flush())
+        return cls(base64.b64encode(b"".join(parts)).decode("ascii"))
 
     def _load(self) -> dict[str, Any]:
         if self._data is None:
@@ -79,6 +92,7 @@ class PackedManifest(Mapping[str, Any]):
 
 
 _STREAM_CHUNK = 1 << 16
+_PACK_BATCH = 4096
 
 
 def _iter_json_object(chunks: Iterator[str]) -> Iterator[tuple[str, Any]]:
