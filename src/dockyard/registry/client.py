@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -188,7 +189,19 @@ class RegistryClient:
         self._base: str | None = None
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], str] = {}
+        self._ping_lock = threading.Lock()
         self.retried = 0  # how many requests or transfers were tried again
+
+    def sibling(self) -> RegistryClient:
+        """Another client of the same registry, for another thread (a client is not
+        thread-safe): a connection of its own, but the scheme, the challenge and the tokens
+        this one found are shared (no second ping; a token fetched by one serves all)."""
+        other = RegistryClient(self.domain, self.options, credentials=self.credentials,
+                               use_stored_credentials=False)
+        other._base = self.base_url()
+        other._challenge = self._challenge
+        other._tokens = self._tokens  # dict reads and writes are atomic
+        return other
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -214,7 +227,9 @@ class RegistryClient:
     def base_url(self) -> str:
         """``https://host`` or, for an insecure registry without TLS, ``http://host``."""
         if self._base is None:
-            self.ping()
+            with self._ping_lock:  # siblings are made on several threads
+                if self._base is None:
+                    self.ping()
         assert self._base is not None
         return self._base
 
@@ -608,6 +623,42 @@ class RegistryClient:
         response = self._transfer("PUT", put_url, scopes, what=what, repo=repo, ok=(201, 204),
                                   headers={"Content-Length": "0"}, content=b"")
         response.close()
+
+    def upload_stream(
+        self, repo: str, pieces: Iterable[bytes], close: Callable[[], tuple[str, int]],
+    ) -> str:
+        """Upload a blob while it is being made, its digest known only at the end (as
+        ``docker push`` streams a layer): ``POST``, one ``PATCH`` whose body is ``pieces``
+        (chunked transfer encoding), then ``PUT ?digest=`` with the digest ``close()``
+        returns once ``pieces`` is exhausted. ``close()`` must raise when the blob did not
+        come out whole; the upload is then left unfinished (the registry drops it). The
+        size the registry acknowledges must be ``close()``'s, and the registry checks the
+        digest itself. Sent once: a failure raises RegistryError and the caller uploads the
+        stored blob instead. Returns the digest."""
+        import httpx
+
+        url = self.start_upload(repo)
+        assert url is not None
+        scopes = (f"repository:{repo}:pull,push",)
+        digest = "upload"
+        what = f"streamed upload of a blob to {repo}"
+        response = self._transfer(
+            "PATCH", url, scopes, what=what, repo=repo, ok=(202, 204),
+            headers={"Content-Type": "application/octet-stream"},
+            content=lambda: iter(pieces))
+        response.close()
+        url = self._location(response, repo)
+        digest, size = close()
+        what = f"upload of blob {digest}"
+        last = response.headers.get("range", "")
+        if last and last != f"0-{size - 1}" and not (size == 0 and last in ("0-0", "")):
+            raise self._fail(what, repo, f"the registry received {last}, expected {size} "
+                             "bytes")
+        put_url = str(httpx.URL(url).copy_merge_params({"digest": digest}))
+        response = self._transfer("PUT", put_url, scopes, what=what, repo=repo, ok=(201, 204),
+                                  headers={"Content-Length": "0"}, content=b"")
+        response.close()
+        return digest
 
     def _transfer(self, method: str, url: str, scopes: tuple[str, ...], *, what: str,
                   repo: str, ok: tuple[int, ...], **kwargs: Any) -> httpx.Response:

@@ -39,7 +39,7 @@ from dockyard.image.oci import (
 from dockyard.image.reference import Reference, parse_reference
 from dockyard.registry.client import RegistryClient, RegistryOptions
 from dockyard.registry.sources import BlobSources
-from dockyard.store.blobs import BlobWriter
+from dockyard.store.blobs import BlobBatch
 from dockyard.store.db import Store
 
 __all__ = ["PullResult", "pull"]
@@ -154,11 +154,25 @@ def with_retries(client: RegistryClient, fn: Callable[[], Any]) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-@dataclass
-class _Pending:
-    writer: BlobWriter
-    digest: str
-    size: int
+class _Hash:
+    """A sha256 that counts: what a download is checked with when no writer hashes it."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+_PARALLEL_LAYERS = 3
+"""Layers downloaded at once: hashing, decompression and writing release the GIL, so a few
+threads keep both cores busy (and a remote registry's round trips overlap)."""
 
 
 class _Puller:
@@ -229,7 +243,7 @@ class _Puller:
                               f"the manifest says {desc.size}")
         total = 0
         try:
-            for chunk in response.iter_raw(1 << 20):
+            for chunk in response.iter_raw():
                 total += len(chunk)
                 if total > desc.size:
                     raise self.broken(f"{what} {desc.digest} is larger than the "
@@ -246,65 +260,103 @@ class _Puller:
         if digest != desc.digest:
             raise self.broken(f"{what} {desc.digest} failed verification", f"got {digest}")
 
-    def layer(self, desc: Descriptor, diff_id: str, stack: ExitStack) -> list[_Pending]:
-        """Download one layer into uncommitted writers (held open by ``stack``); verified,
-        not yet visible. A broken transfer is downloaded again into new writers."""
+    def layer(self, desc: Descriptor, diff_id: str, batch: BlobBatch,
+              client: RegistryClient | None = None) -> None:
+        """Download one layer into ``batch`` (``client``: this thread's, default the
+        puller's): verified and fsynced, visible only when the batch ends. A broken
+        transfer is downloaded again into new writers."""
+        client = client or self.client
+        with_retries(client, lambda: self._layer_once(desc, diff_id, batch, client))
 
-        def once() -> list[_Pending]:
-            with ExitStack() as attempt:
-                pending = self._layer_once(desc, diff_id, attempt)
-                stack.enter_context(attempt.pop_all())
-                return pending
-
-        return list(with_retries(self.client, once))
-
-    def _layer_once(self, desc: Descriptor, diff_id: str, stack: ExitStack) -> list[_Pending]:
+    def _layer_once(self, desc: Descriptor, diff_id: str, batch: BlobBatch,
+                    client: RegistryClient) -> None:
         blobs = self.store.blobs
         have_diff = blobs.has(diff_id)
         same = desc.digest == diff_id
         have_blob = have_diff if same else blobs.has(desc.digest)
-        blob_writer = None if have_blob else stack.enter_context(blobs.writer())
-        diff_writer = None if have_diff or same else stack.enter_context(blobs.writer())
-        blob_hash = hashlib.sha256()
-        diff_hash = hashlib.sha256()
-        inflater = _Inflater()
-        size = 0
-        diff_size = 0
+        with ExitStack() as stack:
+            blob_writer = None if have_blob else stack.enter_context(batch.writer())
+            diff_writer = None if have_diff or same else stack.enter_context(batch.writer())
+            # each byte is hashed once: by its writer, or here when nothing is written
+            blob_hash: Any = blob_writer if blob_writer is not None else _Hash()
+            diff_hash: Any = diff_writer if diff_writer is not None else _Hash()
+            inflater = _Inflater()
+            with client.open_blob(self.repo, desc.digest) as response:
+                try:
+                    for chunk in self._iter(response, desc, "layer"):
+                        blob_hash.write(chunk)
+                        plain = inflater.feed(chunk)
+                        if plain:
+                            diff_hash.write(plain)
+                    diff_hash.write(inflater.finish())
+                except RegistryError:
+                    raise
+                except (StoreError, OSError) as err:  # the disk, not the transfer: no retry
+                    raise self.fail(f"storing layer {desc.digest} failed", str(err)) from None
+                except Exception as err:  # zlib.error, ZstdError ...
+                    raise self.broken(f"layer {desc.digest} cannot be decompressed",
+                                      str(err)) from None
+            self._check(desc, "layer", blob_hash.digest, blob_hash.size)
+            if not inflater.complete:
+                raise self.broken(f"layer {desc.digest} is a truncated {inflater.kind} "
+                                  "stream")
+            if diff_hash.digest != diff_id:
+                raise self.fail(f"layer {desc.digest} does not match its diff_id {diff_id} "
+                                "in the image config", f"it decompresses to {diff_hash.digest}")
+            try:  # verified: fsynced on the batch's thread, visible when the batch ends
+                if blob_writer is not None:
+                    blob_writer.commit(desc.digest, desc.size)
+                if diff_writer is not None:
+                    diff_writer.commit(diff_id, diff_writer.size)
+            except StoreError as err:
+                raise self.fail("storing the layers failed", str(err)) from None
 
-        def plain_part(data: bytes) -> None:
-            nonlocal diff_size
-            diff_hash.update(data)
-            diff_size += len(data)
-            if diff_writer is not None:
-                diff_writer.write(data)
+    def _layers(self, wanted: list[tuple[Descriptor, str]], batch: BlobBatch) -> None:
+        """Download ``wanted`` (descriptor, diff id) into ``batch``, up to
+        ``_PARALLEL_LAYERS`` at once, each thread with a client (a connection) of its own;
+        the first failure stops the others and is raised."""
+        def report(desc: Descriptor) -> None:
+            self.progress(f"{desc.digest[7:19]}: pull complete ({desc.size} bytes)")
 
-        with self.client.open_blob(self.repo, desc.digest) as response:
+        if len(wanted) <= 1:
+            for desc, diff_id in wanted:
+                self.layer(desc, diff_id, batch)
+                report(desc)
+            return
+        import threading
+
+        lock = threading.Lock()
+        todo = list(wanted)
+        failures: list[BaseException] = []
+
+        def worker() -> None:
+            client: RegistryClient | None = None
             try:
-                for chunk in self._iter(response, desc, "layer"):
-                    size += len(chunk)
-                    blob_hash.update(chunk)
-                    if blob_writer is not None:
-                        blob_writer.write(chunk)
-                    plain_part(inflater.feed(chunk))
-                plain_part(inflater.finish())
-            except RegistryError:
-                raise
-            except Exception as err:  # zlib.error, ZstdError ...
-                raise self.broken(f"layer {desc.digest} cannot be decompressed",
-                                  str(err)) from None
-        self._check(desc, "layer", "sha256:" + blob_hash.hexdigest(), size)
-        if not inflater.complete:
-            raise self.broken(f"layer {desc.digest} is a truncated {inflater.kind} stream")
-        got_diff = "sha256:" + diff_hash.hexdigest()
-        if got_diff != diff_id:
-            raise self.fail(f"layer {desc.digest} does not match its diff_id {diff_id} in "
-                            "the image config", f"it decompresses to {got_diff}")
-        pending: list[_Pending] = []
-        if blob_writer is not None:
-            pending.append(_Pending(blob_writer, desc.digest, desc.size))
-        if diff_writer is not None:
-            pending.append(_Pending(diff_writer, diff_id, diff_size))
-        return pending
+                while True:
+                    with lock:
+                        if not todo or failures:
+                            return
+                        desc, diff_id = todo.pop(0)
+                    if client is None:
+                        client = self.client.sibling()
+                    self.layer(desc, diff_id, batch, client)
+                    with lock:
+                        report(desc)
+            except BaseException as err:
+                with lock:
+                    failures.append(err)
+            finally:
+                if client is not None:
+                    client.close()
+
+        threads = [threading.Thread(target=worker, name=f"dockyard-pull-{i}")
+                   for i in range(min(_PARALLEL_LAYERS, len(wanted)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
 
     def run(self, platform: Platform) -> PullResult:
         ref = self.ref
@@ -344,27 +396,25 @@ class _Puller:
                             f"its config lists {len(diff_ids)} diff_ids")
         downloaded = present = 0
         uncompressed: list[tuple[str, Descriptor]] = []
-        with ExitStack() as stack:
-            pending: list[_Pending] = []
-            for diff_id, desc in zip(diff_ids, manifest.layers, strict=True):
-                if is_foreign_layer(desc.media_type):
-                    raise self.fail(f"layer {desc.digest} is a foreign layer ({desc.media_type}),"
-                                    " which dockyard does not support")
-                blobs = self.store.blobs
-                if blobs.has(diff_id) and blobs.has(desc.digest):
-                    present += 1
-                    self.progress(f"{desc.digest[7:19]}: already exists")
-                else:
-                    pending += self.layer(desc, diff_id, stack)
-                    downloaded += 1
-                    self.progress(f"{desc.digest[7:19]}: pull complete ({desc.size} bytes)")
-                if desc.digest != diff_id:
-                    uncompressed.append((diff_id, desc))
-            try:
-                for item in pending:
-                    item.writer.commit(item.digest, item.size)
-            except StoreError as err:
-                raise self.fail("storing the layers failed", str(err)) from None
+        wanted: list[tuple[Descriptor, str]] = []
+        for diff_id, desc in zip(diff_ids, manifest.layers, strict=True):
+            if is_foreign_layer(desc.media_type):
+                raise self.fail(f"layer {desc.digest} is a foreign layer ({desc.media_type}),"
+                                " which dockyard does not support")
+            blobs = self.store.blobs
+            if blobs.has(diff_id) and blobs.has(desc.digest):
+                present += 1
+                self.progress(f"{desc.digest[7:19]}: already exists")
+            elif (desc, diff_id) not in wanted:
+                wanted.append((desc, diff_id))
+            if desc.digest != diff_id:
+                uncompressed.append((diff_id, desc))
+        downloaded = len(wanted)
+        try:
+            with self.store.blobs.batch() as batch:
+                self._layers(wanted, batch)
+        except StoreError as err:
+            raise self.fail("storing the layers failed", str(err)) from None
         names = []
         if ref.tag is not None:
             names.append(str(ref.with_tag(ref.tag)))
