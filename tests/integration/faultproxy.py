@@ -11,7 +11,8 @@ Kinds: ``ping``, ``manifest-get``, ``manifest-put``, ``blob-get``, ``blob-head``
 ``upload-start``, ``upload`` (PUT/PATCH of data). Faults: ``drop`` (close the connection
 without a reply, the request read), ``reset`` (close before reading the request), ``500``,
 ``503``, ``429`` (with Retry-After: 0), ``truncate`` (the full Content-Length announced, half
-the body sent), ``corrupt`` (one byte of the body flipped: a wrong digest). A schedule
+the body sent), ``corrupt`` (one byte of the body flipped: a wrong digest), ``corrupt-body``
+(one byte of the *request's* body flipped on its way to the registry). A schedule
 ``["500"] * 100`` is a fault that never heals (the client must give up with a clear error).
 """
 
@@ -136,6 +137,8 @@ class RegistryProxy:
                     self._record(0, 0, fault)
                     return
                 body = self._body()
+                if fault == "corrupt-body" and body:
+                    body = body[:-1] + bytes([body[-1] ^ 0xFF])
                 if fault == "drop":
                     self._kill()
                     self._record(0, 0, fault)

@@ -150,3 +150,31 @@ def test_pull_and_push_retry(tmp_path: Path, proxy: RegistryProxy) -> None:
     dockyard.pull(image, root=b_root)
     assert {"500", "truncate", "corrupt", "drop"} <= set(faults_seen(proxy))
     assert_store_clean(b_root)
+
+
+@pytest.mark.parametrize("fault", ["drop", "500", "corrupt-body"])
+def test_a_broken_streamed_upload_falls_back(tmp_path: Path, proxy: RegistryProxy,
+                                             fault: str) -> None:
+    """A layer compressed for a push is uploaded while it is compressed (one chunked PATCH,
+    then ``PUT ?digest=``). When that stream breaks (the connection drops, the registry
+    answers 500, or the bytes arrive changed and the registry refuses the digest), the blob
+    the store kept meanwhile is uploaded the usual way: the push succeeds, and the image
+    pulls back whole into another store."""
+    image = f"{proxy.host}/faults/stream-{fault}:1"
+    proxy.faults["upload"] = [fault]
+    a_root = fresh_store(tmp_path / "a")
+    built = build(write_tree(tmp_path / "ctx", files(f"s-{fault}")), a_root, tags=[image],
+                  outputs=["type=image,push=true"])
+    streamed = [s for s in proxy.seen if s.method == "PATCH"]
+    assert streamed, [(s.method, s.path) for s in proxy.seen]
+    assert faults_seen(proxy) == {fault: 1}
+    if fault == "corrupt-body":  # the registry refused the digest of what it received
+        assert any(s.method == "PUT" and s.status == 400 for s in proxy.seen)
+    assert_store_clean(a_root)
+    proxy.reset()
+    b_root = tmp_path / "b"
+    assert dockyard.pull(image, root=b_root).image_id == built.result.image_id
+    assert_store_clean(b_root)
+    out = flatten(b_root, built.result.image_id, tmp_path / "fb")
+    assert (out / "size").read_text() == flatten(
+        a_root, built.result.image_id, tmp_path / "fa").joinpath("size").read_text()

@@ -183,6 +183,10 @@ class _DirSink:
 # Layers compressed at once: isal and zstd release the GIL, so two threads keep both cores
 # of the build machines busy (zstd uses two threads of its own per layer as well).
 _COMPRESS_THREADS = 2
+# Layers compressed at once when each also streams to an upload: an upload runs slower than
+# isal, so the compressions wait on their uploads, and a registry takes several uploads at
+# once faster than one after another.
+_TEE_THREADS = 3
 
 
 def compressed_layer(store: Store, diff_id: str, compression: Compression) -> _Desc:
@@ -191,25 +195,43 @@ def compressed_layer(store: Store, diff_id: str, compression: Compression) -> _D
     return compressed_layers(store, [diff_id], compression)[0]
 
 
+class BlobTee(Protocol):
+    """Where a layer's compressed bytes go as well as into the store while they are made
+    (a streamed upload): ``write`` each piece, then ``finish(digest, size)`` once the blob
+    is committed, or ``abort()`` when it failed. ``write`` must not keep the buffer."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def finish(self, digest: str, size: int) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 def compressed_layers(
     store: Store, diff_ids: Sequence[str], compression: Compression,
+    tee: Callable[[str], BlobTee | None] | None = None,
 ) -> list[_Desc]:
     """:func:`compressed_layer` for each of ``diff_ids``, the compression of several layers
     on ``_COMPRESS_THREADS`` threads. A layer that only a snapshot holds (a fresh build's)
     is streamed from the snapshot straight into the compressor, its tar checked against the
     diff id on the way; no uncompressed blob is written. The new blobs are committed as one
     :class:`~dockyard.store.blobs.BlobBatch` (each fsynced, the directory once) and recorded
-    after it. Call under the store's build lock (a snapshot read must not be pruned)."""
+    after it. Call under the store's build lock (a snapshot read must not be pruned).
+
+    ``tee(diff_id)`` may give a :class:`BlobTee` for a layer compressed now: its compressed
+    bytes go there too, as they are made (an upload overlapping the compression). Then up to
+    ``_TEE_THREADS`` layers are compressed at once: each runs at its upload's pace."""
     if compression == "uncompressed":
         return [_tar_desc(store, d) for d in diff_ids]
     media = _MEDIA[compression]
     kind: Literal["gzip", "zstd"] = "gzip" if compression == "gzip" else "zstd"
     with store.build_lock():  # shared: no prune takes a snapshot we read from meanwhile
-        return _compressed_layers(store, diff_ids, media, kind)
+        return _compressed_layers(store, diff_ids, media, kind, tee)
 
 
 def _compressed_layers(
     store: Store, diff_ids: Sequence[str], media: str, kind: Literal["gzip", "zstd"],
+    tee: Callable[[str], BlobTee | None] | None = None,
 ) -> list[_Desc]:
     found: dict[str, _Desc] = {}
     jobs: dict[str, Callable[[BinaryIO], None]] = {}
@@ -224,7 +246,7 @@ def _compressed_layers(
                 continue
         jobs[diff_id] = _tar_source(store, diff_id)
     if jobs:
-        made = _compress_all(store, jobs, kind)
+        made = _compress_all(store, jobs, kind, tee)
         for diff_id, (digest, size, tar_size) in made.items():
             if store.get_layer(diff_id) is None:
                 store.put_layer(diff_id, tar_size)
@@ -263,27 +285,56 @@ def _tar_source(store: Store, diff_id: str) -> Callable[[BinaryIO], None]:
 
 def _compress_all(
     store: Store, jobs: Mapping[str, Callable[[BinaryIO], None]],
-    kind: Literal["gzip", "zstd"],
+    kind: Literal["gzip", "zstd"], tee: Callable[[str], BlobTee | None] | None = None,
 ) -> dict[str, tuple[str, int, int]]:
     """Compress every job's tar into a new blob: ``{diff_id: (digest, size, tar size)}``."""
-    with store.blobs.batch() as batch:
-        def one(diff_id: str) -> tuple[str, int, int]:
-            write_tar = jobs[diff_id]
-            with batch.writer() as w:
-                with compressing(w, kind) as sink:
-                    counted = _Counting(sink)
-                    write_tar(cast(BinaryIO, counted))
-                digest, size = w.commit()
-            return digest, size, counted.size
+    tees = {d: tee(d) for d in jobs} if tee is not None else {}
+    try:
+        with store.blobs.batch() as batch:
+            def one(diff_id: str) -> tuple[str, int, int]:
+                write_tar = jobs[diff_id]
+                out = tees.get(diff_id)
+                with batch.writer() as w:
+                    dst: Any = w if out is None else _Tee(w, out)
+                    with compressing(dst, kind) as sink:
+                        counted = _Counting(sink)
+                        write_tar(cast(BinaryIO, counted))
+                    digest, size = w.commit()
+                if out is not None:
+                    out.finish(digest, size)
+                    tees.pop(diff_id, None)
+                return digest, size, counted.size
 
-        if len(jobs) == 1:
-            return {d: one(d) for d in jobs}
-        from concurrent.futures import ThreadPoolExecutor  # only here: it imports logging
+            if len(jobs) == 1:
+                return {d: one(d) for d in jobs}
+            from concurrent.futures import ThreadPoolExecutor  # only here: it imports logging
 
-        with ThreadPoolExecutor(min(_COMPRESS_THREADS, len(jobs)),
-                                thread_name_prefix="dockyard-compress") as pool:
-            futures = {d: pool.submit(one, d) for d in jobs}
-            return {d: f.result() for d, f in futures.items()}
+            threads = _TEE_THREADS if any(t is not None for t in tees.values()) \
+                else _COMPRESS_THREADS
+            with ThreadPoolExecutor(min(threads, len(jobs)),
+                                    thread_name_prefix="dockyard-compress") as pool:
+                futures = {d: pool.submit(one, d) for d in jobs}
+                return {d: f.result() for d, f in futures.items()}
+    finally:
+        for out in tees.values():  # a layer that failed, or was never compressed
+            if out is not None:
+                out.abort()
+
+
+class _Tee:
+    """The compressor's output, to the blob writer and to a :class:`BlobTee`."""
+
+    def __init__(self, writer: BinaryIO, out: BlobTee) -> None:
+        self._writer = writer
+        self._out = out
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        n = self._writer.write(data)
+        self._out.write(data if isinstance(data, bytes) else bytes(data))
+        return n
+
+    def flush(self) -> None:
+        self._writer.flush()
 
 
 class _Counting:

@@ -598,12 +598,12 @@ def inline_document(store: Store, records: Iterable[CacheRecord],
 
 def _layer_entries(
     store: Store, records: list[CacheRecord], compression: Literal["gzip", "zstd"],
-    docker: bool,
+    docker: bool, tee: Callable[[str], Any] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Callable[[], None] | None], int]:
     """Per diff id the blob (compressed once, kept in the store) and how to get its bytes if
     only a remote form is known; and how many layers had to be compressed now (together,
     several at once, as a push compresses: :func:`~dockyard.exporter.layout.
-    compressed_layers`)."""
+    compressed_layers`, whose ``tee`` gets each of those as it is compressed)."""
     from dockyard.exporter.layout import compressed_layers
     from dockyard.registry.push import _stored_blob
 
@@ -622,7 +622,7 @@ def _layer_entries(
         blobs[diff_id] = (digest, size)
         fetchers[diff_id] = fetch
     if missing:
-        for diff_id, made in zip(missing, compressed_layers(store, missing, compression),
+        for diff_id, made in zip(missing, compressed_layers(store, missing, compression, tee),
                                  strict=True):
             blobs[diff_id] = (made.digest, made.size)
             fetchers[diff_id] = None
@@ -647,16 +647,21 @@ def export_cache(
     docker = not spec.oci_mediatypes
     compression = spec.compression
     say(f"preparing {len(records)} records")
-    entries, fetchers, compressed = _layer_entries(store, records, compression, docker)
+    if spec.type == "local":
+        assert spec.path is not None
+        entries, fetchers, compressed = _layer_entries(store, records, compression, docker)
+        doc = _document(records, entries)
+        say(f"{len(doc.layers)} layers ({compressed} compressed now)")
+        return _export_local(store, Path(spec.path), spec.tag, doc, fetchers, compressed, say)
+    assert spec.ref is not None
+    return _export_registry(store, spec, records, say)
+
+
+def _document(records: list[CacheRecord], entries: Mapping[str, Any]) -> CacheDocument:
     doc = CacheDocument()
     for record in records:
         doc.add(record, entries.get(record.diff_id) if record.diff_id else None)
-    say(f"{len(doc.layers)} layers ({compressed} compressed now)")
-    if spec.type == "local":
-        assert spec.path is not None
-        return _export_local(store, Path(spec.path), spec.tag, doc, fetchers, compressed, say)
-    assert spec.ref is not None
-    return _export_registry(store, spec, doc, fetchers, compressed, say)
+    return doc
 
 
 def _manifest(doc: CacheDocument, config: bytes, docker: bool) -> bytes:
@@ -673,11 +678,8 @@ def _manifest(doc: CacheDocument, config: bytes, docker: bool) -> bytes:
 
 
 def _export_registry(
-    store: Store, spec: CacheSpec, doc: CacheDocument,
-    fetchers: Mapping[str, Callable[[], None] | None], compressed: int, say: Progress,
+    store: Store, spec: CacheSpec, records: list[CacheRecord], say: Progress,
 ) -> ExportReport:
-    import threading
-
     from dockyard.image.oci import Descriptor
     from dockyard.image.reference import parse_reference
     from dockyard.registry.client import RegistryClient
@@ -688,38 +690,20 @@ def _export_registry(
     ref = parse_reference(spec.ref)
     options = _options(ref.domain, spec.insecure)
     docker = not spec.oci_mediatypes
-    counts = {"uploaded": 0, "mounted": 0, "present": 0}
-    lock = threading.Lock()
-    work = sorted(doc.layers.items(), key=lambda item: -int(item[1]["size"]))
-    failures: list[BaseException] = []
-
-    def worker() -> None:
-        with RegistryClient(ref.domain, options) as client:
-            pusher = _Pusher(store, client, ref, lambda _m: None)
-            while True:
-                with lock:
-                    if not work or failures:
-                        return
-                    diff_id, layer = work.pop(0)
-                try:
-                    done = pusher.blob(Descriptor(layer["mediaType"], layer["digest"],
-                                                  layer["size"]), fetchers.get(diff_id))
-                except BaseException as err:
-                    with lock:
-                        failures.append(err)
-                    return
-                with lock:
-                    counts[done] += 1
-
-    # a few blobs at once: HEADs and mounts are round trips, uploads share the link
-    threads = [threading.Thread(target=worker, name=f"cache-push-{i}")
-               for i in range(min(4, max(1, len(work))))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
+    with RegistryClient(ref.domain, options) as client:
+        pusher = _Pusher(store, client, ref, lambda _m: None)
+        try:  # layers compressed now are uploaded while they are compressed
+            entries, fetchers, compressed = _layer_entries(
+                store, records, spec.compression, docker, pusher.stream)
+        finally:
+            streamed = pusher.streamed()
+        doc = _document(records, entries)
+        say(f"{len(doc.layers)} layers ({compressed} compressed now)")
+        # the rest a few at once (HEADs and mounts are round trips), biggest first
+        work = sorted(doc.layers.items(), key=lambda item: -int(item[1]["size"]))
+        pusher.blobs([(Descriptor(layer["mediaType"], layer["digest"], layer["size"]),
+                       fetchers.get(diff_id)) for diff_id, layer in work], streamed)
+    counts = pusher.counts
     say(f"layers: {counts['uploaded']} uploaded, {counts['mounted']} mounted, "
         f"{counts['present']} already there")
     target = ref.tag or "latest"

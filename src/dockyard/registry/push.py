@@ -17,7 +17,7 @@ listing them with their platforms, under the tag.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -110,7 +110,7 @@ def _stored_blob(
 
 def _layer_descriptors(
     store: Store, record: ImageRecord, config: ImageConfig, compression: PushCompression,
-    docker: bool,
+    docker: bool, tee: Callable[[str], Any] | None = None,
 ) -> list[tuple[Descriptor, Callable[[], None] | None]]:
     from dockyard.exporter.layout import compressed_layers
 
@@ -138,11 +138,121 @@ def _layer_descriptors(
         out.append((Descriptor(layer_media_type(kind, docker=docker), digest, size),
                     ensure_local))
     if missing:  # compressed together, several layers at once (exporter/layout.py)
-        made = compressed_layers(store, [d for _, d in missing], compression)
+        made = compressed_layers(store, [d for _, d in missing], compression, tee)
         for (index, _), layer in zip(missing, made, strict=True):
             out[index] = (Descriptor(layer_media_type(kind, docker=docker), layer.digest,
                                      layer.size), None)
     return [item for item in out if item is not None]
+
+
+_PARALLEL_BLOBS = 4
+"""Blobs pushed at once: HEADs and mounts are round trips, and a registry takes several
+uploads at once faster than one after another."""
+
+
+class StreamedUpload:
+    """The upload of a layer blob while it is compressed (a
+    :class:`~dockyard.exporter.layout.BlobTee`): the compressor's pieces go through a
+    bounded queue to a thread of its own, which sends them as one ``PATCH`` and closes the
+    upload with the digest of the blob the store committed (:meth:`RegistryClient.
+    upload_stream`). Nothing here can store or publish a wrong blob: the pieces are the very
+    bytes the store's writer got, the upload is closed only once that blob is committed
+    (verified) and only when as many bytes were sent as it holds, and the registry checks
+    what it received against the blob's digest before it keeps it. A failed stream (a dropped connection, a 5xx)
+    only costs its bytes: :meth:`uploaded` is then None and the caller uploads the stored
+    blob the usual way, with retries."""
+
+    _QUEUE = 16  # pieces in flight (about 1 MiB each: the compressor's chunk)
+
+    def __init__(self, connect: Callable[[], RegistryClient], repo: str) -> None:
+        import queue
+        import threading
+
+        self._connect = connect
+        self._repo = repo
+        self._queue: queue.Queue[bytes | tuple[str, int] | None] = queue.Queue(self._QUEUE)
+        self._gone = threading.Event()  # the uploading thread stopped reading
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._result: str | None = None
+        self.error: BaseException | None = None
+
+    # --- the compressor's side ---
+
+    def write(self, data: bytes, /) -> int:
+        if self._thread is None:
+            self._start()
+        self._put(data)
+        return len(data)
+
+    def finish(self, digest: str, size: int) -> None:
+        if self._thread is None:
+            self._start()
+        self._put((digest, size))
+
+    def abort(self) -> None:
+        if self._thread is not None:
+            self._put(None)
+
+    def _put(self, item: bytes | tuple[str, int] | None) -> None:
+        import queue
+
+        while not self._gone.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    # --- the upload's side ---
+
+    def _start(self) -> None:
+        import threading
+
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="dockyard-upload")
+                self._thread.start()
+
+    def _run(self) -> None:
+        count = 0
+        end: list[tuple[str, int]] = []
+
+        def pieces() -> Any:
+            nonlocal count
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    raise RegistryError("the blob could not be made")
+                if isinstance(item, tuple):
+                    end.append(item)
+                    return
+                count += len(item)
+                yield item
+
+        def close() -> tuple[str, int]:
+            if not end:
+                raise RegistryError("the streamed body was sent again")
+            digest, size = end[0]
+            if count != size:
+                raise RegistryError(f"{count} bytes sent of blob {digest} ({size} bytes)")
+            return digest, size
+
+        try:
+            with self._connect() as client:
+                self._result = client.upload_stream(self._repo, pieces(), close)
+        except BaseException as err:  # the caller uploads the stored blob instead
+            self.error = err
+        finally:
+            self._gone.set()
+
+    def uploaded(self) -> str | None:
+        """Wait for the upload; the digest it closed with, or None if it did not finish."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        return self._result
 
 
 class _Pusher:
@@ -155,6 +265,90 @@ class _Pusher:
         self.progress = progress
         self.sources = BlobSources(store.root)
         self.counts = {"uploaded": 0, "mounted": 0, "present": 0}
+        self.streams: dict[str, StreamedUpload] = {}
+
+    def connect(self) -> RegistryClient:
+        """Another client of the same registry (one per thread: a client is not
+        thread-safe)."""
+        return self.client.sibling()
+
+    def stream(self, diff_id: str) -> StreamedUpload:
+        """A streamed upload for layer ``diff_id``, compressed now (see ``compressed_layers``'s
+        ``tee``)."""
+        upload = StreamedUpload(self.connect, self.repo)
+        self.streams[diff_id] = upload
+        return upload
+
+    def streamed(self) -> set[str]:
+        """Wait for the streamed uploads; the digests they uploaded (a failed one is
+        pushed again the usual way by :meth:`blobs`)."""
+        done: set[str] = set()
+        for upload in self.streams.values():
+            digest = upload.uploaded()
+            if digest is not None:
+                done.add(digest)
+        self.streams.clear()
+        return done
+
+    def blobs(self, items: Sequence[tuple[Descriptor, Callable[[], None] | None]],
+              streamed: Set[str] = frozenset()) -> None:
+        """:meth:`blob` for each of ``items``, up to ``_PARALLEL_BLOBS`` at once (each
+        thread with a client of its own); a digest in ``streamed`` is uploaded already."""
+        import threading
+
+        todo: list[tuple[Descriptor, Callable[[], None] | None]] = []
+        seen: set[str] = set()
+        for desc, ensure_local in items:
+            if desc.digest in seen:
+                continue
+            seen.add(desc.digest)
+            if desc.digest in streamed:
+                self.counts["uploaded"] += 1
+                self.progress(f"{desc.digest[7:19]}: pushed ({desc.size} bytes)")
+                continue
+            todo.append((desc, ensure_local))
+        if len(todo) <= 1:
+            for desc, ensure_local in todo:
+                self.blob(desc, ensure_local)
+            return
+        lock = threading.Lock()
+        failures: list[BaseException] = []
+
+        def worker() -> None:
+            pusher: _Pusher | None = None
+            try:
+                while True:
+                    with lock:
+                        if not todo or failures:
+                            return
+                        desc, ensure_local = todo.pop(0)
+                    if pusher is None:
+                        pusher = _Pusher(self.store, self.connect(), self.ref, self._say(lock))
+                    done = pusher.blob(desc, ensure_local)
+                    with lock:
+                        self.counts[done] += 1
+            except BaseException as err:
+                with lock:
+                    failures.append(err)
+            finally:
+                if pusher is not None:
+                    pusher.client.close()
+
+        threads = [threading.Thread(target=worker, name=f"dockyard-push-{i}")
+                   for i in range(min(_PARALLEL_BLOBS, len(todo)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+
+    def _say(self, lock: Any) -> Progress:
+        def say(message: str) -> None:
+            with lock:
+                self.progress(message)
+
+        return say
 
     def blob(self, desc: Descriptor, ensure_local: Callable[[], None] | None = None) -> str:
         """Make sure the repository has ``desc``: HEAD, else a cross-repository mount, else an
@@ -238,7 +432,11 @@ class _Pusher:
         docker = manifest_format == "docker"
         config_bytes = self.store.config_bytes(record)
         config = self.store.read_config(record)
-        described = _layer_descriptors(self.store, record, config, compression, docker)
+        try:  # layers compressed now are uploaded while they are compressed
+            described = _layer_descriptors(self.store, record, config, compression, docker,
+                                           self.stream)
+        finally:
+            streamed = self.streamed()
         layers = [desc for desc, _ in described]
         config_desc = Descriptor(MEDIA_TYPE_DOCKER_CONFIG if docker else MEDIA_TYPE_OCI_CONFIG,
                                  digest_bytes(config_bytes), len(config_bytes))
@@ -251,9 +449,7 @@ class _Pusher:
         })
         digest = digest_bytes(manifest)
         self.progress(f"pushing {self.ref} ({len(layers)} layers)")
-        for desc, ensure_local in described:
-            self.blob(desc, ensure_local)
-        self.blob(config_desc)
+        self.blobs([*described, (config_desc, None)], streamed)
         if target is None:
             reported = self.client.put_manifest(self.repo, digest, manifest, media_type)
             if reported is not None and reported.startswith("sha256:") and reported != digest:
