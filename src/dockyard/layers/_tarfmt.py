@@ -135,6 +135,7 @@ class HashingWriter:
     happen in large pieces."""
 
     _FLUSH_AT: Final = 1 << 20
+    _DIRECT_AT: Final = 64 << 10
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
@@ -144,7 +145,8 @@ class HashingWriter:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         n = len(data)
-        if n >= self._FLUSH_AT:
+        if n >= self._DIRECT_AT:
+            # file contents: hashed and passed on as they are (no copy into the buffer)
             self.flush()
             self._sha.update(data)
             self._out.write(data)

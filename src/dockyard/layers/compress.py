@@ -77,7 +77,7 @@ class _Rechunked:
 
     def _end(self) -> None:
         if self._buf:
-            self._out.write(bytes(self._buf))
+            self._out.write(self._buf)  # no copy: the buffer is not used again
             self._buf = bytearray()
 
 

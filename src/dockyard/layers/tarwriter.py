@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,18 @@ def _read_xattrs(path: str) -> dict[str, bytes]:
     return result
 
 
+_buffers = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """This thread's read buffer for file contents (one per thread, kept: a new one per
+    layer cost an allocation and its page faults, 2.5% of an export of 100 small layers)."""
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(_CHUNK))
+    return view
+
+
 class TarWriter:
     """Writes layer entries one by one; callers add them in sorted order (parents first).
 
@@ -93,7 +106,6 @@ class TarWriter:
         self._out = HashingWriter(out)
         self._sde = source_date_epoch
         self._links: dict[tuple[int, int], str] = {}
-        self._buffer = bytearray(_CHUNK)
         self._closed = False
 
     def _mtime(self, st: os.stat_result) -> int:
@@ -195,7 +207,7 @@ class TarWriter:
                 fd = os.open(path, flags)
         except OSError as err:
             raise LayerError(f"cannot read {name!r}: {err.strerror}") from err
-        view = memoryview(self._buffer)
+        view = _read_buffer()
         remaining = size
         try:
             while remaining:
@@ -300,7 +312,8 @@ def _selected(root: str, paths: Iterable[str]) -> Iterator[tuple[str, str, os.st
         parts = name.split("/")
         for i in range(1, len(parts) + 1):
             wanted.add("/".join(parts[:i]))
-    for rel in sorted(wanted, key=lambda n: [_sort_key(c) for c in n.split("/")]):
+    # by path components: NUL (which no name holds) in place of "/" sorts a parent first
+    for rel in sorted(wanted, key=lambda n: _sort_key(n).replace(b"/", b"\0")):
         path = os.path.join(root, rel)
         try:
             st = os.lstat(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -48,7 +49,7 @@ def _feature_options(userns: bool | None = None) -> tuple[str, ...]:
     return tuple(opts)
 
 
-def redundant_dirs(upper: Path, lowers: list[Path]) -> set[str]:
+def redundant_dirs(upper: Path, lowers: Sequence[str | Path]) -> set[str]:
     """Upper directories that only exist because overlay copied them up, and add nothing.
 
     A directory is redundant when it is empty in the upper dir (after its redundant
@@ -73,7 +74,7 @@ def redundant_dirs(upper: Path, lowers: list[Path]) -> set[str]:
         st = os.lstat(dirpath)
         for lower in lowers:
             try:
-                lst = os.lstat(lower / rel)
+                lst = os.lstat(os.path.join(lower, rel))
             except FileNotFoundError:
                 continue
             except NotADirectoryError:
@@ -163,9 +164,10 @@ class OverlaySnapshotter(MetaBacked):
         """Write the upper dir of ``key`` as a layer (overlay whiteouts -> OCI whiteouts)."""
         from dockyard.layers.tarwriter import write_layer_from_dir
 
-        rec = self._meta.get(key)
-        upper = self._dir(rec) / "fs"
-        lowers = self._lowers(rec.parent)
+        own, *parents = self._meta.chain_ids(key)  # one read of the table for both
+        base = os.fspath(self._meta.dir)
+        upper = Path(f"{base}/{own}/fs")
+        lowers = [f"{base}/{i}/fs" for i in parents]  # strings: 100 layers make 4,950
         skip = redundant_dirs(upper, lowers) if lowers else set()
         paths: list[str] | None = None
         if skip:

@@ -36,6 +36,7 @@ __all__ = ["BlobBatch", "BlobStore", "BlobWriter", "check_digest"]
 
 _DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
 _BUFFER = 1 << 20
+_BATCH_BUFFER = 64 << 10
 
 
 def check_digest(digest: str) -> str:
@@ -57,9 +58,10 @@ class BlobWriter(io.BufferedWriter):
     """
 
     def __init__(
-        self, blobs: BlobStore, fd: int, tmp_path: Path, batch: BlobBatch | None = None
+        self, blobs: BlobStore, fd: int, tmp_path: Path, batch: BlobBatch | None = None,
+        buffer_size: int = _BUFFER,
     ) -> None:
-        super().__init__(io.FileIO(fd, "wb", closefd=True), buffer_size=_BUFFER)
+        super().__init__(io.FileIO(fd, "wb", closefd=True), buffer_size=buffer_size)
         self._blobs = blobs
         self._batch = batch
         self._tmp_path = tmp_path
@@ -280,13 +282,20 @@ class BlobBatch:
         self._error: BaseException | None = None
         self._closing = False
         self._temps: set[Path] = set()
+        self._tmp_ready = False
+        self._serial = 0
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[BlobWriter]:
-        """A writer whose :meth:`BlobWriter.commit` hands the blob to this batch."""
-        self._blobs.tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="blob-", dir=self._blobs.tmp)
-        writer = BlobWriter(self._blobs, fd, Path(name), batch=self)
+        """A writer whose :meth:`BlobWriter.commit` hands the blob to this batch. Its buffer
+        is small: a batch's writers are fed compressed pieces of ~1 MiB, which go straight
+        to the file (a 1 MiB buffer per blob cost an allocation and its page faults)."""
+        if not self._tmp_ready:
+            self._blobs.tmp.mkdir(parents=True, exist_ok=True)
+            self._tmp_ready = True
+        fd, name = self._temp_file()
+        writer = BlobWriter(self._blobs, fd, Path(name), batch=self,
+                            buffer_size=_BATCH_BUFFER)
         with self._lock:
             self._temps.add(Path(name))
         try:
@@ -294,6 +303,21 @@ class BlobBatch:
         finally:
             if writer.committed is None:
                 writer.abort()
+
+    def _temp_file(self) -> tuple[int, str]:
+        """A new temp file for a blob of the batch: ``mkstemp``'s guarantees (created here,
+        exclusively, mode 0600) with a name from a counter instead of six random letters
+        (``random.choices`` was 2% of an export of 100 small layers)."""
+        base = f"{self._blobs.tmp}/blob-{os.getpid()}-{id(self):x}-"
+        while True:
+            with self._lock:
+                self._serial += 1
+                name = f"{base}{self._serial}"
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                continue  # left by a process that had this pid before
+            return fd, name
 
     def _add(self, fd: int, tmp_path: Path, digest: str) -> None:
         with self._cond:

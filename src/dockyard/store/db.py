@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -307,6 +307,11 @@ class Store:
     def put_layer_blob(self, diff_id: str, compression: Compression, blob: str, size: int) -> None:
         """Record a compressed form of layer ``diff_id`` (the blob must be stored)."""
         self.layers.put_blob(diff_id, compression, blob, size)
+
+    def put_layer_blobs(self, forms: Sequence[tuple[str, Compression, str, int]]) -> None:
+        """:meth:`put_layer_blob` for each ``(diff_id, compression, blob, size)``, in one
+        transaction."""
+        self.layers.put_blobs(forms)
 
     def get_layer(self, diff_id: str) -> LayerRecord | None:
         """A layer, its stored forms and the snapshots it can be made from, or None."""

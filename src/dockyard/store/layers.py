@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -134,6 +134,16 @@ class Layers:
             raise NotFoundError(f"layer blob {blob} is not in the store")
         with self._db.write() as db:
             self.record_form(db, diff_id, compression, blob, size)
+
+    def put_blobs(self, forms: Sequence[tuple[str, Compression, str, int]]) -> None:
+        """:meth:`put_blob` for each ``(diff_id, compression, blob, size)``, in one
+        transaction (an export of 100 fresh layers records 100 forms)."""
+        for _, _, blob, _ in forms:
+            if not self._blobs.has(blob):
+                raise NotFoundError(f"layer blob {blob} is not in the store")
+        with self._db.write() as db:
+            for diff_id, compression, blob, size in forms:
+                self.record_form(db, diff_id, compression, blob, size)
 
     def get(self, diff_id: str) -> LayerRecord | None:
         """A layer, its stored forms and the snapshots it can be made from, or None."""

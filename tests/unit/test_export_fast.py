@@ -1,0 +1,138 @@
+"""Issue 18, the OCI export of many small layers: the archive's blobs are copied inside the
+kernel with tarfile's framing, the tar hasher passes file contents through without a copy,
+the tar writer keeps one read buffer per thread. Each gives the bytes the plain form gave."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dockyard.exporter import layout
+from dockyard.layers._tarfmt import HashingWriter
+
+
+class _Blobs:
+    """What _TarSink.add_blob asks of a store: ``blobs.open(digest)``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def open(self, digest: str) -> Any:
+        return open(self.root / digest.partition(":")[2], "rb")
+
+
+class _Store:
+    def __init__(self, root: Path) -> None:
+        self.blobs = _Blobs(root)
+
+
+def _reference(entries: list[tuple[str, str, bytes]]) -> bytes:
+    """The archive as tarfile's stream mode wrote it before."""
+    out = io.BytesIO()
+    tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
+    seen: set[str] = set()
+    for kind, name, data in entries:
+        full = layout._blob_name(name) if kind == "blob" else name
+        if full in seen:
+            continue
+        parts = full.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i]) + "/"
+            if d not in seen:
+                seen.add(d)
+                info = tarfile.TarInfo(d)
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+        seen.add(full)
+        info = tarfile.TarInfo(full)
+        info.size = len(data)
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(data))
+    tar.close()
+    return out.getvalue()
+
+
+_ENTRIES = st.lists(
+    st.tuples(st.sampled_from(["bytes", "blob"]),
+              st.sampled_from(["oci-layout", "index.json", "a/b/c", "été/x", "n" * 120]),
+              st.binary(max_size=3000)),
+    max_size=8)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=_ENTRIES, to_file=st.booleans())
+def test_the_archive_is_tarfiles_stream(
+    tmp_path_factory: Any, entries: list[tuple[str, str, bytes]], to_file: bool,
+) -> None:
+    base = tmp_path_factory.mktemp("sink")
+    blobs = base / "blobs"
+    blobs.mkdir()
+    fixed: list[tuple[str, str, bytes]] = []
+    for kind, name, data in entries:
+        if kind == "blob":
+            hexdigest = hashlib.sha256(data).hexdigest()
+            (blobs / hexdigest).write_bytes(data)
+            name = "sha256:" + hexdigest
+        fixed.append((kind, name, data))
+    store: Any = _Store(blobs)
+
+    def write(out: Any) -> None:
+        sink = layout._TarSink(out)
+        for kind, name, data in fixed:
+            if kind == "blob":
+                sink.add_blob(store, name, len(data))
+            else:
+                sink.add_bytes(name, data)
+        sink.close()
+
+    if to_file:  # the kernel's copy
+        with open(base / "out.tar", "wb") as f:
+            f.write(b"")
+            write(f)
+        got = (base / "out.tar").read_bytes()
+    else:
+        buf = io.BytesIO()
+        write(buf)
+        got = buf.getvalue()
+    assert got == _reference(fixed)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pieces=st.lists(st.integers(0, 200_000), max_size=12))
+def test_the_tar_hasher_passes_everything_on_once(pieces: list[int]) -> None:
+    out = io.BytesIO()
+    writer = HashingWriter(out)
+    data = b"".join(bytes([i % 251]) * n for i, n in enumerate(pieces))
+    pos = 0
+    for n in pieces:
+        writer.write(memoryview(data)[pos:pos + n])
+        pos += n
+    assert writer.digest() == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert writer.size == len(data)
+    assert out.getvalue() == data
+
+
+def test_chain_ids_are_the_chains_ids(tmp_path: Path) -> None:
+    import pytest
+
+    from dockyard.errors import NotFoundError
+    from dockyard.snapshot._meta import MetaTable
+
+    table = MetaTable(tmp_path)
+    parent = None
+    for i in range(5):
+        table.create(f"s{i}", "active", parent)
+        table.commit(f"c{i}", f"s{i}")
+        parent = f"c{i}"
+    assert table.chain_ids("c4") == [r.id for r in table.chain("c4")]
+    assert len(table.chain_ids("c4")) == 5
+    with pytest.raises(NotFoundError):
+        table.chain_ids("nope")
