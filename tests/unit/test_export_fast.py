@@ -35,27 +35,26 @@ class _Store:
 def _reference(entries: list[tuple[str, str, bytes]]) -> bytes:
     """The archive as tarfile's stream mode wrote it before."""
     out = io.BytesIO()
-    tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
-    seen: set[str] = set()
-    for kind, name, data in entries:
-        full = layout._blob_name(name) if kind == "blob" else name
-        if full in seen:
-            continue
-        parts = full.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            d = "/".join(parts[:i]) + "/"
-            if d not in seen:
-                seen.add(d)
-                info = tarfile.TarInfo(d)
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o755
-                tar.addfile(info)
-        seen.add(full)
-        info = tarfile.TarInfo(full)
-        info.size = len(data)
-        info.mode = 0o644
-        tar.addfile(info, io.BytesIO(data))
-    tar.close()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        seen: set[str] = set()
+        for kind, name, data in entries:
+            full = layout._blob_name(name) if kind == "blob" else name
+            if full in seen:
+                continue
+            parts = full.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                d = "/".join(parts[:i]) + "/"
+                if d not in seen:
+                    seen.add(d)
+                    info = tarfile.TarInfo(d)
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o755
+                    tar.addfile(info)
+            seen.add(full)
+            info = tarfile.TarInfo(full)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
 
 
