@@ -349,12 +349,17 @@ class _Puller:
                 if client is not None:
                     client.close()
 
-        threads = [threading.Thread(target=worker, name=f"dockyard-pull-{i}")
+        threads = [threading.Thread(target=worker, name=f"dockyard-pull-{i}", daemon=True)
                    for i in range(min(_PARALLEL_LAYERS, len(wanted)))]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException as err:  # ^C: the workers take nothing more
+            with lock:
+                failures.append(err)
+            raise
         if failures:
             raise failures[0]
 

@@ -334,12 +334,17 @@ class _Pusher:
                 if pusher is not None:
                     pusher.client.close()
 
-        threads = [threading.Thread(target=worker, name=f"dockyard-push-{i}")
+        threads = [threading.Thread(target=worker, name=f"dockyard-push-{i}", daemon=True)
                    for i in range(min(_PARALLEL_BLOBS, len(todo)))]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException as err:  # ^C: the workers take nothing more
+            with lock:
+                failures.append(err)
+            raise
         if failures:
             raise failures[0]
 
