@@ -53,7 +53,10 @@ except ImportError:  # pragma: no cover - other Pythons
 from dockyard._timestamps import granularity_ns
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dockyard.progress.events import BuildWarning, Event, VertexStarted
+    from dockyard.rootless.idmap import IdRange
     from dockyard.store.db import Store
 
 _MAGIC = "dockyard-quick 1"
@@ -239,6 +242,27 @@ def scan(argv: list[str], root: str) -> Invocation | None:
     return Invocation(root, positional[0], dockerfile, mode, iidfile, name)
 
 
+def _outside_ids() -> tuple[Callable[[int], int], Callable[[int], int]] | None:
+    """In dockyard's user namespace (an ordinary user's build, after ``enter``): functions
+    turning the uid and gid ``lstat`` shows here into the ones the same file has outside,
+    where :func:`try_build` walks, so that the recorder's signature can match it. None
+    outside the namespace."""
+    ns = sys.modules.get("dockyard.rootless.namespace")
+    mapping = ns.entered() if ns is not None else None
+    if mapping is None:
+        return None
+
+    def via(ranges: tuple[IdRange, ...]) -> Callable[[int], int]:
+        def outside(i: int) -> int:
+            for r in ranges:
+                if r.inside <= i < r.inside + r.count:
+                    return r.outside + i - r.inside
+            return i  # unmapped (the overflow id): no outside walk gives it, so a miss
+        return outside
+
+    return via(mapping.uids), via(mapping.gids)
+
+
 def signature(inv: Invocation) -> tuple[str, int]:
     """The digest of the ``lstat`` of every context entry and watched path, and the latest
     moment (ns) any of their mtimes or ctimes may stand for: the time itself on a
@@ -249,13 +273,15 @@ def signature(inv: Invocation) -> tuple[str, int]:
     # strings starts with "(" and ends with ")", its strings quoted: the concatenation is
     # unambiguous); no list of every entry is kept (100,000 tuples: ~25 MB, and its repr).
     h = blake2b()
+    ids = _outside_ids()
+    uid, gid = ids if ids is not None else (int, int)  # int(i) is i
 
     def add(entry: tuple[object, ...]) -> None:
         h.update(repr(entry).encode("utf-8", "surrogateescape"))
 
     newest = 0
     st = os.stat(inv.context)
-    add(("", st.st_mode, st.st_uid, st.st_gid, st.st_ino, st.st_dev,
+    add(("", st.st_mode, uid(st.st_uid), gid(st.st_gid), st.st_ino, st.st_dev,
                     st.st_mtime_ns, st.st_ctime_ns))
     skip = inv.pruned()
     add(("ignored", sorted(skip)))
@@ -270,8 +296,8 @@ def signature(inv: Invocation) -> tuple[str, int]:
                 if skip and rel + name in skip:
                     continue  # .dockerignore excludes it and everything below it
                 st = lstat(name, dir_fd=fd)
-                add((rel + name, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino,
-                     st.st_dev, st.st_nlink, st.st_mtime_ns, st.st_ctime_ns))
+                add((rel + name, st.st_mode, uid(st.st_uid), gid(st.st_gid), st.st_size,
+                     st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns, st.st_ctime_ns))
                 for stamp in (st.st_mtime_ns, st.st_ctime_ns):
                     if stamp + _COARSEST > newest:
                         newest = max(newest, stamp + granularity_ns(stamp))
@@ -285,8 +311,8 @@ def signature(inv: Invocation) -> tuple[str, int]:
         except FileNotFoundError:
             add((path, "-"))
             continue
-        add((path, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino, st.st_dev,
-             st.st_mtime_ns, st.st_ctime_ns))
+        add((path, st.st_mode, uid(st.st_uid), gid(st.st_gid), st.st_size, st.st_ino,
+             st.st_dev, st.st_mtime_ns, st.st_ctime_ns))
         for stamp in (st.st_mtime_ns, st.st_ctime_ns):
             newest = max(newest, stamp + granularity_ns(stamp))
     return h.hexdigest(), newest
@@ -328,6 +354,12 @@ def try_build(argv: list[str], root: str) -> int | None:
             return None
         record = read_record(inv.record_path)
         if record is None or record.get("generation") != read_generation(root):
+            if os.geteuid() != 0:
+                # An ordinary user's build goes on in its user namespace, where files of
+                # owners the namespace does not map (a context owned by root, say) show
+                # the overflow id: a walk there could never match this one. Walk here,
+                # before the build reads anything, and hand it to the recorder.
+                _walked[(inv.name, inv.root)] = (time.time(), signature(inv))
             return None
         started = time.time()
         walked = signature(inv)

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,6 +192,36 @@ def test_rebuild_is_cached_and_run_sees_the_ids(rootless: Rootless) -> None:
                             "touch /vol/x 2>/dev/null || echo read-only")
     lines = run.stdout.splitlines()
     assert lines == ["1234", "1234", "from the host", "read-only"]
+
+
+@pytest.mark.parametrize("owner", ["user", "root"])
+def test_a_no_op_rebuild_takes_the_up_to_date_check(rootless: Rootless, owner: str) -> None:
+    """The build-level up-to-date check answers an unchanged rebuild as it does for root:
+    the record the first build wrote (walked in the user namespace, or before it) matches
+    the walk outside it, whoever owns the context (a root-owned one shows the overflow id
+    inside). A hit keeps the record's inode and marks it used; the full path rewrites it."""
+    ctx = rootless.context(f"quick-{owner}", {
+        "Dockerfile": "FROM busybox:latest\nCOPY . /app\nRUN ls /app > /listing\n",
+        "a.txt": "a\n", "sub/b.txt": "b\n"})
+    if owner == "root":
+        subprocess.run(["chown", "-R", "0:0", str(ctx)], check=True)
+        subprocess.run(["chmod", "-R", "a+rX", str(ctx)], check=True)
+    # a file changed just before a walk is not trusted (quick.RACY_MARGIN): wait it out
+    time.sleep(1.1)
+    argv = ["-q", "-t", f"quick-{owner}:1", str(ctx)]
+    records = rootless.root / "quick"
+    known = set(records.glob("*"))
+    first = rootless.dockyard("build", *argv).stdout.strip()
+    (record,) = set(records.glob("*")) - known  # its name hashes the user's environment too
+    before = record.stat()
+    again = rootless.dockyard("build", *argv).stdout.strip()
+    after = record.stat()
+    assert again == first
+    assert (after.st_ino, after.st_mtime_ns > before.st_mtime_ns) == (before.st_ino, True)
+    (ctx / "a.txt").write_text("changed\n")
+    changed = rootless.dockyard("build", *argv).stdout.strip()
+    assert changed != first
+    assert record.stat().st_ino != before.st_ino  # the full path ran and recorded anew
 
 
 def test_store_and_info(rootless: Rootless) -> None:

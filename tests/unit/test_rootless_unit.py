@@ -276,3 +276,21 @@ def test_tty_group_only_where_mapped(tmp_path: Path) -> None:
 
     assert "gid=5" in devpts(5)
     assert not any(o.startswith("gid=") for o in devpts(None))
+
+
+def test_the_up_to_date_walk_sees_outside_ids_in_the_namespace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the user namespace, the recorder's walk turns ids back into the outside ones, so
+    its record can match the walk made before the namespace is entered."""
+    from dockyard import quick
+
+    assert quick._outside_ids() is None  # not entered
+    uids = (IdRange(0, 1000, 1), IdRange(1, 100000, 65536))
+    gids = (IdRange(0, 1001, 1), IdRange(1, 200000, 65536))
+    monkeypatch.setattr(namespace, "_entered", IdMapping("subordinate", uids, gids))
+    ids = quick._outside_ids()
+    assert ids is not None
+    uid, gid = ids
+    assert [uid(0), uid(1), uid(999), uid(65536), uid(65537)] == [
+        1000, 100000, 100998, 165535, 65537]
+    assert [gid(0), gid(5)] == [1001, 200004]
