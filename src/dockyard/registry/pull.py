@@ -325,43 +325,17 @@ class _Puller:
             return
         import threading
 
+        from dockyard.registry._parallel import each_on_threads
+
         lock = threading.Lock()
-        todo = list(wanted)
-        failures: list[BaseException] = []
 
-        def worker() -> None:
-            client: RegistryClient | None = None
-            try:
-                while True:
-                    with lock:
-                        if not todo or failures:
-                            return
-                        desc, diff_id = todo.pop(0)
-                    if client is None:
-                        client = self.client.sibling()
-                    self.layer(desc, diff_id, batch, client)
-                    with lock:
-                        report(desc)
-            except BaseException as err:
-                with lock:
-                    failures.append(err)
-            finally:
-                if client is not None:
-                    client.close()
-
-        threads = [threading.Thread(target=worker, name=f"dockyard-pull-{i}", daemon=True)
-                   for i in range(min(_PARALLEL_LAYERS, len(wanted)))]
-        for thread in threads:
-            thread.start()
-        try:
-            for thread in threads:
-                thread.join()
-        except BaseException as err:  # ^C: the workers take nothing more
+        def download(client: RegistryClient, item: tuple[Descriptor, str]) -> None:
+            self.layer(item[0], item[1], batch, client)
             with lock:
-                failures.append(err)
-            raise
-        if failures:
-            raise failures[0]
+                report(item[0])
+
+        each_on_threads(wanted, _PARALLEL_LAYERS, "dockyard-pull", connect=self.client.sibling,
+                        do=download, close=lambda client: client.close())
 
     def run(self, platform: Platform) -> PullResult:
         ref = self.ref

@@ -311,42 +311,19 @@ class _Pusher:
             for desc, ensure_local in todo:
                 self.blob(desc, ensure_local)
             return
+        from dockyard.registry._parallel import each_on_threads
+
         lock = threading.Lock()
-        failures: list[BaseException] = []
 
-        def worker() -> None:
-            pusher: _Pusher | None = None
-            try:
-                while True:
-                    with lock:
-                        if not todo or failures:
-                            return
-                        desc, ensure_local = todo.pop(0)
-                    if pusher is None:
-                        pusher = _Pusher(self.store, self.connect(), self.ref, self._say(lock))
-                    done = pusher.blob(desc, ensure_local)
-                    with lock:
-                        self.counts[done] += 1
-            except BaseException as err:
-                with lock:
-                    failures.append(err)
-            finally:
-                if pusher is not None:
-                    pusher.client.close()
-
-        threads = [threading.Thread(target=worker, name=f"dockyard-push-{i}", daemon=True)
-                   for i in range(min(_PARALLEL_BLOBS, len(todo)))]
-        for thread in threads:
-            thread.start()
-        try:
-            for thread in threads:
-                thread.join()
-        except BaseException as err:  # ^C: the workers take nothing more
+        def upload(pusher: _Pusher, item: tuple[Descriptor, Callable[[], None] | None]) -> None:
+            done = pusher.blob(*item)
             with lock:
-                failures.append(err)
-            raise
-        if failures:
-            raise failures[0]
+                self.counts[done] += 1
+
+        each_on_threads(
+            todo, _PARALLEL_BLOBS, "dockyard-push",
+            connect=lambda: _Pusher(self.store, self.connect(), self.ref, self._say(lock)),
+            do=upload, close=lambda pusher: pusher.client.close())
 
     def _say(self, lock: Any) -> Progress:
         def say(message: str) -> None:
