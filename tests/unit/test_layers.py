@@ -454,3 +454,55 @@ def test_streamed_compression_gives_the_bytes_of_a_file_compressed(
             sink.write(memoryview(data)[pos:pos + n])
             pos, i = pos + n, i + 1
     assert streamed.getvalue() == whole.getvalue()
+
+
+def _bare_file_layer(name: str, data: bytes) -> bytes:
+    """A layer listing a file but none of its parent directories (hand-made archives do)."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 1_700_000_000
+    return _tar((info, data))
+
+
+def test_unlisted_parents_get_the_same_metadata_on_every_unpack(tmp_path: Path) -> None:
+    """A parent the archive does not list is made with 0755 and time 0, not the moment of
+    the unpack: two unpacks of the image (a flattened export now and one later) agree."""
+    layer = _bare_file_layer("app/deep/run", b"#!/bin/sh\n")
+    for n in (1, 2):
+        apply_layer(io.BytesIO(layer), tmp_path / f"r{n}")
+        for d in ("app", "app/deep"):
+            st_ = os.lstat(tmp_path / f"r{n}" / d)
+            assert (stat.S_IMODE(st_.st_mode), st_.st_mtime_ns) == (0o755, 0)
+    a = io.BytesIO()
+    b = io.BytesIO()
+    write_layer_from_dir(tmp_path / "r1", a)
+    write_layer_from_dir(tmp_path / "r2", b)
+    assert a.getvalue() == b.getvalue()
+
+
+def test_a_listed_parent_after_its_child_keeps_its_own_metadata(tmp_path: Path) -> None:
+    child = tarfile.TarInfo("app/run")
+    child.size = 1
+    parent = tarfile.TarInfo("app")
+    parent.type = tarfile.DIRTYPE
+    parent.mode = 0o750
+    parent.mtime = 1_600_000_000
+    apply_layer(io.BytesIO(_tar((child, b"x"), (parent, b""))), tmp_path)
+    st_ = os.lstat(tmp_path / "app")
+    assert (stat.S_IMODE(st_.st_mode), st_.st_mtime_ns) == (0o750, 1_600_000_000 * 10**9)
+
+
+def test_an_unlisted_parent_in_overlay_form_shadows_the_lower_unchanged(tmp_path: Path) -> None:
+    """Applied onto an overlay upper dir, a parent the archive does not list takes the
+    metadata of the lower directory it shadows, so the merged view keeps it."""
+    lower = tmp_path / "lower"
+    (lower / "etc").mkdir(parents=True)
+    os.chmod(lower / "etc", 0o711)
+    os.utime(lower / "etc", ns=(5 * 10**9, 1_500_000_000 * 10**9))
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    apply_layer(io.BytesIO(_bare_file_layer("etc/new.conf", b"x=1\n")), upper,
+                overlay_whiteouts=True, lowers=[lower])
+    st_ = os.lstat(upper / "etc")
+    assert (stat.S_IMODE(st_.st_mode), st_.st_mtime_ns) == (0o711, 1_500_000_000 * 10**9)

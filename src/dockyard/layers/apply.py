@@ -27,6 +27,7 @@ may come from one of them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -364,6 +365,18 @@ def _lower_kind(lowers: list[str], parts: list[str]) -> int | None:
     return None
 
 
+def _lower_dir_stat(lowers: list[str], parts: list[str]) -> os.stat_result | None:
+    """The stat of the directory at ``parts`` in the merged view of overlay lower dirs (top
+    first), or None where the merged view has no directory there."""
+    if _lower_kind(lowers, parts) != stat.S_IFDIR:
+        return None
+    for lower in lowers:
+        st = _lstat(os.path.join(lower, *parts))
+        if st is not None:
+            return st if stat.S_ISDIR(st.st_mode) else None
+    return None
+
+
 def _is_opaque(path: str) -> bool:
     for name in (_OPAQUE_XATTR, _USER_OPAQUE_XATTR):
         try:
@@ -388,6 +401,9 @@ class _Applier:
         self.userns = self.is_root and in_user_namespace()
         self.written: set[str] = set()  # paths this layer created: whiteouts spare them
         self.dirs: list[_DirMeta] = []
+        # parents the archive does not list, made on the way: given fixed metadata at the
+        # end (an explicit entry for the path later in the archive takes over)
+        self.implicit: dict[str, tuple[str, ...]] = {}
         self.resolved: dict[tuple[str, ...], str] = {}
 
     # --- path resolution -------------------------------------------------------------
@@ -420,6 +436,7 @@ class _Applier:
                 os.chmod(path, 0o755)  # a parent the archive does not list: 0755, any umask
                 self.written.add(path)
                 cur.append(part)
+                self.implicit[path] = tuple(cur)
             elif stat.S_ISLNK(st.st_mode):
                 links += 1
                 if links > _MAX_SYMLINKS:
@@ -460,8 +477,29 @@ class _Applier:
                     return None
                 os.mkdir(path, 0o755)
                 self.written.add(path)
+                self.implicit[path] = tuple(parts[:depth])
             cur = path
         return cur
+
+    def finish_implicit(self) -> None:
+        """Parents the archive did not list get the same metadata on every unpack, not the
+        moment they were made (a flattened export of the image would differ run to run):
+        in overlay form, that of the lower directory they shadow, so the merged view is
+        unchanged; otherwise 0755, root's, and time 0. Deepest first."""
+        for path, parts in sorted(self.implicit.items(), key=lambda kv: -len(kv[1])):
+            st = _lstat(path)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                continue
+            lower = _lower_dir_stat(self.lowers, list(parts)) if self.lowers else None
+            if lower is not None:
+                if self.is_root:
+                    with contextlib.suppress(OSError):  # ids outside a rootless mapping
+                        os.lchown(path, lower.st_uid, lower.st_gid)
+                os.chmod(path, stat.S_IMODE(lower.st_mode))
+                os.utime(path, ns=(lower.st_atime_ns, lower.st_mtime_ns), follow_symlinks=False)
+            else:
+                os.utime(path, ns=(0, 0), follow_symlinks=False)
+        self.implicit.clear()
 
     def forget_resolutions(self) -> None:
         self.resolved.clear()
@@ -518,6 +556,7 @@ class _Applier:
         self.written.add(path)
         mtime_ns = round(member.mtime * 1_000_000_000)
         if kind == "dir":
+            self.implicit.pop(path, None)
             if existing is None:
                 os.mkdir(path, 0o700)
             self.set_owner(path, member)
@@ -699,6 +738,7 @@ class _Applier:
 
     def finish(self) -> None:
         # Children first, so a parent's restrictive mode never blocks setting a child.
+        self.finish_implicit()
         for meta in reversed(self.dirs):
             st = _lstat(meta.path)
             if st is None or not stat.S_ISDIR(st.st_mode):
