@@ -582,11 +582,15 @@ def _compressed_descriptor(store: Any, diff_id: str) -> dict[str, Any]:
     from dockyard.image.oci import layer_media_type
 
     rec = store.get_layer(diff_id)
+    if rec is not None and rec.size is None and rec.pulled:
+        # a pulled base layer not unpacked yet: checked now, which tells its size
+        rec = store.layers.check_pulled(diff_id)
     if rec is not None:
-        if rec.size is not None and (rec.snapshots or rec.remotes):
-            # the uncompressed tar, written from a snapshot (or downloaded) when something
-            # reads it; chosen before any compressed form this store happens to hold (a
-            # cache export's), so the manifest digest does not depend on the store's history
+        if rec.size is not None and (rec.snapshots or rec.remotes or store.layers.local(diff_id)):
+            # the uncompressed tar, written from a snapshot, inflated from a compressed form
+            # (a pulled base's) or downloaded when something reads it; chosen before any
+            # compressed form this store happens to hold (a cache export's), so the manifest
+            # digest does not depend on the store's history
             return {"mediaType": layer_media_type("none"), "digest": diff_id, "size": rec.size}
         for kind, blob in rec.blobs.items():
             if store.blobs.has(blob.digest):

@@ -321,8 +321,8 @@ def _compressed_layers(
                 continue
             layer = store.get_layer(diff_id)
             if layer is not None:
-                form = layer.blobs.get(kind)
-                if form is not None and store.blobs.has(form.digest):
+                form = store.layers.checked_form(diff_id, kind, layer)  # pulled: once it matched
+                if form is not None:
                     found[diff_id] = _Desc(media, form.digest, form.size)
                     continue
             queued.add(diff_id)

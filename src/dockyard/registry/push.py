@@ -89,8 +89,9 @@ def _stored_blob(
     kind: Compression = "none" if compression == "uncompressed" else compression
     layer = store.get_layer(diff_id)
     if layer is not None:
-        form = layer.blobs.get(kind)
-        if form is not None and store.blobs.has(form.digest):
+        # a pulled base's blob counts once it matched the diff id (checked now if need be)
+        form = store.layers.checked_form(diff_id, kind, layer)
+        if form is not None:
             return form.digest, form.size, None
         if kind == "none" and store.blobs.has(diff_id):
             return diff_id, store.blobs.size(diff_id), None

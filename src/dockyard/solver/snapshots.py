@@ -128,7 +128,9 @@ class LayerSnapshots:
     @contextlib.contextmanager
     def layer_stream(self, diff_id: str) -> Iterator[BinaryIO]:
         """The layer's tar stream: uncompressed if stored so, else a compressed form, else
-        written (verified) from the snapshot it is the diff of."""
+        a blob a pull stored (checked against the diff id as it is read: a mismatch raises
+        when the block ends, before anything is committed), else written (verified) from
+        the snapshot it is the diff of."""
         blobs = self.store.blobs
         if blobs.has(diff_id):
             with blobs.open(diff_id) as f:
@@ -141,6 +143,10 @@ class LayerSnapshots:
                     with blobs.open(blob.digest) as f:
                         yield f
                     return
+            if rec.pulled and not rec.snapshots:
+                with self.store.layers.open_pulled(diff_id) as f:
+                    yield f
+                return
             if rec.snapshots or rec.remotes:
                 # written from its snapshot, or downloaded from an imported cache (lazily:
                 # only now that a step needs it)

@@ -170,6 +170,7 @@ def _layer_disk_size(store: Store, diff_id: str) -> tuple[int, bool]:
     layer = store.get_layer(diff_id)
     if layer is not None:
         digests.update(b.digest for b in layer.blobs.values())
+        digests.update(b.digest for b in layer.pulled)
     size = 0
     present = False
     for digest in sorted(digests):

@@ -5,7 +5,8 @@ Checked, under the store's exclusive lock (no build runs meanwhile):
 * **blobs**: every file under ``blobs/sha256/`` hashes to its name; nothing else is there;
 * **references**: every image's manifest, config and layers are present (a layer is present
   as a blob, a compressed form or a committed snapshot it is the diff of, or is known by where
-  an imported build cache keeps it, downloaded when needed); every name points
+  an imported build cache keeps it, downloaded when needed, or as the compressed blob a pull
+  stored, its diff id checked on first use); every name points
   at an image; every stored form of a layer is a present, uncorrupted blob of the recorded
   size; every snapshot a layer names exists; every cache record's layer is present;
 * **snapshots**: the snapshot table (``snapshots/snapshots/meta.json``) against the
@@ -292,6 +293,7 @@ def _check_images(store: Store, state: _State) -> tuple[int, set[str]]:
                 layer = store.get_layer(diff_id)
                 if layer is not None:
                     state.tagged_blobs.update(b.digest for b in layer.blobs.values())
+                    state.tagged_blobs.update(b.digest for b in layer.pulled)
     for image in images:
         name = ", ".join(image.names) if image.names else f"untagged image {image.short_id}"
         problems: list[str] = []
@@ -359,7 +361,8 @@ def _layer_present(store: Store, diff_id: str, corrupt: set[str]) -> bool:
     layer = store.get_layer(diff_id)
     if layer is None:
         return False
-    if any(_present(store, b.digest, corrupt) for b in layer.blobs.values()):
+    if any(_present(store, b.digest, corrupt)
+           for b in (*layer.blobs.values(), *layer.pulled)):
         return True
     if any(_snapshot_exists(store, s.snapshotter, s.chain_id) for s in layer.snapshots):
         return True
@@ -402,6 +405,17 @@ def _check_layers(store: Store, state: _State, live: set[str]) -> int:
                 store.layers.forget_blob(d, c)
             state.add("layer-form", f"layer {diff_id}: its {compression} blob {form.digest} "
                       f"{problem}", fix)
+        for pulled in layer.pulled:
+            if pulled.digest in state.corrupt:
+                problem = "is corrupt"
+            elif not store.blobs.has(pulled.digest):
+                problem = "is missing"
+            else:
+                continue
+            def forget(d: str = diff_id, b: str = pulled.digest) -> None:
+                store.layers.forget_pulled(d, b)
+            state.add("layer-form", f"layer {diff_id}: the blob {pulled.digest} a pull "
+                      f"stored for it {problem}", forget)
         for source in layer.snapshots:
             if _snapshot_exists(store, source.snapshotter, source.chain_id):
                 continue
@@ -463,6 +477,7 @@ def _garbage(store: Store, live_layers: set[str]) -> tuple[int, int]:
         layer = store.get_layer(diff_id)
         if layer is not None:
             live.update(b.digest for b in layer.blobs.values())
+            live.update(b.digest for b in layer.pulled)
     count = size = 0
     for digest in store.blobs.iter_digests():
         if digest not in live:

@@ -32,7 +32,7 @@ from dockyard.errors import NoSpaceError, StoreError
 
 __all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "Database", "format_time", "i64", "now"]
 
-SCHEMA_VERSION = 4  # 4: layer_remotes (lazily imported build cache layers)
+SCHEMA_VERSION = 5  # 4: layer_remotes (lazily imported build cache layers); 5: layer_pulled
 BUSY_TIMEOUT = 30.0
 
 SCHEMA = """
@@ -79,6 +79,17 @@ CREATE TABLE IF NOT EXISTS layer_remotes (
     source TEXT NOT NULL,                -- registry://DOMAIN/REPO or oci-layout:///DIR
     added REAL NOT NULL,
     PRIMARY KEY (diff_id, blob, source)
+);
+CREATE TABLE IF NOT EXISTS layer_pulled (
+    diff_id TEXT NOT NULL REFERENCES layers(diff_id) ON DELETE CASCADE,
+    blob TEXT NOT NULL,                  -- a compressed blob a pull stored, checked against
+                                         -- its manifest's digest, not yet against diff_id
+    compression TEXT NOT NULL,           -- from its media type: gzip | zstd | none
+    size INTEGER NOT NULL,
+    tar_size INTEGER,                    -- what a gzip trailer says the tar's size is: shown
+                                         -- until it is checked, never used as its size
+    added REAL NOT NULL,
+    PRIMARY KEY (diff_id, blob)
 );
 CREATE TABLE IF NOT EXISTS snapshots (
     chain_id TEXT NOT NULL,

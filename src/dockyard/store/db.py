@@ -19,7 +19,8 @@ attribute           module                      tables
 ==================  ==========================  =============================================
 ``blobs``           ``blobs.py``                ``blobs/sha256/<hex>`` on disk
 ``images``          ``images.py``               ``images``, ``names``
-``layers``          ``layers.py``               ``layers``, ``layer_blobs``, ``layer_snapshots``
+``layers``          ``layers.py``               ``layers``, ``layer_blobs``, ``layer_snapshots``,
+                                                ``layer_remotes``, ``layer_pulled``
 ``snapshots``       ``snapshots.py``            ``snapshots``
 ``cache``           ``cache.py``                ``cache_records``
 ``build_history``   ``history.py``              ``build_history``

@@ -7,7 +7,8 @@ What is alive (computed under the store's exclusive lock, so no build is running
   config blob and its layers; the index blob of every multi-platform name;
 * every build cache record (``all_cache`` drops them all first), and its layer;
 * a layer alive by either of those keeps every stored form of it (uncompressed and
-  compressed); a layer record nothing uses is forgotten;
+  compressed) and every blob a pull stored for it (its diff id not checked yet); a layer
+  record nothing uses is forgotten;
 * snapshots whose chain id is a prefix chain of a live image or a cache record's chain,
   together with their parents (the overlay snapshots are swept by
   ``cache_gc.sweep_snapshots``, which also keeps the snapshot a blob-less live layer is
@@ -110,6 +111,8 @@ def prune(
                 continue
             if diff_id in live_layers:
                 live_blobs.update(b.digest for b in layer.blobs.values())
+                # a pulled blob not checked yet may be the only copy of a live layer
+                live_blobs.update(b.digest for b in layer.pulled)
             else:
                 dead_layers.append(diff_id)
 

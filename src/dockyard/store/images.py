@@ -103,12 +103,16 @@ class Images:
         self._blobs = blobs
         self._layers = layers
 
-    def put(self, manifest: bytes, config: bytes, names: Iterable[str] = ()) -> ImageRecord:
+    def put(self, manifest: bytes, config: bytes, names: Iterable[str] = (), *,
+            pulled: bool = False) -> ImageRecord:
         """Store an image: its manifest and config bytes (layer blobs must be stored already).
 
         Layers are recorded by diff id: an uncompressed layer blob whose digest is its diff
-        id is the ``"none"`` form, a compressed one is a variant. Names (normalized) move to
-        this image. Raises StoreError for inconsistent documents or missing layer blobs.
+        id is the ``"none"`` form, a compressed one is a variant. ``pulled``: the compressed
+        blobs were checked against the manifest only, not against the diff ids (a pull), so
+        they are recorded as pulled blobs, to be checked on first use (``layers.py``).
+        Names (normalized) move to this image. Raises StoreError for inconsistent documents
+        or missing layer blobs.
         """
         try:
             parsed = Manifest.from_json(manifest)
@@ -157,6 +161,10 @@ class Images:
                         db.execute(
                             "UPDATE layers SET size=? WHERE diff_id=?", (desc.size, diff_id)
                         )
+                elif pulled:
+                    hint = self._size_hint(desc.digest) if compression == "gzip" else None
+                    self._layers.record_pulled(db, diff_id, compression, desc.digest,
+                                               desc.size, hint)
                 else:
                     self._layers.record_form(db, diff_id, compression, desc.digest, desc.size)
                 row = db.execute("SELECT size FROM layers WHERE diff_id=?", (diff_id,)).fetchone()
@@ -164,8 +172,8 @@ class Images:
                     size += row[0]
                 elif self._blobs.has(diff_id):  # a pull stored the uncompressed tar already
                     size += self._blobs.size(diff_id)
-                else:  # compressed only, for now: the compressed size is all there is
-                    size += desc.size
+                else:  # compressed only, for now: its gzip trailer's word, else its own size
+                    size += self._pulled_size(db, diff_id, desc)
             db.execute(
                 "INSERT INTO images(id, manifest_digest, manifest_media_type, manifest_size,"
                 " created, added, size) VALUES (?,?,?,?,?,?,?)"
@@ -337,8 +345,31 @@ class Images:
         sizes: list[int] = []
         for diff_id, desc in zip(config.diff_ids, manifest.layers, strict=False):
             layer = self._layers.get(diff_id)
-            sizes.append(layer.size if layer is not None and layer.size is not None else desc.size)
+            if layer is not None and layer.size is not None:
+                sizes.append(layer.size)
+                continue
+            hints = [p.tar_size_hint for p in layer.pulled
+                     if p.digest == desc.digest] if layer is not None else []
+            sizes.append(hints[0] if hints and hints[0] is not None else desc.size)
         return sizes
+
+    def _size_hint(self, blob: str) -> int | None:
+        """What a pulled gzip blob's trailer says its tar's size is (for listings)."""
+        from dockyard.store.layers import gzip_size_hint
+
+        try:
+            with self._blobs.open(blob) as f:
+                return gzip_size_hint(f)
+        except (OSError, StoreError):
+            return None
+
+    @staticmethod
+    def _pulled_size(db: sqlite3.Connection, diff_id: str, desc: Descriptor) -> int:
+        """The size shown for a pulled layer not checked yet: its gzip trailer's word, else
+        the compressed size."""
+        row = db.execute("SELECT tar_size FROM layer_pulled WHERE diff_id=? AND blob=?",
+                         (diff_id, desc.digest)).fetchone()
+        return int(row[0]) if row and row[0] is not None else desc.size
 
     def size(self, image: ImageRecord) -> int:
         """Sum of the uncompressed layer sizes (compressed size where unknown)."""

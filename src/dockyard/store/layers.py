@@ -9,6 +9,9 @@ writes the tar (verified against the diff id) when something needs the bytes.
 A layer found in an imported build cache (``--cache-from``) is recorded by where its blob is
 kept (``layer_remotes``: a registry repository or an OCI layout directory) and downloaded
 only when its bytes are needed, again through :meth:`Layers.ensure_blob` (lazy import).
+
+A pulled layer keeps only the registry's compressed blob (``layer_pulled``), its diff id
+checked on first use (``pulled.py``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from dockyard.errors import DockyardError, NotFoundError, StoreError
 from dockyard.image.oci import Compression
 from dockyard.store.blobs import BlobStore
 from dockyard.store.database import Database, now
+from dockyard.store.pulled import PulledForms, gzip_size_hint, joined
 
-__all__ = ["LayerBlob", "LayerRecord", "LayerSnapshot", "Layers", "RemoteBlob", "SnapshotTar"]
+__all__ = ["LayerBlob", "LayerRecord", "LayerSnapshot", "Layers", "PulledBlob", "RemoteBlob",
+           "SnapshotTar", "gzip_size_hint"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,15 @@ class LayerBlob:
     compression: Compression
     digest: str
     size: int
+
+
+@dataclass(frozen=True)
+class PulledBlob(LayerBlob):
+    """A compressed blob a pull stored for a layer, its diff id not checked yet.
+    ``tar_size_hint``: what its gzip trailer says the tar's size is (``gzip -l``: exact for
+    one member under 4 GiB), for listings only; None when it has none."""
+
+    tar_size_hint: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,14 +79,17 @@ class RemoteBlob:
 
 @dataclass(frozen=True)
 class LayerRecord:
-    """A layer by diff id, with every stored form of it (``"none"`` is the tar itself) and
-    the snapshots it can be regenerated from when no uncompressed blob is stored."""
+    """A layer by diff id, with every stored form of it (``"none"`` is the tar itself), the
+    snapshots it can be regenerated from when no uncompressed blob is stored, where it can be
+    downloaded from (``remotes``) and the compressed blobs pulls stored for it whose diff id
+    is not checked yet (``pulled``: no form of the layer until they match)."""
 
     diff_id: str
     size: int | None
     blobs: Mapping[str, LayerBlob]
     snapshots: tuple[LayerSnapshot, ...] = ()
     remotes: tuple[RemoteBlob, ...] = ()
+    pulled: tuple[PulledBlob, ...] = ()
 
 
 class Layers:
@@ -91,6 +108,7 @@ class Layers:
         self._snapshots_dir = snapshots_dir
         self._build_lock = build_lock
         self._snapshot_sources: dict[str, Any] = {}
+        self.pulled = PulledForms(db, blobs, self)
 
     # --- rows written inside another concern's transaction (images.put) ---
 
@@ -117,6 +135,23 @@ class Layers:
         db.execute(
             "INSERT OR REPLACE INTO layer_blobs(diff_id, compression, blob, size) VALUES (?,?,?,?)",
             (diff_id, compression, blob, size),
+        )
+
+    @staticmethod
+    def record_pulled(
+        db: sqlite3.Connection, diff_id: str, compression: str, blob: str, size: int,
+        tar_size_hint: int | None = None,
+    ) -> None:
+        """In transaction ``db``: a pull stored ``blob`` for layer ``diff_id`` (verified
+        against the manifest's digest only). Nothing when it is a form of the layer already."""
+        db.execute("INSERT OR IGNORE INTO layers(diff_id, size) VALUES (?, NULL)", (diff_id,))
+        if db.execute("SELECT 1 FROM layer_blobs WHERE diff_id=? AND blob=?",
+                      (diff_id, blob)).fetchone():
+            return
+        db.execute(
+            "INSERT OR IGNORE INTO layer_pulled(diff_id, blob, compression, size, tar_size,"
+            " added) VALUES (?,?,?,?,?,?)",
+            (diff_id, blob, compression, size, tar_size_hint, now()),
         )
 
     # --- stored forms ---
@@ -173,7 +208,15 @@ class Layers:
                 (diff_id,),
             )
         )
-        return LayerRecord(diff_id, row[0], blobs, snapshots, remotes)
+        pulled = tuple(
+            PulledBlob(r[0], r[1], r[2], r[3])
+            for r in db.execute(
+                "SELECT compression, blob, size, tar_size FROM layer_pulled WHERE diff_id=?"
+                " ORDER BY added DESC, blob",
+                (diff_id,),
+            )
+        )
+        return LayerRecord(diff_id, row[0], blobs, snapshots, remotes, pulled)
 
     def list_ids(self) -> list[str]:
         """Every recorded diff id."""
@@ -209,8 +252,12 @@ class Layers:
         layer = self.get(diff_id)
         if layer is None:
             return False
-        return any(self._blobs.has(b.digest) for b in layer.blobs.values()) or bool(
-            layer.snapshots)
+        return self._stored(layer) or bool(layer.snapshots)
+
+    def _stored(self, layer: LayerRecord) -> bool:
+        """Whether a stored form of ``layer``, or a blob a pull stored for it, is here."""
+        return any(self._blobs.has(b.digest)
+                   for b in (*layer.blobs.values(), *layer.pulled))
 
     def fetch_remote(self, diff_id: str, compression: str | None = None) -> bool:
         """Download layer ``diff_id`` from a remote form (one of ``compression`` first),
@@ -249,6 +296,11 @@ class Layers:
         raise StoreError(f"layer {diff_id} cannot be downloaded: " + "; ".join(errors))
 
     # --- snapshot-backed layers ---
+
+    def forget_pulled(self, diff_id: str, blob: str) -> None:
+        """Drop a blob a pull stored from the layer's record (it is gone or corrupt)."""
+        with self._db.write(invalidates=True) as db:
+            db.execute("DELETE FROM layer_pulled WHERE diff_id=? AND blob=?", (diff_id, blob))
 
     def forget_blob(self, diff_id: str, compression: str) -> None:
         """Drop one stored form of a layer from the record (its blob is gone or corrupt)."""
@@ -335,22 +387,45 @@ class Layers:
         layer = self.get(diff_id)
         if layer is None:
             return False
-        if any(self._blobs.has(b.digest) for b in layer.blobs.values()):
+        if self._stored(layer):
             return True
         return bool(layer.snapshots) or bool(layer.remotes)
 
     def ensure_blob(self, diff_id: str) -> str:
         """Make sure the uncompressed tar of layer ``diff_id`` is a blob; returns its digest.
 
-        The one way to the bytes of a snapshot-backed layer: the tar is written again from
-        the snapshot's diff and verified against ``diff_id`` while it is written, so changed
-        snapshot content raises StoreError naming the layer and never yields other bytes.
+        A stored compressed form is inflated, and so is a blob a pull stored (checked now:
+        see the module docstring); else the tar is written again from the snapshot the
+        layer is the diff of. Either way the tar is verified against ``diff_id`` while it
+        is written, so other bytes raise StoreError naming the layer and are never kept.
         A layer known only by a remote form (an imported build cache's) is downloaded.
         NotFoundError if the layer has neither a blob nor a snapshot to make it from.
         """
         if self._blobs.has(diff_id):
             return diff_id
         layer = self.get(diff_id)
+        failed: list[StoreError] = []
+        if layer is not None and self._stored(layer):
+            # Shared with builds, so no prune removes the source or the new blob meanwhile.
+            with self._build_lock():
+                if self._blobs.has(diff_id):
+                    return diff_id
+                for form, pulled in self.pulled.compressed(layer):
+                    try:
+                        return self.pulled.inflate(diff_id, form, pulled)
+                    except StoreError as err:
+                        failed.append(err)
+            if failed and not layer.snapshots and not layer.remotes:
+                raise joined(failed)
+        try:
+            return self._ensure_elsewhere(diff_id, layer)
+        except StoreError as err:
+            if failed:  # what the pulled blob did wrong says more than "missing"
+                raise joined([*failed, err]) from None
+            raise
+
+    def _ensure_elsewhere(self, diff_id: str, layer: LayerRecord | None) -> str:
+        """:meth:`ensure_blob` from a remote form or a snapshot."""
         if layer is not None and not layer.snapshots and layer.remotes:
             self.fetch_remote(diff_id)
             if self._blobs.has(diff_id):
@@ -360,6 +435,23 @@ class Layers:
             if self._blobs.has(diff_id):  # written by someone else while we waited
                 return diff_id
             return self._regenerate(diff_id)
+
+    # --- pulled blobs, checked on first use (pulled.py) ---
+
+    def check_pulled(self, diff_id: str) -> LayerRecord | None:
+        """Check the blobs pulls stored for the layer now (:meth:`PulledForms.check_pulled`)."""
+        return self.pulled.check_pulled(diff_id)
+
+    def checked_form(self, diff_id: str, compression: str,
+                     layer: LayerRecord | None = None) -> LayerBlob | None:
+        """The layer's checked ``compression`` form, or None
+        (:meth:`PulledForms.checked_form`)."""
+        return self.pulled.checked_form(diff_id, compression, layer)
+
+    def open_pulled(self, diff_id: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """The tar of a layer only a pulled blob holds, checked when the block ends
+        (:meth:`PulledForms.open_pulled`)."""
+        return self.pulled.open_pulled(diff_id)
 
     def snapshot_tars(self, diff_id: str) -> list[SnapshotTar]:
         """The committed snapshots layer ``diff_id``'s tar can be written from (rows whose
