@@ -14,6 +14,7 @@ without a reply, the request read), ``reset`` (close before reading the request)
 the body sent), ``corrupt`` (one byte of the body flipped: a wrong digest), ``corrupt-body``
 (one byte of the *request's* body flipped on its way to the registry). A schedule
 ``["500"] * 100`` is a fault that never heals (the client must give up with a clear error).
+``proxy.only = {digest, ...}`` limits the faults to requests naming one of those digests.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def kind_of(method: str, path: str) -> str:
 class RegistryProxy:
     upstream: str
     faults: dict[str, list[str]] = field(default_factory=dict)
+    only: set[str] = field(default_factory=set)
     seen: list[Seen] = field(default_factory=list)
     _counts: dict[tuple[str, str], int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -68,11 +70,12 @@ class RegistryProxy:
             self.seen.clear()
             self._counts.clear()
             self.faults.clear()
+            self.only.clear()
 
     def fault_for(self, method: str, path: str) -> str | None:
         kind = kind_of(method, path)
         schedule = self.faults.get(kind)
-        if not schedule:
+        if not schedule or (self.only and not any(d in path for d in self.only)):
             return None
         key = (kind, path.split("?", 1)[0] if kind != "upload" else kind)
         with self._lock:

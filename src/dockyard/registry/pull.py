@@ -3,10 +3,13 @@
 The reference resolves to a manifest (an index or manifest list picks the wanted platform,
 the host's by default, and the name then stands for the index: pulling another platform
 adds that platform's image under the same name, see ``Store.put_index``); the config and every layer are downloaded streaming and verified
-against their descriptor's digest and size, and each layer, decompressed on the fly, against
-its ``rootfs.diff_ids`` entry. The store keeps the uncompressed tar under its diff id and the
-compressed blob as a form of that layer, plus the registry's manifest bytes unchanged, so the
-image's manifest digest is the registry's and pushing it back uploads the same blobs.
+against their descriptor's digest and size. The store keeps each layer as the registry's
+compressed blob only, as containerd does: its ``rootfs.diff_ids`` entry is checked the first
+time the layer is needed uncompressed (unpacked into a snapshot, or its tar wanted), and a
+layer that does not match fails there, naming the image and the layer, with nothing kept
+from it (``store/layers.py``). The registry's manifest bytes are kept unchanged, so the
+image's manifest digest is the registry's and pushing it back uploads the same blobs, as
+they are (nothing is compressed again).
 
 Nothing is half-written: downloads go to the store's private temp files and become visible
 only after every blob of the image has arrived and matched; then the image record and its
@@ -17,9 +20,7 @@ repository and the blob, and leaves no blob and no image behind.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,22 +155,6 @@ def with_retries(client: RegistryClient, fn: Callable[[], Any]) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class _Hash:
-    """A sha256 that counts: what a download is checked with when no writer hashes it."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self._hash.update(data)
-        self.size += len(data)
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
-
-
 _PARALLEL_LAYERS = 3
 """Layers downloaded at once: hashing, decompression and writing release the GIL, so a few
 threads keep both cores busy (and a remote registry's round trips overlap)."""
@@ -270,44 +255,21 @@ class _Puller:
 
     def _layer_once(self, desc: Descriptor, diff_id: str, batch: BlobBatch,
                     client: RegistryClient) -> None:
-        blobs = self.store.blobs
-        have_diff = blobs.has(diff_id)
-        same = desc.digest == diff_id
-        have_blob = have_diff if same else blobs.has(desc.digest)
-        with ExitStack() as stack:
-            blob_writer = None if have_blob else stack.enter_context(batch.writer())
-            diff_writer = None if have_diff or same else stack.enter_context(batch.writer())
-            # each byte is hashed once: by its writer, or here when nothing is written
-            blob_hash: Any = blob_writer if blob_writer is not None else _Hash()
-            diff_hash: Any = diff_writer if diff_writer is not None else _Hash()
-            inflater = _Inflater()
+        """Receive the compressed blob, hashed once by its writer: kept only if it is the
+        manifest's (digest and size), never decompressed here (the diff id is checked on
+        first use, see the module docstring)."""
+        with batch.writer() as writer:
             with client.open_blob(self.repo, desc.digest) as response:
                 try:
                     for chunk in self._iter(response, desc, "layer"):
-                        blob_hash.write(chunk)
-                        plain = inflater.feed(chunk)
-                        if plain:
-                            diff_hash.write(plain)
-                    diff_hash.write(inflater.finish())
+                        writer.write(chunk)
                 except RegistryError:
                     raise
                 except (StoreError, OSError) as err:  # the disk, not the transfer: no retry
                     raise self.fail(f"storing layer {desc.digest} failed", str(err)) from None
-                except Exception as err:  # zlib.error, ZstdError ...
-                    raise self.broken(f"layer {desc.digest} cannot be decompressed",
-                                      str(err)) from None
-            self._check(desc, "layer", blob_hash.digest, blob_hash.size)
-            if not inflater.complete:
-                raise self.broken(f"layer {desc.digest} is a truncated {inflater.kind} "
-                                  "stream")
-            if diff_hash.digest != diff_id:
-                raise self.fail(f"layer {desc.digest} does not match its diff_id {diff_id} "
-                                "in the image config", f"it decompresses to {diff_hash.digest}")
+            self._check(desc, "layer", writer.digest, writer.size)
             try:  # verified: fsynced on the batch's thread, visible when the batch ends
-                if blob_writer is not None:
-                    blob_writer.commit(desc.digest, desc.size)
-                if diff_writer is not None:
-                    diff_writer.commit(diff_id, diff_writer.size)
+                writer.commit(desc.digest, desc.size)
             except StoreError as err:
                 raise self.fail("storing the layers failed", str(err)) from None
 
@@ -374,20 +336,16 @@ class _Puller:
             raise self.fail(f"manifest {manifest_digest} has {len(manifest.layers)} layers but "
                             f"its config lists {len(diff_ids)} diff_ids")
         downloaded = present = 0
-        uncompressed: list[tuple[str, Descriptor]] = []
         wanted: list[tuple[Descriptor, str]] = []
         for diff_id, desc in zip(diff_ids, manifest.layers, strict=True):
             if is_foreign_layer(desc.media_type):
                 raise self.fail(f"layer {desc.digest} is a foreign layer ({desc.media_type}),"
                                 " which dockyard does not support")
-            blobs = self.store.blobs
-            if blobs.has(diff_id) and blobs.has(desc.digest):
+            if self.store.blobs.has(desc.digest):  # content-addressed: it is the same blob
                 present += 1
                 self.progress(f"{desc.digest[7:19]}: already exists")
-            elif (desc, diff_id) not in wanted:
+            elif all(w.digest != desc.digest for w, _ in wanted):
                 wanted.append((desc, diff_id))
-            if desc.digest != diff_id:
-                uncompressed.append((diff_id, desc))
         downloaded = len(wanted)
         try:
             with self.store.blobs.batch() as batch:
@@ -400,14 +358,12 @@ class _Puller:
         names.append(f"{ref.name}@{resolved}")
         try:
             if index_body is None:
-                record = self.store.put_image(manifest_body, config_bytes, names)
+                record = self.store.images.put(manifest_body, config_bytes, names, pulled=True)
             else:
                 # The name is the multi-platform image: it keeps the platforms pulled before
                 # (pulls of other platforms add theirs) and gives each reader its own.
-                record = self.store.put_image(manifest_body, config_bytes)
+                record = self.store.images.put(manifest_body, config_bytes, pulled=True)
                 self.store.put_index(index_body, names)
-            for diff_id, _desc in uncompressed:
-                self.store.put_layer(diff_id, self.store.blobs.size(diff_id))
         except StoreError as err:
             raise self.fail("storing the image failed", str(err)) from None
         BlobSources(self.store.root).record(
