@@ -23,7 +23,7 @@ PHASES = (
     ("miss explanation", ("Solver._explain (", "Explainer.explain (")),
     ("cache key: context digest", ("digest_selection (", "StatCache.", "hash_file (")),
     ("COPY: reuse links", ("FileReuse.",)),
-    ("COPY: copy files", ("copy_into (", "_Copier.copy_files.<locals>.run (")),
+    ("COPY: copy files", ("copy_into (", "_Copier.copy_files.<locals>.run (", "_Direct.run (")),
     ("RUN: executor (spawn, spec, runtime)", ("Executor.run (",)),
     ("snapshot prepare/mount/commit", ("OverlaySnapshotter.", "mounted (", "LayerSnapshots.",
                                         "unmount (", "MetaTable.")),

@@ -26,7 +26,7 @@ import itertools
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -325,19 +325,23 @@ class _Copier:
         self.apply_info(src, st, target)
         return True
 
-    def make_dir(self, st: StatLike, target: Path, top: bool) -> bool:
-        """Create (or reuse) a directory; True if its metadata is to be applied later."""
+    def make_dir(self, st: StatLike, target: Path, top: bool) -> str | None:
+        """Create (or reuse) a directory: ``"new"`` if it was made, ``"old"`` if it was
+        there (its metadata is applied later either way), None for a top directory that
+        was there (left as it is)."""
         if os.path.lexists(target):
             if target.is_symlink() or not target.is_dir():
                 raise ContextError(f"cannot copy to non-directory: {target.name}")
             if top:
-                return False
+                return None
             os.chmod(target, stat.S_IMODE(st.st_mode))
-            return True
+            return "old"
         target.mkdir(mode=0o700)
-        return True
+        return "new"
 
-    def copy_tree(self, walk: Walk, group: WalkGroup, target: Path) -> None:
+    def copy_tree(
+        self, walk: Walk, group: WalkGroup, target: Path, direct: _Direct | None = None,
+    ) -> None:
         """Copy one group of a walk (pre-order; its first entry the source itself) to
         ``target``.
 
@@ -345,6 +349,9 @@ class _Copier:
         applied after everything below it, so their mtimes stay as the source's. The
         directories and everything but unlinked regular files are made in a first pass, the
         regular files in a second one (on threads), read from the walk as they are copied.
+
+        With ``direct``, a directory this copy makes below ``target`` is made now and all
+        that goes below it (its metadata last) is left to ``direct`` (see :class:`_Direct`).
         """
         top = walk.stat(group.start)
         if not stat.S_ISDIR(top.st_mode):
@@ -358,16 +365,26 @@ class _Copier:
         pending_dirs: list[tuple[StrPath, StatLike, Path]] = []
         if self.make_dir(top, target, top=True):
             pending_dirs.append((group.top, top, target))
-        base = os.fspath(target) + "/"
         src_base = group.top if group.top.endswith("/") else group.top + "/"
+        self._copy_below(walk, group, group.start, group.end, os.fspath(target) + "/",
+                         src_base, pending_dirs, direct)
+
+    def _copy_below(
+        self, walk: Walk, group: WalkGroup, lo: int, hi: int, base: str, src_base: str,
+        pending_dirs: list[tuple[StrPath, StatLike, Path]], direct: _Direct | None,
+    ) -> None:
+        """Copy the entries ``lo+1 .. hi-1`` of ``group`` (all that is below its directory
+        entry ``lo``, which exists in the target), each to ``base + inner``; then apply the
+        metadata of ``pending_dirs`` (and of the directories made here), deepest first."""
         cut, rels, modes, nlinks = group.cut, walk.rels, walk.st_mode, walk.st_nlink
         expected = self.expected
-        for i in range(group.start + 1, group.end):
+        left: list[tuple[int, int]] = []  # entry ranges left to ``direct``
+        i = lo + 1
+        while i < hi:
             mode = modes[i]
-            if stat.S_ISREG(mode) and nlinks[i] == 1:
-                continue  # the second pass
-            if stat.S_IFMT(mode) == stat.S_IFSOCK:
-                continue  # neither digested nor copied
+            if (stat.S_ISREG(mode) and nlinks[i] == 1) or stat.S_IFMT(mode) == stat.S_IFSOCK:
+                i += 1  # the second pass; a socket is neither digested nor copied
+                continue
             inner = rels[i][cut:]  # a clean relative path
             src = src_base + inner
             st = walk.stat(i)
@@ -375,13 +392,31 @@ class _Copier:
                 expected.entry(src, st)
             if stat.S_ISDIR(mode):
                 path = Path(base + inner)
-                if self.make_dir(st, path, top=False):
+                made = self.make_dir(st, path, top=False)
+                if made == "new" and direct is not None:
+                    end = _subtree_end(rels, i, hi)
+                    direct.leave(self, walk, group, i, end, base, src_base)
+                    left.append((i, end))
+                    i = end
+                    continue
+                if made:
                     pending_dirs.append((src, st, path))
             else:
                 self.copy_entry(src, st, base + inner)
-        self.copy_files(_unlinked_files(walk, group, base, src_base))
+            i += 1
+        self.copy_files(_unlinked_files(walk, group, base, src_base, lo + 1, hi, left))
         for src_dir, st_dir, dir_path in reversed(pending_dirs):
             self.apply_info(src_dir, st_dir, dir_path)
+
+    def copy_subtree(
+        self, walk: Walk, group: WalkGroup, lo: int, hi: int, base: str, src_base: str,
+    ) -> None:
+        """Copy what is below ``group``'s directory entry ``lo`` (entries up to ``hi``)
+        into the directory made for it at ``base + inner``, then that entry's metadata."""
+        inner = walk.rels[lo][group.cut:]
+        pending: list[tuple[StrPath, StatLike, Path]] = [
+            (src_base + inner, walk.stat(lo), Path(base + inner))]
+        self._copy_below(walk, group, lo, hi, base, src_base, pending, None)
 
     def copy_files(self, files: Iterable[tuple[StrPath, StatLike, StrPath]]) -> None:
         """Copy regular files that are not hardlinked (their directories exist). Creating a
@@ -423,15 +458,66 @@ class _Copier:
 
 
 def _unlinked_files(
-    walk: Walk, group: WalkGroup, base: str, src_base: str,
+    walk: Walk, group: WalkGroup, base: str, src_base: str, lo: int, hi: int,
+    skip: Sequence[tuple[int, int]] = (),
 ) -> Iterator[tuple[str, StatLike, str]]:
-    """``(source, lstat, target)`` of each regular file of ``group`` with one link, made
-    as they are asked for."""
+    """``(source, lstat, target)`` of each regular file with one link among ``group``'s
+    entries ``lo .. hi-1`` but the ranges ``skip`` (sorted), made as they are asked for."""
     cut, rels, modes, nlinks = group.cut, walk.rels, walk.st_mode, walk.st_nlink
-    for i in range(group.start + 1, group.end):
-        if nlinks[i] == 1 and stat.S_ISREG(modes[i]):
-            inner = rels[i][cut:]
-            yield src_base + inner, walk.stat(i), base + inner
+    bounds = [*skip, (hi, hi)]
+    start = lo
+    for stop, resume in bounds:
+        for i in range(start, stop):
+            if nlinks[i] == 1 and stat.S_ISREG(modes[i]):
+                inner = rels[i][cut:]
+                yield src_base + inner, walk.stat(i), base + inner
+        start = resume
+
+
+def _subtree_end(rels: Sequence[str], i: int, hi: int) -> int:
+    """The index after the last entry below entry ``i`` (a pre-order walk: they follow it)."""
+    prefix = rels[i] + "/"
+    end = i + 1
+    while end < hi and rels[end].startswith(prefix):
+        end += 1
+    return end
+
+
+class _Direct:
+    """Directories a COPY made through an overlay mount, whose contents are to be written
+    into the overlay's upper directory once it is unmounted (see :func:`_copy_plan`)."""
+
+    def __init__(self, mount_root: Path, upper_root: Path) -> None:
+        self.mount_root = mount_root
+        self.upper_root = os.fspath(upper_root)
+        self.later: list[Callable[[], None]] = []
+
+    def leave(self, copier: _Copier, walk: Walk, group: WalkGroup, lo: int, hi: int,
+              base: str, src_base: str) -> None:
+        """Leave what goes below the directory just made for entry ``lo`` of ``group`` (at
+        ``base + inner`` in the mount; its entries up to ``hi``) for later, with that
+        directory's metadata."""
+        rel = rel_to(self.mount_root, Path(base))
+        upper_base = self.upper_root + "/" if rel == "." else f"{self.upper_root}/{rel}/"
+        self.later.append(
+            lambda: copier.copy_subtree(walk, group, lo, hi, upper_base, src_base))
+
+    def run(self) -> None:
+        for job in self.later:
+            job()
+
+
+def _shared_inodes(walk: Walk) -> bool:
+    """Whether two regular files of ``walk`` are one inode (a hard link the copy keeps)."""
+    seen: set[tuple[int, int]] = set()
+    modes, nlinks, devs, inos = walk.st_mode, walk.st_nlink, walk.st_dev, walk.st_ino
+    for i in range(len(walk)):
+        if nlinks[i] > 1 and stat.S_ISREG(modes[i]):
+            key = (devs[i], inos[i])
+            if key in seen:
+                return True
+            seen.add(key)
+    return False
 
 
 class _Expected:
@@ -658,7 +744,8 @@ def copy_into(
     command: str | None = None,
     expect: SelectionDigest | None = None,
     tmpdir: Path | None = None,
-) -> None:
+    upper_dir: Path | None = None,
+) -> Callable[[], None] | None:
     """Copy ``sources`` (below ``src_root``) to ``dest`` inside ``target_root``.
 
     ``chown`` is a resolved ``(uid, gid)`` (see :func:`resolve_chown`); ``chmod`` an int
@@ -672,6 +759,13 @@ def copy_into(
     same sources): the copy then holds exactly that or raises SourceChangedError (see
     :class:`_Expected`); a private copy of an archive that changed just before the build
     goes to ``tmpdir``.
+
+    ``upper_dir`` is the overlay upper directory of ``target_root`` (a mounted overlay), to
+    be written only once ``target_root`` is unmounted. The contents of the directories the
+    copy makes through ``target_root`` where nothing was may then be left for later: what
+    is returned, if anything, makes them in ``upper_dir`` directly and is to be called
+    after the unmount (see :func:`_copy_plan`). Without ``upper_dir`` everything is copied
+    now and None is returned.
     """
     mode_spec = ChmodSpec(octal=chmod) if isinstance(chmod, int) else chmod
     expected = _Expected(expect, src_root) if expect is not None else None
@@ -709,15 +803,29 @@ def copy_into(
                                      follow_symlinks, walk)
                 plan.append((group, pivot))
     if not plan:
-        return
-    try:
-        _copy_plan(copier, walk, plan, src_root, target_root, dest_abs, dest_is_dir, parents,
-                   is_add, tmpdir)
-    except FileNotFoundError as err:
-        if expected is None:
-            raise
-        # a source went away while it was copied
-        raise _changed(os.path.relpath(err.filename or "?", src_root), "disappeared") from None
+        return None
+
+    def guarded(run: Callable[[], Callable[[], None] | None]) -> Callable[[], None] | None:
+        try:
+            return run()
+        except FileNotFoundError as err:
+            if expected is None:
+                raise
+            # a source went away while it was copied
+            raise _changed(os.path.relpath(err.filename or "?", src_root),
+                           "disappeared") from None
+
+    later = guarded(lambda: _copy_plan(
+        copier, walk, plan, src_root, target_root, dest_abs, dest_is_dir, parents, is_add,
+        tmpdir, upper_dir))
+    if later is None:
+        return None
+    deferred = later
+
+    def finish() -> None:
+        guarded(deferred)
+
+    return finish
 
 
 def _copy_plan(
@@ -731,8 +839,28 @@ def _copy_plan(
     parents: bool,
     is_add: bool,
     tmpdir: Path | None,
-) -> None:
+    upper_dir: Path | None = None,
+) -> Callable[[], None] | None:
+    """Copy ``plan`` to ``dest_abs`` in ``target_root``; with ``upper_dir``, maybe only part
+    of it now and the rest later, in the upper directory (see :func:`copy_into`).
 
+    Why the rest may skip overlayfs: a directory made through the overlay mount where the
+    merged view had nothing (the layers below hold nothing there, or a whiteout, or an
+    opaque directory above it hides what they hold) is an upper-only directory. Overlay
+    never looks below it in a lower layer (it may mark it opaque, an optimisation it takes
+    in a directory that has a lower, which says the same), so every lookup, create, link,
+    unlink and attribute change below it acts on the upper directory alone, exactly as the
+    same call made there directly, after the unmount. Such a directory is still made
+    through the mount, as is everything else: overlay's semantics (copy-up of a lower
+    parent's metadata, opaque markers, whiteouts) apply wherever the lower layers show
+    through. Only what goes below it is written directly, after everything else, in the
+    order the copy would have made it: no other entry of the copy is below it (one source
+    only: another could copy into it), and no hard link joins the two sides (the files of
+    the walk are all distinct inodes). The copy then writes most files without overlay's
+    own lookups, second file object and attribute copies per call, and the unmount has no
+    new files to sync (docs/performance.md, section 19). Not for ``--parents``, which
+    follows symlinks the copy made itself, in the merged view.
+    """
     # Several sources onto a destination without a trailing slash are not rejected (as
     # BuildKit, against its documentation): each is copied onto the same path in turn, so
     # the last file wins, or a directory source makes a directory the later ones land in.
@@ -742,6 +870,26 @@ def _copy_plan(
     ensure = dest_abs if dest_is_dir else dest_abs.rpartition("/")[0]
     copier.mkdir_all(root_path(target_root, ensure), target_root)
 
+    direct = None
+    if upper_dir is not None and len(plan) == 1 and not parents and not _shared_inodes(walk):
+        direct = _Direct(target_root, upper_dir)
+    _copy_groups(copier, walk, plan, src_root, target_root, dest_path, parents, is_add, tmpdir,
+                 direct)
+    return direct.run if direct is not None and direct.later else None
+
+
+def _copy_groups(
+    copier: _Copier,
+    walk: Walk,
+    plan: list[tuple[WalkGroup, str]],
+    src_root: Path,
+    target_root: Path,
+    dest_path: Path,
+    parents: bool,
+    is_add: bool,
+    tmpdir: Path | None,
+    direct: _Direct | None = None,
+) -> None:
     for group, pivot in plan:
         if parents:
             _copy_with_parents(copier, src_root, target_root, dest_path, walk, group, pivot)
@@ -759,7 +907,7 @@ def _copy_plan(
                 extract_archive(archive, dest_path, name=os.path.basename(group.top))
             continue
         target = _prepare_target(copier, target_root, dest_path, group, top_mode)
-        copier.copy_tree(walk, group, target)
+        copier.copy_tree(walk, group, target, direct)
 
 
 def _prepare_target(

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
 from dockyard.errors import StoreError
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from dockyard.layers.tarwriter import LayerStats
 
 __all__ = [
+    "HasUpperDirs",
     "Mount",
     "Snapshotter",
     "cleanup_stale_mounts",
@@ -105,6 +106,17 @@ class Snapshotter(Protocol):
 
     def apply(self, key: str, stream: BinaryIO) -> None:
         """Unpack a layer (any compression) into active snapshot ``key``."""
+        ...
+
+
+@runtime_checkable
+class HasUpperDirs(Protocol):
+    """A snapshotter whose active snapshots keep their own changes in a directory of their
+    own (overlay's upper dir), which a step may write to directly while no mount of the
+    snapshot exists (overlayfs allows changes to the upper tree while it is not mounted)."""
+
+    def upper_dir(self, key: str) -> Path:
+        """The directory holding active snapshot ``key``'s own changes."""
         ...
 
 

@@ -151,6 +151,13 @@ class OverlaySnapshotter(MetaBacked):
             )
         ]
 
+    def upper_dir(self, key: str) -> Path:
+        """The upper dir of active ``key``; write to it only while ``key`` is not mounted."""
+        rec = self._meta.get(key)
+        if rec.kind != "active":
+            raise StoreError(f"snapshot {key} is not active")
+        return self._dir(rec) / "fs"
+
     def commit(self, name: str, key: str) -> None:
         """Make active ``key`` the committed snapshot ``name``; its upper dir is the diff."""
         rec = self._meta.commit(name, key)

@@ -5,13 +5,16 @@ written, ``--chown`` resolved to numeric ids (:func:`dockyard.solver.keys.copy_c
 Execution: :func:`dockyard.context.copy.copy_into` into the snapshot. Every file is copied:
 the result shares no inode with an earlier snapshot (a hard link to the previous result's
 unchanged files was tried once; a RUN step then saw link counts a fresh build does not give).
+On overlay, a build context's files below a destination directory the step creates are
+written into the snapshot's upper dir after the unmount, not through the mount (the same
+upper dir, without overlay's cost per file: docs/performance.md, section 19).
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +54,12 @@ class Copy:
         assert isinstance(op, CopyOp)
         prepared = job.inputs.prepared
         assert isinstance(prepared, Prepared)
-        copy(ctx, op, job.step, job.rootfs, prepared.chown, prepared.selection,
-             prepared.remotes)
-        return None
+        from dockyard.snapshot.base import HasUpperDirs
+
+        snap = ctx.layers.snapshotter
+        upper = snap.upper_dir(job.snapshot) if isinstance(snap, HasUpperDirs) else None
+        return copy(ctx, op, job.step, job.rootfs, prepared.chown, prepared.selection,
+                    prepared.remotes, upper_dir=upper)
 
 
 @dataclass(frozen=True)
@@ -275,10 +281,13 @@ def resolve_chown(ctx: OpContext, op: CopyOp, state: StageState, step: Step) -> 
 def copy(
     ctx: OpContext, op: CopyOp, step: Step, rootfs: Path, chown: Any,
     selection: Any = None, remotes: Mapping[str, Any] | None = None,
-) -> None:
+    upper_dir: Path | None = None,
+) -> Finish | None:
     """Copy ``op``'s sources (and heredocs, and URLs for ADD) into ``rootfs``; from a build
     context, exactly the ``selection`` the step's key was made of (or the step fails with
-    SourceChangedError)."""
+    SourceChangedError). With ``upper_dir`` (``rootfs``'s overlay upper dir), the files of
+    a build context's sources may be left for after the unmount, written there directly
+    (:func:`dockyard.context.copy.copy_into`): the work returned, if any."""
     from dockyard.context.copy import (
         add_fetched,
         add_remote,
@@ -322,25 +331,40 @@ def copy(
             add_remote(url, op.dest, rootfs, workdir=op.workdir, chown=chown, chmod=chmod,
                        checksum=op.checksum, keep_git_dir=op.keep_git_dir, tmpdir=tmpdir)
         if not local:
-            return
+            return None
         build_ctx = _source_context(ctx, op)
         if build_ctx is not None:
-            copy_into(build_ctx.root, local, op.dest, rootfs, workdir=op.workdir, chown=chown,
-                      chmod=chmod, parents=op.parents, excludes=op.excludes,
-                      is_add=op.is_add, ignore=build_ctx.ignore, preserve_owner=False,
-                      utime=utime, command=command, expect=selection,
-                      tmpdir=tmpdir)
-        else:
-            diff_ids, _ = source_layers(ctx, op, step)
-            with ctx.view_of(diff_ids) as src_root:
-                copy_into(src_root, local, op.dest, rootfs, workdir=op.workdir,
-                          chown=chown, chmod=chmod, parents=op.parents,
-                          excludes=op.excludes, is_add=op.is_add, ignore=None,
-                          preserve_owner=True, utime=utime, command=command)
+            rest = copy_into(build_ctx.root, local, op.dest, rootfs, workdir=op.workdir,
+                             chown=chown, chmod=chmod, parents=op.parents,
+                             excludes=op.excludes, is_add=op.is_add, ignore=build_ctx.ignore,
+                             preserve_owner=False, utime=utime, command=command,
+                             expect=selection, tmpdir=tmpdir, upper_dir=upper_dir)
+            return None if rest is None else _located_errors(ctx, step, rest)
+        diff_ids, _ = source_layers(ctx, op, step)
+        with ctx.view_of(diff_ids) as src_root:
+            copy_into(src_root, local, op.dest, rootfs, workdir=op.workdir,
+                      chown=chown, chmod=chmod, parents=op.parents,
+                      excludes=op.excludes, is_add=op.is_add, ignore=None,
+                      preserve_owner=True, utime=utime, command=command)
     except SourceChangedError:
         raise  # the walker keys the step again
     except ContextError as err:
         raise located(ctx, step, err.message, err.hint) from None
+    return None
+
+
+def _located_errors(ctx: OpContext, step: Step, rest: Callable[[], None]) -> Finish:
+    """``rest`` with its errors reported as :func:`copy` reports its own."""
+
+    def finish() -> None:
+        try:
+            rest()
+        except SourceChangedError:
+            raise
+        except ContextError as err:
+            raise located(ctx, step, err.message, err.hint) from None
+
+    return finish
 
 
 def is_url(src: str) -> bool:
