@@ -289,6 +289,40 @@ def test_kill_a_push(reference: Reference, crash_registry: Registry, tmp_path: P
     assert landed == KILLS_PER_OPERATION
 
 
+def test_kill_a_pull_and_its_first_unpack(reference: Reference, crash_registry: Registry,
+                                          tmp_path: Path) -> None:
+    """A pull keeps compressed blobs only and checks each diff id when a layer is first
+    unpacked (docs/store.md, "Pulled layers"): killed in either, the store recovers and the
+    next try gives the same image and the same files."""
+    src = f"{crash_registry.host}/crash/pull:1"
+    _cli(_copy_store(reference.built, tmp_path / "src"), "push", "-q", TAG, src)
+    t0 = time.monotonic()
+    _cli(tmp_path / "whole", "pull", "-q", src)
+    pull_time = time.monotonic() - t0
+    run_time = _timed(tmp_path / "whole", "run", "--rm", src, "cat", "/x")
+    expected = _cli(tmp_path / "whole", "run", "--rm", src, "cat", "/x").stdout
+    rng = _rng("pull")
+    for what, duration, args in (("pull", pull_time, ("pull", "-q", src)),
+                                 ("unpack", run_time, ("run", "--rm", src, "cat", "/x"))):
+        landed = 0
+        for attempt in range(KILLS_PER_OPERATION * 3):
+            if landed == KILLS_PER_OPERATION:
+                break
+            root = tmp_path / f"{what}{attempt}"
+            if what == "unpack":
+                _cli(root, "pull", "-q", src)
+            delay = _kill_at_random(root, rng, duration, *args)
+            if delay is None:
+                continue
+            landed += 1
+            _recover(root, f"{what} kill at +{delay:.2f}s (seed {SEED})")
+            _cli(root, "pull", "-q", src)
+            assert _cli(root, "inspect", "-f", "{{.Id}}", src).stdout.strip() == \
+                reference.image_id
+            assert _cli(root, "run", "--rm", src, "cat", "/x").stdout == expected
+        assert landed == KILLS_PER_OPERATION, f"only {landed} kills landed in {what}"
+
+
 def _with_garbage(reference: Reference, tmp_path: Path, name: str) -> Path:
     """A copy of the built store plus garbage to collect: another image of the same steps,
     untagged, with its cache records."""
