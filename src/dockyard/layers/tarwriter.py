@@ -84,6 +84,26 @@ def _read_xattrs(path: str) -> dict[str, bytes]:
     return result
 
 
+def _read_xattrs_fd(fd: int) -> dict[str, bytes]:
+    """:func:`_read_xattrs` of an open file."""
+    try:
+        names = os.listxattr(fd)
+    except OSError as err:
+        if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            return {}
+        raise
+    result: dict[str, bytes] = {}
+    for name in sorted(names):
+        if not keep_xattr(name):
+            continue
+        try:
+            result[name] = os.getxattr(fd, name)
+        except OSError as err:
+            if err.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+                raise
+    return result
+
+
 _buffers = threading.local()
 
 
@@ -199,30 +219,39 @@ class TarWriter:
             raise LayerError(f"cannot add {name!r}: unsupported file type {fmt:o}")
 
     def _copy_file(self, path: str, name: str, size: int) -> None:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = _open_file(path, name)
         try:
-            try:
-                fd = os.open(path, flags | os.O_NOATIME)
-            except PermissionError:
-                fd = os.open(path, flags)
-        except OSError as err:
-            raise LayerError(f"cannot read {name!r}: {err.strerror}") from err
-        view = _read_buffer()
-        remaining = size
-        try:
-            while remaining:
-                try:
-                    n = os.readv(fd, [view[: min(remaining, _CHUNK)]])
-                except OSError as err:
-                    raise LayerError(f"cannot read {name!r}: {err.strerror}") from err
-                if n == 0:
-                    raise LayerError(f"{name!r} shrank while it was being written to the layer")
-                # a failed write (a closed pipe, a full disk) is the output's, not the file's
-                self._out.write(view[:n])
-                remaining -= n
+            self._copy_fd(fd, name, size)
         finally:
             os.close(fd)
+
+    def _copy_fd(self, fd: int, name: str, size: int) -> None:
+        view = _read_buffer()
+        remaining = size
+        while remaining:
+            try:
+                n = os.readv(fd, [view[: min(remaining, _CHUNK)]])
+            except OSError as err:
+                raise LayerError(f"cannot read {name!r}: {err.strerror}") from err
+            if n == 0:
+                raise LayerError(f"{name!r} shrank while it was being written to the layer")
+            # a failed write (a closed pipe, a full disk) is the output's, not the file's
+            self._out.write(view[:n])
+            remaining -= n
         self._out.write(pad(size))
+
+    def _add_single_file(self, fd: int, st: os.stat_result, name: str) -> None:
+        """Add the regular file open as ``fd`` (one link: never a hard link of another
+        entry), its xattrs read through the descriptor: what :meth:`_add_stat` writes for
+        it, without a path lookup per call."""
+        try:
+            xattrs = _read_xattrs_fd(fd)
+        except OSError as err:
+            raise LayerError(f"cannot read xattrs of {name!r}: {err.strerror}") from err
+        self._out.write(encode_header(
+            name=name, typeflag=REGTYPE, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
+            gid=st.st_gid, size=st.st_size, mtime=self._mtime(st), xattrs=xattrs))
+        self._copy_fd(fd, name, st.st_size)
 
     def add_bytes(
         self, arcname: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0,
@@ -266,42 +295,72 @@ def _sort_key(name: str) -> bytes:
     return os.fsencode(name)
 
 
-def _names(root: str, rel: str) -> list[str]:
-    directory = os.path.join(root, rel) if rel else root
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_file(path: str, name: str, dir_fd: int | None = None) -> int:
     try:
-        with os.scandir(directory) as it:
+        try:
+            return os.open(path, _FILE_FLAGS | os.O_NOATIME, dir_fd=dir_fd)
+        except PermissionError:
+            return os.open(path, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError as err:
+        raise LayerError(f"cannot read {name!r}: {err.strerror}") from err
+
+
+def _walk_at(root: str) -> Iterator[tuple[str, str, int, str, os.stat_result]]:
+    """Everything below ``root`` as ``(rel, path, dir_fd, name, lstat)``, depth-first,
+    children sorted by their bytes: exactly the order of sorting by path components, so
+    parents always come before their children. Each directory is listed and its entries
+    ``lstat``ed through a descriptor of it (``dir_fd``, valid until the next entry), so an
+    entry costs no walk of its full path. No recursion: a tree deeper than the path depth
+    limit (:mod:`dockyard.limits`) is a LayerError."""
+    max_depth = current_limits().max_path_depth
+    try:
+        top = os.open(root, _DIR_FLAGS)
+    except OSError as err:
+        raise LayerError(f"cannot list '.': {err.strerror}") from err
+    stack: list[tuple[str, int, Iterator[str]]] = []
+    try:
+        stack.append(("", top, iter(_names_at(top, ""))))
+        while stack:
+            parent, fd, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                os.close(fd)
+                continue
+            child_rel = f"{parent}/{name}" if parent else name
+            if max_depth and len(stack) > max_depth:
+                raise LayerError(
+                    f"{child_rel[:60]!r}...: a path more than {max_depth} levels deep "
+                    f"({hint('max_path_depth')})")
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise LayerError(f"cannot add {child_rel[:200]!r}: {err.strerror}") from err
+            yield child_rel, os.path.join(root, child_rel), fd, name, st
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as err:
+                    raise LayerError(f"cannot list {child_rel!r}: {err.strerror}") from err
+                stack.append((child_rel, sub, iter(())))  # closed below if listing fails
+                stack[-1] = (child_rel, sub, iter(_names_at(sub, child_rel)))
+    finally:
+        for _, fd, _ in stack:
+            os.close(fd)
+
+
+def _names_at(fd: int, rel: str) -> list[str]:
+    try:
+        with os.scandir(fd) as it:
             return sorted((entry.name for entry in it), key=_sort_key)
     except OSError as err:
         raise LayerError(f"cannot list {rel or '.'!r}: {err.strerror}") from err
-
-
-def _walk(root: str, rel: str) -> Iterator[tuple[str, str, os.stat_result]]:
-    """Depth-first, children sorted by their bytes: exactly the order of sorting by path
-    components, so parents always come before their children. No recursion: a tree deeper
-    than the path depth limit (:mod:`dockyard.limits`) is a LayerError."""
-    max_depth = current_limits().max_path_depth
-    stack: list[tuple[str, Iterator[str]]] = [(rel, iter(_names(root, rel)))]
-    while stack:
-        parent, names = stack[-1]
-        name = next(names, None)
-        if name is None:
-            stack.pop()
-            continue
-        child_rel = f"{parent}/{name}" if parent else name
-        path = os.path.join(root, child_rel)
-        if max_depth and len(stack) > max_depth:
-            raise LayerError(
-                f"{child_rel[:60]!r}...: a path more than {max_depth} levels deep "
-                f"({hint('max_path_depth')})")
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        except OSError as err:
-            raise LayerError(f"cannot add {child_rel[:200]!r}: {err.strerror}") from err
-        yield child_rel, path, st
-        if stat.S_ISDIR(st.st_mode):
-            stack.append((child_rel, iter(_names(root, child_rel))))
 
 
 def _selected(root: str, paths: Iterable[str]) -> Iterator[tuple[str, str, os.stat_result]]:
@@ -339,19 +398,35 @@ def write_layer_from_dir(
     root, not recursive) and their parent directories. Returns the diff_id and size."""
     writer = TarWriter(out, source_date_epoch=source_date_epoch)
     base = os.fspath(root)
-    entries = _walk(base, "") if paths is None else _selected(base, paths)
-    for rel, path, st in entries:
-        if overlay_whiteouts and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-            writer.add_whiteout(rel)
-            continue
-        try:
-            xattrs = _read_xattrs(path)
-        except OSError as err:
-            raise LayerError(f"cannot read xattrs of {rel!r}: {err.strerror}") from err
-        writer._add_stat(path, st, rel, xattrs=xattrs)
-        if overlay_whiteouts and stat.S_ISDIR(st.st_mode) and is_overlay_opaque(path):
-            writer.add_opaque(rel)
+    if paths is None:
+        for rel, path, dir_fd, name, st in _walk_at(base):
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                fd = _open_file(name, rel, dir_fd)
+                try:
+                    writer._add_single_file(fd, st, rel)
+                finally:
+                    os.close(fd)
+                continue
+            _add_entry(writer, rel, path, st, overlay_whiteouts)
+        return writer.close()
+    for rel, path, st in _selected(base, paths):
+        _add_entry(writer, rel, path, st, overlay_whiteouts)
     return writer.close()
+
+
+def _add_entry(
+    writer: TarWriter, rel: str, path: str, st: os.stat_result, overlay_whiteouts: bool,
+) -> None:
+    if overlay_whiteouts and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        writer.add_whiteout(rel)
+        return
+    try:
+        xattrs = _read_xattrs(path)
+    except OSError as err:
+        raise LayerError(f"cannot read xattrs of {rel!r}: {err.strerror}") from err
+    writer._add_stat(path, st, rel, xattrs=xattrs)
+    if overlay_whiteouts and stat.S_ISDIR(st.st_mode) and is_overlay_opaque(path):
+        writer.add_opaque(rel)
 
 
 def is_overlay_opaque(path: str) -> bool:
