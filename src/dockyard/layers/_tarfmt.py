@@ -24,11 +24,8 @@ WHITEOUT_META_PREFIX: Final = ".wh..wh."
 WHITEOUT_OPAQUE: Final = ".wh..wh..opq"
 
 _OCTAL_LIMITS: Final = {8: 8**7, 12: 8**11}
-
-
-def _octal(value: int, width: int) -> bytes:
-    # Zero-padded octal with a NUL terminator, as Go's formatOctal does.
-    return b"%0*o\0" % (width - 1, value)
+_MAX8: Final = 8**7  # what an 8-byte octal field holds
+_MAX12: Final = 8**11
 
 
 def _fits(value: int, width: int) -> bool:
@@ -73,10 +70,16 @@ def encode_header(
     if len(raw_link) > 100 or not raw_link.isascii():
         pax["linkpath"] = raw_link
         raw_link = _ascii_cut(raw_link, 100)
-    for key, value, width in (("uid", uid, 8), ("gid", gid, 8), ("size", size, 12),
-                              ("mtime", mtime, 12)):
-        if not _fits(value, width):
-            pax[key] = str(value).encode()
+    uid_fits, gid_fits = 0 <= uid < _MAX8, 0 <= gid < _MAX8
+    size_fits, mtime_fits = 0 <= size < _MAX12, 0 <= mtime < _MAX12
+    if not uid_fits:
+        pax["uid"] = str(uid).encode()
+    if not gid_fits:
+        pax["gid"] = str(gid).encode()
+    if not size_fits:
+        pax["size"] = str(size).encode()
+    if not mtime_fits:
+        pax["mtime"] = str(mtime).encode()
     if xattrs:
         for key, xval in xattrs.items():
             pax["SCHILY.xattr." + key] = xval
@@ -89,8 +92,8 @@ def encode_header(
         ) + records + pad(len(records))
     return out + _ustar(
         name=raw_name, typeflag=typeflag, mode=mode,
-        uid=uid if _fits(uid, 8) else 0, gid=gid if _fits(gid, 8) else 0,
-        size=size if _fits(size, 12) else 0, mtime=mtime if _fits(mtime, 12) else 0,
+        uid=uid if uid_fits else 0, gid=gid if gid_fits else 0,
+        size=size if size_fits else 0, mtime=mtime if mtime_fits else 0,
         linkname=raw_link, devmajor=devmajor, devminor=devminor,
     )
 
@@ -106,26 +109,25 @@ def _pax_name(raw_name: bytes) -> bytes:
     return name[:100]
 
 
+# magic "ustar\0", version "00", then uname and gname, which stay empty (numeric ids only)
+_MAGIC_AND_NAMES: Final = b"ustar\x0000" + bytes(64)
+_CHECKSUM_SPACES: Final = 8 * 0x20  # the checksum field counts as spaces
+_PREFIX_AND_PAD: Final = bytes(BLOCK - 345)
+
+
 def _ustar(
     *, name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
     linkname: bytes, devmajor: int, devminor: int,
 ) -> bytes:
-    header = bytearray(BLOCK)
-    header[0 : len(name)] = name
-    header[100:108] = _octal(mode, 8)
-    header[108:116] = _octal(uid, 8)
-    header[116:124] = _octal(gid, 8)
-    header[124:136] = _octal(size, 12)
-    header[136:148] = _octal(mtime, 12)
-    header[148:156] = b" " * 8
-    header[156:157] = typeflag
-    header[157 : 157 + len(linkname)] = linkname
-    header[257:265] = b"ustar\x0000"
-    # uname and gname stay empty: no user-name lookups, only numeric ids.
-    header[329:337] = _octal(devmajor if _fits(devmajor, 8) else 0, 8)
-    header[337:345] = _octal(devminor if _fits(devminor, 8) else 0, 8)
-    header[148:156] = b"%06o\0 " % sum(header)
-    return bytes(header)
+    # One %-format per half instead of a bytearray filled field by field: this runs once per
+    # layer entry (20,000 times for growth-4x's COPY), and was half of the layer diff's time.
+    head = b"%s%07o\0%07o\0%07o\0%011o\0%011o\0" % (
+        name.ljust(100, b"\0"), mode, uid, gid, size, mtime)
+    tail = b"%s%s%s%07o\0%07o\0" % (
+        typeflag, linkname.ljust(100, b"\0"), _MAGIC_AND_NAMES,
+        devmajor if _fits(devmajor, 8) else 0, devminor if _fits(devminor, 8) else 0)
+    checksum = sum(head) + _CHECKSUM_SPACES + sum(tail)
+    return b"%s%06o\0 %s%s" % (head, checksum, tail, _PREFIX_AND_PAD)
 
 
 class HashingWriter:
