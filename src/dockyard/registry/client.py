@@ -59,7 +59,7 @@ _READ_SIZE = 1 << 20
 """Bytes a connection asks its socket for at once (httpcore's default is 64 KiB). A blob is
 received as one Python step per read (an h11 event, a generator step, a blob-writer write):
 a 300 MB pull was 4,600 of them per layer set, and 1 MiB reads took issue 15's pull of 300
-MB from 0.82 s to 0.68 s (docs/performance.md, section 20)."""
+MB from 0.82 s to 0.68 s (docs/performance.md, section 21)."""
 
 
 def _tune_reads() -> None:
