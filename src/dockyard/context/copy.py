@@ -376,6 +376,17 @@ class _Copier:
         """Copy the entries ``lo+1 .. hi-1`` of ``group`` (all that is below its directory
         entry ``lo``, which exists in the target), each to ``base + inner``; then apply the
         metadata of ``pending_dirs`` (and of the directories made here), deepest first."""
+        self.copy_files(self.make_below(walk, group, lo, hi, base, src_base, pending_dirs,
+                                        direct))
+        self.apply_dirs(pending_dirs)
+
+    def make_below(
+        self, walk: Walk, group: WalkGroup, lo: int, hi: int, base: str, src_base: str,
+        pending_dirs: list[tuple[StrPath, StatLike, Path]], direct: _Direct | None,
+    ) -> Iterator[tuple[str, StatLike, str]]:
+        """The first pass of :meth:`_copy_below`: everything but the regular files of one
+        link, which are returned (made as they are asked for); the directories whose
+        metadata is to be applied go to ``pending_dirs``."""
         cut, rels, modes, nlinks = group.cut, walk.rels, walk.st_mode, walk.st_nlink
         expected = self.expected
         left: list[tuple[int, int]] = []  # entry ranges left to ``direct``
@@ -404,19 +415,12 @@ class _Copier:
             else:
                 self.copy_entry(src, st, base + inner)
             i += 1
-        self.copy_files(_unlinked_files(walk, group, base, src_base, lo + 1, hi, left))
+        return _unlinked_files(walk, group, base, src_base, lo + 1, hi, left)
+
+    def apply_dirs(self, pending_dirs: list[tuple[StrPath, StatLike, Path]]) -> None:
+        """Apply the metadata of directories made or reused, in reverse (deepest first)."""
         for src_dir, st_dir, dir_path in reversed(pending_dirs):
             self.apply_info(src_dir, st_dir, dir_path)
-
-    def copy_subtree(
-        self, walk: Walk, group: WalkGroup, lo: int, hi: int, base: str, src_base: str,
-    ) -> None:
-        """Copy what is below ``group``'s directory entry ``lo`` (entries up to ``hi``)
-        into the directory made for it at ``base + inner``, then that entry's metadata."""
-        inner = walk.rels[lo][group.cut:]
-        pending: list[tuple[StrPath, StatLike, Path]] = [
-            (src_base + inner, walk.stat(lo), Path(base + inner))]
-        self._copy_below(walk, group, lo, hi, base, src_base, pending, None)
 
     def copy_files(self, files: Iterable[tuple[StrPath, StatLike, StrPath]]) -> None:
         """Copy regular files that are not hardlinked (their directories exist). Creating a
@@ -490,7 +494,7 @@ class _Direct:
     def __init__(self, mount_root: Path, upper_root: Path) -> None:
         self.mount_root = mount_root
         self.upper_root = os.fspath(upper_root)
-        self.later: list[Callable[[], None]] = []
+        self.later: list[tuple[_Copier, Walk, WalkGroup, int, int, str, str]] = []
 
     def leave(self, copier: _Copier, walk: Walk, group: WalkGroup, lo: int, hi: int,
               base: str, src_base: str) -> None:
@@ -499,12 +503,27 @@ class _Direct:
         directory's metadata."""
         rel = rel_to(self.mount_root, Path(base))
         upper_base = self.upper_root + "/" if rel == "." else f"{self.upper_root}/{rel}/"
-        self.later.append(
-            lambda: copier.copy_subtree(walk, group, lo, hi, upper_base, src_base))
+        self.later.append((copier, walk, group, lo, hi, upper_base, src_base))
 
     def run(self) -> None:
-        for job in self.later:
-            job()
+        """Make what was left, in the upper dir: each directory's first pass, then the
+        regular files of all of them in one go (one set of copy threads, not one per
+        directory), then the directories' metadata. The directories are disjoint trees,
+        so this is each one's own order."""
+        if not self.later:
+            return
+        copier = self.later[0][0]
+        files: list[Iterator[tuple[str, StatLike, str]]] = []
+        pending: list[list[tuple[StrPath, StatLike, Path]]] = []
+        for _, walk, group, lo, hi, base, src_base in self.later:
+            inner = walk.rels[lo][group.cut:]
+            dirs: list[tuple[StrPath, StatLike, Path]] = [
+                (src_base + inner, walk.stat(lo), Path(base + inner))]
+            files.append(copier.make_below(walk, group, lo, hi, base, src_base, dirs, None))
+            pending.append(dirs)
+        copier.copy_files(itertools.chain.from_iterable(files))
+        for dirs in reversed(pending):
+            copier.apply_dirs(dirs)
 
 
 def _shared_inodes(walk: Walk) -> bool:
