@@ -120,3 +120,20 @@ def test_packed_items_refuse_what_is_not_one_object() -> None:
         packed = base64.b64encode(zlib.compress(text.encode())).decode()
         with pytest.raises(ValueError):
             list(PackedManifest(packed).iter_items())
+
+
+def test_the_packed_text_is_json_dumps_with_sorted_keys_across_batches() -> None:
+    """Packed a batch at a time (the C encoder per batch): the text stays exactly one
+    ``json.dumps`` of the whole manifest with sorted keys, across batch boundaries."""
+    import base64
+    import zlib
+
+    from dockyard.store import history
+
+    files: dict[str, object] = {
+        f"d{i % 7}/f{i:05d}\u00e9": ["file", 0o644, 0, i, i * 3, f"{i:064x}", "", [0, 0], {}]
+        for i in range(2 * history._PACK_BATCH + 5)}
+    files["a"] = ["dir", 0o755, 0, 0, 0, "", "", [0, 0], {"user.k": "dg=="}]
+    for manifest in (files, {}, {"x": [1]}):
+        raw = zlib.decompress(base64.b64decode(PackedManifest.pack(manifest).packed))
+        assert raw.decode() == json.dumps(manifest, sort_keys=True, separators=(",", ":"))

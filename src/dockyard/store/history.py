@@ -36,15 +36,15 @@ class PackedManifest(Mapping[str, Any]):
 
         deflate = zlib.compressobj(1)
         parts = [deflate.compress(b"{")]
-        batch: list[str] = []
+        # a batch at a time through the C encoder (one call per entry and per key was
+        # 0.26 s of growth-4x's change build, 20,000 entries, after the build was done)
         encode = json.JSONEncoder(separators=(",", ":")).encode
-        for i, key in enumerate(sorted(files)):
-            batch.append(("," if i else "") + encode(key) + ":" + encode(files[key]))
-            if len(batch) >= _PACK_BATCH:
-                parts.append(deflate.compress("".join(batch).encode()))
-                batch.clear()
-        batch.append("}")
-        parts.append(deflate.compress("".join(batch).encode()))
+        keys = sorted(files)
+        for start in range(0, len(keys), _PACK_BATCH):
+            batch = {key: files[key] for key in keys[start:start + _PACK_BATCH]}
+            text = encode(batch)[1:-1]  # the entries, without the braces
+            parts.append(deflate.compress((b"," if start else b"") + text.encode()))
+        parts.append(deflate.compress(b"}"))
         parts.append(deflate.flush())
         return cls(base64.b64encode(b"".join(parts)).decode("ascii"))
 
