@@ -1,4 +1,4 @@
-"""The ustar header encoder, made faster for the layer diff (docs/performance.md section 21),
+"""The ustar header encoder, made faster for the layer diff (docs/performance.md section 20),
 writes exactly what the field-by-field encoder before it wrote (kept here as the reference),
 for any fields: PAX headers for what does not fit, long and non-ASCII names and link
 targets, devices, xattrs."""
