@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
@@ -20,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dockyard._signals import CancelOnSignal
 from dockyard.errors import BuildError, DockerfileError, DockyardError, Location, UsageError
 from dockyard.progress.events import BuildFinished, BuildWarning, Event
 from dockyard.rootless.namespace import in_namespace
@@ -423,7 +422,7 @@ def _solve(
                     cache=cache)
     error: BaseException | None = None
     try:
-        with _terminate_as_interrupt(solver):
+        with CancelOnSignal(solver.cancel):
             final = solver.solve()
     except DockyardError as err:
         error = err
@@ -694,31 +693,6 @@ def _parse_ssh(items: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"--ssh {item}: no socket given and SSH_AUTH_SOCK is not set")
         out[sid or "default"] = sock
     return out
-
-
-class _terminate_as_interrupt:
-    """SIGTERM and SIGHUP behave like Ctrl-C during a build (main thread only): containers are killed,
-    mounts undone, nothing partial stored."""
-
-    def __init__(self, solver: Any) -> None:
-        self.solver = solver
-        self.previous: Any = None
-
-    def __enter__(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            def handler(signum: int, frame: Any) -> None:
-                self.solver.cancel()
-                raise KeyboardInterrupt
-
-            self.previous = (signal.signal(signal.SIGTERM, handler),
-                             signal.signal(signal.SIGINT, handler),
-                             signal.signal(signal.SIGHUP, handler))  # a closed terminal
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous[0])
-            signal.signal(signal.SIGINT, self.previous[1])
-            signal.signal(signal.SIGHUP, self.previous[2])
 
 
 def _sweep_stale_runs(store: Store) -> None:

@@ -23,13 +23,12 @@ import contextlib
 import os
 import posixpath
 import re
-import signal
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from dockyard._api._common import Root, open_store, wanted_platform
+from dockyard._signals import CancelOnSignal
 from dockyard.errors import UsageError
 from dockyard.rootless.namespace import in_namespace
 
@@ -116,29 +115,6 @@ def parse_volumes(items: Sequence[str]) -> tuple[MountSpec, ...]:
         options = ("rbind", "rprivate", "nosuid", "nodev", *(("ro",) if readonly else ()))
         out.append(MountSpec(posixpath.normpath(container), "bind", source, options))
     return tuple(out)
-
-
-@contextlib.contextmanager
-def _signals_kill(executor: Any) -> Iterator[None]:
-    """SIGTERM, SIGHUP and SIGINT kill the container, then unwind as Ctrl-C (main thread
-    only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        executor.cancel()
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old_term = signal.signal(signal.SIGTERM, handler)
-    old_int = signal.signal(signal.SIGINT, handler)
-    old_hup = signal.signal(signal.SIGHUP, handler)  # a closed terminal or SSH session
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGHUP, old_hup)
 
 
 @in_namespace
@@ -232,7 +208,7 @@ def run(
         with (
             contextlib.closing(executor),  # its bundles and owner file
             store.build_lock(),
-            _signals_kill(executor),
+            CancelOnSignal(executor.cancel),
             layers.writable(list(config.diff_ids)) as rootfs,
         ):
             try:
