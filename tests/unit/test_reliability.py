@@ -3,10 +3,10 @@ errors and bombs, sparse unpacking, the snapshot table's crash-safe order, ENOSP
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import io
-import json
 import os
 import sqlite3
 import sys
@@ -268,16 +268,15 @@ def test_remove_marks_then_sweeps(tmp_path: Path) -> None:
     rec = table.create("k", "active", None)
     (table.dir / str(rec.id) / "fs").mkdir()
     # what a crash after the mark and before the directory went leaves
-    data = json.loads((table.dir / "meta.json").read_text())
-    del data["snapshots"]["k"]
-    data["removing"] = [rec.id]
-    (table.dir / "meta.json").write_text(json.dumps(data))
+    with contextlib.closing(sqlite3.connect(table.dir / "meta.db")) as db, db:
+        db.execute("DELETE FROM snapshots WHERE key = 'k'")
+        db.execute("INSERT INTO removing(id) VALUES (?)", (rec.id,))
     assert table.find("k") is None
     assert table.orphans()[1] == [rec.id]
     assert table.create("k2", "active", None).id != rec.id  # the id is never given again
     removed, _ = table.sweep()
     assert removed == 1 and not (table.dir / str(rec.id)).exists()
-    assert "removing" not in json.loads((table.dir / "meta.json").read_text())
+    assert table.removing() == []
 
 
 def test_remove_of_a_deep_snapshot(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""The snapshot table's read cache: a write by another MetaTable (another process, say) is
-always seen, and readers never see a half-changed table."""
+"""The snapshot table seen by several MetaTables (other processes, say): a write by one is
+always seen by the others, and readers never see a half-changed table."""
 
 from __future__ import annotations
 

@@ -176,7 +176,7 @@ def test_a_version_1_store_is_upgraded(tmp_path: Path) -> None:
     store = Store.open(root)
     with sqlite3.connect(root / "dockyard.db") as db:
         version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        assert version[0] == str(SCHEMA_VERSION) == "5"
+        assert version[0] == str(SCHEMA_VERSION) == "6"
         assert db.execute(
             "SELECT 1 FROM sqlite_master WHERE name='layer_snapshots'").fetchone()
     store.put_snapshot_layer("sha256:" + "a" * 64, 1, LayerSnapshot("overlay", CHAIN, 0))

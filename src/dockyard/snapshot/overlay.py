@@ -1,6 +1,6 @@
 """The overlayfs snapshotter: committed snapshots are layer diffs used as lower dirs.
 
-Layout under ``<root>/snapshots``: ``meta.json`` (see :mod:`._meta`) and ``<id>/fs`` (the
+Layout under ``<root>/snapshots``: ``meta.db`` (see :mod:`._meta`) and ``<id>/fs`` (the
 snapshot's own diff: an overlay upper dir while active, a lower dir once committed) plus
 ``<id>/work`` (overlay's work dir). Committing moves nothing: the upper dir *is* the diff.
 """

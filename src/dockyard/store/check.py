@@ -9,7 +9,7 @@ Checked, under the store's exclusive lock (no build runs meanwhile):
   stored, its diff id checked on first use); every name points
   at an image; every stored form of a layer is a present, uncorrupted blob of the recorded
   size; every snapshot a layer names exists; every cache record's layer is present;
-* **snapshots**: the snapshot table (``snapshots/snapshots/meta.json``) against the
+* **snapshots**: the snapshot table (``snapshots/snapshots/meta.db``) against the
   directories: records without a directory, directories without a record, removals a crash
   interrupted, snapshots whose parent is gone;
 * **leftovers** of killed processes (:func:`leftovers`, which ``prune`` runs too): mounts

@@ -32,7 +32,9 @@ from dockyard.errors import NoSpaceError, StoreError
 
 __all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "Database", "format_time", "i64", "now"]
 
-SCHEMA_VERSION = 5  # 4: layer_remotes (lazily imported build cache layers); 5: layer_pulled
+SCHEMA_VERSION = 6  # 4: layer_remotes (lazily imported build cache layers); 5: layer_pulled;
+# 6: the snapshot table is snapshots/snapshots/meta.db (SQLite), no longer meta.json: an older
+# dockyard would see no snapshots there and sweep their directories, so it must refuse the store
 BUSY_TIMEOUT = 30.0
 
 SCHEMA = """
