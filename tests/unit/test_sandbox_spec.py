@@ -3,6 +3,7 @@ capabilities, nodev on every mount, device binds, limits (no root, no runtime)."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dockyard.errors import UsageError
-from dockyard.executor.seccomp import ALLOWED, CLONE_NAMESPACE_FLAGS, default_profile
+from dockyard.executor.seccomp import (
+    ALLOWED,
+    CLONE_NAMESPACE_FLAGS,
+    default_profile,
+    go_arch,
+    kernel_runs_x32,
+)
 from dockyard.executor.spec import (
     DEFAULT_CAPABILITIES,
     DEFAULT_PIDS_LIMIT,
@@ -47,7 +54,8 @@ DOCKER_BLOCKED = (
 
 
 def test_docker_profile_blocks_escapes_with_docker_caps() -> None:
-    profile = default_profile(DEFAULT_CAPABILITIES, machine="x86_64", kernel_release="6.18.0")
+    profile = default_profile(DEFAULT_CAPABILITIES, machine="x86_64", kernel_release="6.18.0",
+                              x32=True)
     assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
     assert profile["defaultErrnoRet"] == 1
     assert profile["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
@@ -180,3 +188,33 @@ def test_insecure_gets_the_bounding_set_of_dockyard() -> None:
     without_resource = privileged_capabilities("CapBnd:\t000001fffeffffff\n")
     assert set(full) - set(without_resource) == {"CAP_SYS_RESOURCE"}
     assert set(DEFAULT_CAPABILITIES) <= set(privileged_capabilities())
+
+
+def test_x32_is_admitted_only_where_the_kernel_runs_it() -> None:
+    """Docker's amd64 profile admits x86-64, i386 and x32. On a kernel without x32 an x32
+    system call cannot succeed anyway, so the filter leaves the ABI out (runc compiles a
+    third less per RUN); i386 stays, 32-bit programs still run."""
+    kw: dict[str, Any] = {"machine": "x86_64", "kernel_release": "6.18.0"}
+    with_x32 = default_profile(DEFAULT_CAPABILITIES, x32=True, **kw)
+    without = default_profile(DEFAULT_CAPABILITIES, x32=False, **kw)
+    assert without["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
+    assert {k: v for k, v in with_x32.items() if k != "architectures"} == {
+        k: v for k, v in without.items() if k != "architectures"}
+    assert default_profile(DEFAULT_CAPABILITIES, **kw)["architectures"] == (
+        with_x32 if kernel_runs_x32() else without)["architectures"]
+    arm = default_profile(DEFAULT_CAPABILITIES, machine="aarch64", x32=False)
+    assert arm["architectures"] == ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+
+
+@pytest.mark.skipif(go_arch() != "amd64", reason="x32 is an x86-64 ABI")
+def test_the_x32_probe_agrees_with_a_real_x32_call() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os._exit(0 if libc.syscall(ctypes.c_long(0x40000000 | 39)) >= 0 else 3)
+    _, status = os.waitpid(pid, 0)
+    runs = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert kernel_runs_x32() is runs

@@ -19,13 +19,15 @@ kernels older than 4.8, ``personality`` other than the few safe values, ``socket
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
+import signal
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ALLOWED", "RULES", "Rule", "default_profile", "go_arch"]
+__all__ = ["ALLOWED", "RULES", "Rule", "default_profile", "go_arch", "kernel_runs_x32"]
 
 # Allowed unconditionally (moby's first rule).
 _ALLOWED_TEXT = """
@@ -167,6 +169,37 @@ def go_arch(machine: str | None = None) -> str:
     return _MACHINE_TO_GO.get(m, m)
 
 
+_X32_SYSCALL_BIT = 0x40000000
+_X86_64_GETPID = 39
+
+
+@functools.cache
+def kernel_runs_x32() -> bool:
+    """Whether this (x86-64) kernel runs x32-ABI system calls at all.
+
+    Asked once per process, in a forked child that makes one x32 ``getpid``: ENOSYS (a kernel
+    built without ``CONFIG_X86_X32_ABI``, or booted with ``syscall.x32=n``) or death by
+    SIGSYS (a seccomp filter around dockyard without the x32 ABI) means no; a pid means yes.
+    Any other outcome counts as yes, which keeps Docker's profile as it is."""
+    if go_arch() != "amd64":
+        return False
+    import ctypes
+
+    call = ctypes.CDLL(None, use_errno=True).syscall  # looked up before the fork
+    call.restype = ctypes.c_long
+    number = ctypes.c_long(_X32_SYSCALL_BIT | _X86_64_GETPID)
+    try:
+        pid = os.fork()
+    except OSError:
+        return True
+    if pid == 0:  # pragma: no cover - the child: no Python-level work beyond this call
+        os._exit(0 if call(number) >= 0 else 3 if ctypes.get_errno() == 38 else 4)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return os.WTERMSIG(status) != signal.SIGSYS
+    return os.WEXITSTATUS(status) != 3  # 3: ENOSYS
+
+
 def _kernel_version(release: str | None = None) -> tuple[int, int]:
     found = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
     return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
@@ -205,9 +238,17 @@ def default_profile(
     machine: str | None = None,
     kernel_release: str | None = None,
     no_device_nodes: bool = False,
+    x32: bool | None = None,
 ) -> dict[str, Any]:
     """The OCI ``linux.seccomp`` object of Docker's default profile for a container holding
     ``capabilities`` on this host's architecture (or ``machine``).
+
+    On amd64, Docker's profile also admits the x32 ABI. ``x32`` (default: whether this kernel
+    runs x32 system calls, :func:`kernel_runs_x32`) keeps it; without it the filter names
+    only x86-64 and i386. On a kernel without x32 nothing that could run changes (an x32
+    system call fails with ENOSYS either way, and is now killed with SIGSYS instead), and
+    runc compiles a third less filter on every RUN: 33 -> 27.5 ms per ``runc run`` here
+    (docs/performance.md, section 22).
 
     ``no_device_nodes`` narrows Docker's profile: ``mknod``/``mknodat`` may make FIFOs,
     sockets and regular files but no character or block device (EPERM). The executor asks
@@ -238,5 +279,7 @@ def default_profile(
     }
     arches = _ARCH_MAP.get(arch)
     if arches:
+        if "SCMP_ARCH_X32" in arches and not (kernel_runs_x32() if x32 is None else x32):
+            arches = tuple(a for a in arches if a != "SCMP_ARCH_X32")
         profile["architectures"] = list(arches)
     return profile
