@@ -241,3 +241,14 @@ def test_sweep_keeps_the_snapshot_of_a_layer_with_only_a_compressed_form(store: 
         assert sweep_snapshots(store, snap) == (0, 0)  # gzip cannot give the tar back
     assert store.ensure_layer_blob(stats.diff_id) == stats.diff_id
     assert store.blobs.read_bytes(stats.diff_id) == tar
+
+
+def test_is_committed_reads_one_row(store: Store) -> None:
+    """The export asks this per layer: a committed name, an active key, an unknown one."""
+    _committed(store, CHAIN, {"f": b"x"})
+    snap = OverlaySnapshotter(store.snapshots_dir)
+    snap.prepare("still-active", CHAIN)
+    assert snap.is_committed(CHAIN)
+    assert not snap.is_committed("still-active")
+    assert not snap.is_committed("sha256:" + "f" * 64)
+    assert snap.is_committed(CHAIN) == (CHAIN in snap.committed())

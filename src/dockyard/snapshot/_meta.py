@@ -441,6 +441,11 @@ class MetaBacked:
         """Whether a snapshot (active, view or committed) is recorded under ``name``."""
         return self._meta.find(name) is not None
 
+    def is_committed(self, name: str) -> bool:
+        """Whether ``name`` is a committed snapshot (one row read, not the whole table)."""
+        rec = self._meta.find(name)
+        return rec is not None and rec.kind == "committed"
+
     def committed(self) -> list[str]:
         """Names of all committed snapshots."""
         return sorted(k for k, r in self._meta.all().items() if r.kind == "committed")

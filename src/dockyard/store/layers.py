@@ -370,7 +370,7 @@ class Layers:
         out = []
         for source in layer.snapshots:
             snap = self._snapshot_source(source.snapshotter)
-            if snap is not None and source.chain_id in snap.committed():
+            if snap is not None and snap.is_committed(source.chain_id):
                 out.append((source, snap))
         return out
 
