@@ -30,13 +30,14 @@ def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
     parts.reverse()  # a stack: the next component is at the end
     resolved: list[str] = []
     hops = 0
+    base = os.fspath(root).rstrip("/")  # strings, not a Path per component (hot: RUN steps)
     while parts:
         name = parts.pop()
         if name == "..":
             if resolved:
                 resolved.pop()
             continue
-        candidate = root.joinpath(*resolved, name)
+        candidate = "/".join((base, *resolved, name))
         try:
             st = os.lstat(candidate)
         except OSError:
