@@ -95,7 +95,7 @@ def test_a_failed_compression_aborts_its_tee(tmp_path: Path,
     store, diff_ids = store_with_layers(tmp_path / "s", 4, 5)
     real = layout._tar_source
 
-    def source(store: Store, diff_id: str) -> Callable[[BinaryIO], None]:
+    def source(store: Store, diff_id: str, layer: object = None) -> Callable[[BinaryIO], None]:
         if diff_id != diff_ids[1]:
             return real(store, diff_id)
 

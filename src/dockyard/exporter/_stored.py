@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dockyard.errors import StoreError
+from dockyard.errors import NotFoundError, StoreError
 from dockyard.store.db import Store
 
 __all__ = [
@@ -89,19 +89,32 @@ def read_image(store: Store, ref_or_id: str, platform: str | None = None) -> Sto
     if len(descs) != len(diff_ids):
         raise StoreError(f"image {record.id}: manifest has {len(descs)} layers, "
                          f"config has {len(diff_ids)} diff_ids")
-    layers = tuple(_layer_ref(store, d) for d in diff_ids)
-    return StoredImage(record.id, config_bytes, config, layers, tuple(record.names))
+    return StoredImage(record.id, config_bytes, config, _layer_refs(store, diff_ids),
+                       tuple(record.names))
 
 
-def _layer_ref(store: Store, diff_id: str) -> LayerRef:
-    """A layer of an image. A layer that only a snapshot holds keeps no tar blob: a reader
+def _layer_refs(store: Store, diff_ids: list[str]) -> tuple[LayerRef, ...]:
+    """An image's layers. A layer that only a snapshot holds keeps no tar blob: a reader
     that needs the tar gets it through :func:`open_layer` (the OCI export compresses it
-    from the snapshot directly)."""
-    if not store.blobs.has(diff_id):
-        layer = store.get_layer(diff_id)
-        if layer is not None and layer.size is not None and layer.snapshots:
-            return LayerRef(diff_id, layer.size)
-    return LayerRef(diff_id, store.blobs.size(store.ensure_layer_blob(diff_id)))
+    from the snapshot directly). The records of the layers without a blob are read at
+    once (a fresh build's 100 layers: 5 queries instead of 500)."""
+    sizes: dict[str, int] = {}
+    for diff_id in diff_ids:
+        with suppress(NotFoundError):
+            sizes[diff_id] = store.blobs.size(diff_id)
+    records = store.layers.get_many([d for d in diff_ids if d not in sizes])
+    refs: list[LayerRef] = []
+    for diff_id in diff_ids:
+        size = sizes.get(diff_id)
+        if size is None:
+            layer = records.get(diff_id)
+            if layer is not None and layer.size is not None and layer.snapshots:
+                size = layer.size
+            else:
+                size = store.blobs.size(store.ensure_layer_blob(diff_id))
+                sizes[diff_id] = size
+        refs.append(LayerRef(diff_id, size))
+    return tuple(refs)
 
 
 @contextmanager

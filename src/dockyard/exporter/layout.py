@@ -50,6 +50,7 @@ from dockyard.image.oci import Platform
 from dockyard.image.reference import parse_reference
 from dockyard.layers.compress import compressing
 from dockyard.store.db import Store
+from dockyard.store.layers import LayerRecord
 
 __all__ = ["ArchiveImage", "write_docker_archive", "write_oci_layout"]
 
@@ -315,18 +316,20 @@ def _compressed_layers(
     queued: set[str] = set()
 
     def to_compress() -> Iterator[tuple[str, Callable[[BinaryIO], int]]]:
-        """The layers to compress now, each with how to write its tar, looked up in turn."""
+        """The layers to compress now, each with how to write its tar, looked up in turn
+        (their records read at once)."""
+        records = store.layers.get_many(diff_ids)
         for diff_id in diff_ids:
             if diff_id in found or diff_id in queued:
                 continue
-            layer = store.get_layer(diff_id)
+            layer = records.get(diff_id)
             if layer is not None:
                 form = store.layers.checked_form(diff_id, kind, layer)  # pulled: once it matched
                 if form is not None:
                     found[diff_id] = _Desc(media, form.digest, form.size)
                     continue
             queued.add(diff_id)
-            write_tar = _tar_source(store, diff_id)
+            write_tar = _tar_source(store, diff_id, layer)
             if layer is None and store.get_layer(diff_id) is None:  # _tar_source may add it
                 unrecorded.add(diff_id)
             yield diff_id, write_tar
@@ -369,12 +372,13 @@ def _tar_desc(store: Store, diff_id: str) -> _Desc:
     return _Desc(LAYER_TAR, diff_id, store.blobs.size(diff_id))
 
 
-def _tar_source(store: Store, diff_id: str) -> Callable[[BinaryIO], int]:
+def _tar_source(store: Store, diff_id: str,
+                layer: LayerRecord | None = None) -> Callable[[BinaryIO], int]:
     """How to write layer ``diff_id``'s tar (returning its size): from its blob, else from a
     snapshot (checked against the diff id), else from a blob made now (a remote form is
-    downloaded)."""
+    downloaded). ``layer``: its record, when the caller has it."""
     if not store.blobs.has(diff_id):
-        sources = store.layers.snapshot_tars(diff_id)
+        sources = store.layers.snapshot_tars(diff_id, layer)
         if len(sources) == 1:
             def from_snapshot(out: BinaryIO) -> int:
                 try:
