@@ -67,7 +67,7 @@ class _Rechunked:
             view = memoryview(buf)
             whole = len(buf) - len(buf) % _CHUNK
             for start in range(0, whole, _CHUNK):
-                self._out.write(view[start:start + _CHUNK])
+                self._emit(view[start:start + _CHUNK])
             view.release()
             del buf[:whole]
         return n
@@ -75,9 +75,12 @@ class _Rechunked:
     def flush(self) -> None:
         """Nothing to do: the rest goes to the compressor only at the end (:meth:`_end`)."""
 
+    def _emit(self, piece: bytes | bytearray | memoryview) -> None:
+        self._out.write(piece)
+
     def _end(self) -> None:
         if self._buf:
-            self._out.write(self._buf)  # no copy: the buffer is not used again
+            self._emit(self._buf)  # no copy: the buffer is not used again
             self._buf = bytearray()
 
 
@@ -88,15 +91,9 @@ def compressing(
     """A file to write uncompressed bytes to; they reach ``dst`` compressed with ``kind``
     (whole when the block ends without an error). Same bytes as :func:`compress`."""
     if kind == "gzip":
-        from isal import igzip
-
-        # A nameless fileobj keeps FNAME out of the header; mtime=0 keeps MTIME zero.
-        gz = igzip.IGzipFile(  # type: ignore[no-untyped-call]
-            fileobj=dst, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
-        with gz:
-            sink = _Rechunked(gz)
-            yield cast(BinaryIO, sink)
-            sink._end()
+        gz = _Gzip(dst)
+        yield cast(BinaryIO, gz)
+        gz._end()
     elif kind == "zstd":
         import zstandard
 
@@ -111,6 +108,37 @@ def compressing(
         sink._end()
     else:
         raise LayerError(f"unknown compression {kind!r}")
+
+
+class _Gzip(_Rechunked):
+    """gzip (isal, :data:`GZIP_LEVEL`) of what is written, to ``out``, in one call to the
+    compressor per ``_CHUNK`` piece and one write of its output per piece.
+
+    The bytes are those ``isal.igzip.IGzipFile(fileobj=out, mode="wb", compresslevel=1,
+    mtime=0)`` writes when handed the same pieces (what this module used until 2026-12:
+    digests of exported layers must not change): isal's own gzip framing (``wbits=31``)
+    gives the same 10-byte header (no name, mtime 0, XFL 0, OS 255) and trailer (CRC-32,
+    size mod 2**32), and the deflate stream depends only on the pieces, which are the
+    same. A unit test pins the output. No Python file object between the pieces and the
+    compressor (IGzipFile's header writes, a ``crc32`` call per piece): less Python per
+    layer of an export."""
+
+    def __init__(self, out: _Sink) -> None:
+        from isal import isal_zlib
+
+        super().__init__(out)
+        self._compressor = isal_zlib.compressobj(
+            GZIP_LEVEL, isal_zlib.DEFLATED, 16 + isal_zlib.MAX_WBITS, isal_zlib.DEF_MEM_LEVEL,
+            0)
+
+    def _emit(self, piece: bytes | bytearray | memoryview) -> None:
+        compressed = self._compressor.compress(piece)
+        if compressed:
+            self._out.write(compressed)
+
+    def _end(self) -> None:
+        super()._end()
+        self._out.write(self._compressor.flush())
 
 
 class _Sink(Protocol):
