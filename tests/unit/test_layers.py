@@ -457,6 +457,32 @@ def test_gzip_bytes_are_pinned(size: int) -> None:
     assert old.getvalue() == blob
 
 
+@pytest.mark.parametrize("kind", ["gzip", "zstd", "none"])
+def test_streams_open_at_once_do_not_share_their_piece_buffer(kind: str) -> None:
+    """The piece buffers are reused from stream to stream: two streams written in turn (and
+    one after them, which reuses a buffer) each give their own bytes; a memoryview of
+    another format is taken byte by byte."""
+    import array
+
+    from dockyard.layers.compress import compressing
+
+    payloads = [_gzip_payload((1 << 20) + 999, 1), _gzip_payload(3 << 19, 2)]
+    outs = [io.BytesIO(), io.BytesIO()]
+    with compressing(outs[0], kind) as a, compressing(outs[1], kind) as b:  # type: ignore[arg-type]
+        for i in range(0, 3 << 20, 300_000):
+            a.write(payloads[0][i:i + 300_000])
+            b.write(payloads[1][i:i + 300_000])
+    for payload, out in zip(payloads, outs, strict=True):
+        whole = io.BytesIO()
+        compress(io.BytesIO(payload), whole, kind)  # type: ignore[arg-type]
+        assert out.getvalue() == whole.getvalue()
+    words = array.array("I", range(100_000))
+    again = io.BytesIO()
+    with compressing(again, kind) as c:  # type: ignore[arg-type]
+        c.write(memoryview(words))
+    assert open_decompressed(io.BytesIO(again.getvalue())).read() == words.tobytes()
+
+
 def test_open_decompressed_sniffs_bzip2_xz_and_plain() -> None:
     import bz2
     import lzma
