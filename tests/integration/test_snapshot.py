@@ -184,9 +184,32 @@ def test_remove_refuses_parent_and_cleans(snap: Snap) -> None:
     assert snap.committed() == []
 
 
-def test_overlay_with_130_layers(tmp_path: Path) -> None:
+def _kernel_at_least(major: int, minor: int) -> bool:
+    release = os.uname().release.split("-")[0].split(".")
+    return (int(release[0]), int(release[1])) >= (major, minor)
+
+
+@pytest.mark.parametrize("how", ["layer-by-layer", "shortened"])
+def test_overlay_with_130_layers(tmp_path: Path, how: str,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Options over a page: overlay's ``lowerdir+`` one layer at a time (Linux 6.8+), else
+    paths relative to a common directory through mount(8)."""
+    import dockyard.snapshot.base as base
+
     if not overlay_supported(tmp_path)[0]:
         pytest.skip("overlayfs does not mount here")
+    used: list[str] = []
+    real_run = base.subprocess.run
+
+    def spy_run(*args: object, **kwargs: object) -> object:
+        used.append("mount(8)")
+        return real_run(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(base.subprocess, "run", spy_run)
+    if how == "shortened":
+        monkeypatch.setattr(base, "_layers_api", False)
+    elif not _kernel_at_least(6, 8):
+        pytest.skip("overlay's lowerdir+ needs Linux 6.8")
     sn = OverlaySnapshotter(tmp_path / "a-rather-long-store-root-path-to-push-the-options")
     parent: str | None = None
     for i in range(130):
@@ -205,6 +228,15 @@ def test_overlay_with_130_layers(tmp_path: Path) -> None:
     buf = io.BytesIO()
     sn.diff("top", buf, source_date_epoch=None)
     assert set(_entries(buf.getvalue())) == {".wh.file5", "top"}
+    # a read-only view of the same stack, with a flag that must stay on the mount
+    view = sn.view("top-view", parent)
+    with mounted([base.Mount(m.type, m.source, (*m.options, "nodev")) for m in view]) as r:
+        assert (r / "file129").read_text() == "129"
+        flags = os.statvfs(r).f_flag
+        assert flags & os.ST_RDONLY and flags & os.ST_NODEV
+        with pytest.raises(OSError):
+            (r / "new").write_text("x")
+    assert used == (["mount(8)"] * 2 if how == "shortened" else [])
     assert our_mounts(tmp_path) == []
 
 

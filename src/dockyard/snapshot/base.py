@@ -201,14 +201,19 @@ def mount_one(m: Mount, target: Path) -> None:
             _sys_mount("none", str(target), None, _MS_REMOUNT | _MS_BIND | extra, "")
         return
     if len(data) > MOUNT_OPTIONS_LIMIT and m.type == "overlay":
+        if _mount_overlay_by_layers(m, target, flags):
+            return
         compact = _compact_overlay(m)
         if compact is None:
             raise StoreError(f"overlay mount options too long ({len(data)} bytes)")
         cm, cwd = compact
         # The kernel resolves relative layer paths against the mounting process's cwd; a
         # child process keeps our own cwd (shared by all threads) untouched.
+        # mount(8) takes the flags (ro, nodev...) in the same option list
+        flag_opts = [o for o in m.options if o in _FLAG_OPTIONS and not _FLAG_OPTIONS[o] & _MS_BIND]
         proc = subprocess.run(
-            ["mount", "-t", "overlay", m.source, "-o", cm.option_string(), str(target)],
+            ["mount", "-t", "overlay", m.source, "-o", ",".join([*flag_opts, cm.option_string()]),
+             str(target)],
             cwd=cwd,
             capture_output=True,
             text=True,
@@ -221,6 +226,91 @@ def mount_one(m: Mount, target: Path) -> None:
         _sys_mount(m.source, str(target), m.type, flags, data)
     except OSError as err:
         raise StoreError(f"mounting {m.type} on {target}: {err.strerror}") from err
+
+
+# The new mount API (Linux 5.2+; the same numbers on every architecture) and overlay's
+# ``lowerdir+`` (Linux 6.8+), which takes one lower layer per call instead of one option
+# string for all of them, so a deep stack needs no string over a page.
+_SYS_MOVE_MOUNT, _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 429, 430, 431, 432
+_FSCONFIG_SET_FLAG, _FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 0, 1, 6
+_MOUNT_ATTRS = {_MS_RDONLY: 0x1, _MS_NOSUID: 0x2, _MS_NODEV: 0x4, _MS_NOEXEC: 0x8}
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_AT_FDCWD = -100
+_layers_api = True  # False once the kernel said it has no fsopen or no ``lowerdir+``
+
+
+def _fs_log(fd: int) -> str:
+    """What the file system said about a failed ``fsconfig`` (its context's log)."""
+    lines = []
+    with contextlib.suppress(OSError):
+        while msg := os.read(fd, 4096):
+            lines.append(msg.decode(errors="replace").strip())
+    return "; ".join(lines)
+
+
+def _mount_overlay_by_layers(m: Mount, target: Path, flags: int) -> bool:
+    """Mount overlay ``m`` through ``fsopen``/``fsconfig``, one ``lowerdir+`` per layer, and
+    ``move_mount`` it onto ``target``. False (nothing mounted) where the kernel lacks the
+    API or ``lowerdir+`` (the caller then shortens the option string instead); StoreError
+    for any other refusal."""
+    global _layers_api
+    if not _layers_api:
+        return False
+    libc = _lib()
+    fd = libc.syscall(_SYS_FSOPEN, b"overlay", 1)  # FSOPEN_CLOEXEC
+    if fd < 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EPERM):  # EPERM: a seccomp filter that denies it
+            _layers_api = False
+            return False
+        raise StoreError(f"mounting overlay on {target}: {os.strerror(err)}")
+    try:
+        def config(cmd: int, key: str | None, value: str | None) -> int:
+            rc = libc.syscall(_SYS_FSCONFIG, fd, cmd, key.encode() if key else None,
+                              value.encode() if value else None, 0)
+            return 0 if rc == 0 else ctypes.get_errno()
+
+        settings: list[tuple[int, str | None, str | None]] = []
+        for opt in m.options:
+            key, eq, value = opt.partition("=")
+            if key == "lowerdir":
+                settings += [(_FSCONFIG_SET_STRING, "lowerdir+", d) for d in value.split(":")]
+            elif opt == "ro":
+                settings.append((_FSCONFIG_SET_FLAG, "ro", None))
+            elif opt in _FLAG_OPTIONS or opt in _IGNORED_OPTIONS:
+                continue  # mount attributes, set on the mount below
+            else:
+                settings.append((_FSCONFIG_SET_STRING, key, value) if eq
+                                else (_FSCONFIG_SET_FLAG, key, None))
+        for i, (cmd, name, setting) in enumerate(settings):
+            err = config(cmd, name, setting)
+            if err and i == 0 and name == "lowerdir+" and err == errno.EINVAL:
+                _layers_api = False  # an overlay that predates lowerdir+
+                return False
+            if err:
+                raise StoreError(f"mounting overlay on {target}: {name}: "
+                                 f"{_fs_log(fd) or os.strerror(err)}")
+        err = config(_FSCONFIG_CMD_CREATE, None, None)
+        if err:
+            raise StoreError(f"mounting overlay on {target}: {_fs_log(fd) or os.strerror(err)}")
+        attrs = 0
+        for ms_flag, attr in _MOUNT_ATTRS.items():
+            if flags & ms_flag:
+                attrs |= attr
+        mfd = libc.syscall(_SYS_FSMOUNT, fd, 1, attrs)  # FSMOUNT_CLOEXEC
+        if mfd < 0:
+            raise StoreError(f"mounting overlay on {target}: "
+                             f"{os.strerror(ctypes.get_errno())}")
+        try:
+            if libc.syscall(_SYS_MOVE_MOUNT, mfd, b"", _AT_FDCWD, os.fsencode(target),
+                            _MOVE_MOUNT_F_EMPTY_PATH) != 0:
+                raise StoreError(f"mounting overlay on {target}: "
+                                 f"{os.strerror(ctypes.get_errno())}")
+        finally:
+            os.close(mfd)
+    finally:
+        os.close(fd)
+    return True
 
 
 def _locked_flags(target: Path) -> int:
