@@ -42,8 +42,13 @@ def one_run(commands: list[str], rootfs_tar: Path, work: Path) -> float:
     """Seconds for every command, each one `runc run` on a fresh overlay over the rootfs."""
     from dockyard.executor.run import _host_resolv_conf
     from dockyard.executor.runtime import detect_runtime
-    from dockyard.executor.spec import RunSpec, UserIds, hosts_file_content, oci_spec, \
-        system_mounts
+    from dockyard.executor.spec import (
+        RunSpec,
+        UserIds,
+        hosts_file_content,
+        oci_spec,
+        system_mounts,
+    )
 
     runtime = detect_runtime("runc")
     lower, upper, wd, merged, view, bundle, state = (
