@@ -135,3 +135,52 @@ def test_chain_ids_are_the_chains_ids(tmp_path: Path) -> None:
     assert len(table.chain_ids("c4")) == 5
     with pytest.raises(NotFoundError):
         table.chain_ids("nope")
+
+
+def _image_with_fresh_layers(root: Path) -> tuple[Any, Any]:
+    """A store with four tar layers (one used twice), none compressed yet, and the image."""
+    import json
+    import os
+
+    from dockyard.exporter._stored import LayerRef, StoredImage
+    from dockyard.store.db import Store
+
+    store = Store.open(root)
+    refs = []
+    for seed in range(4):
+        tar = io.BytesIO()
+        with tarfile.open(fileobj=tar, mode="w", format=tarfile.PAX_FORMAT) as t:
+            data = os.urandom(200_000) + b"%d\n" % seed * 50_000
+            info = tarfile.TarInfo(f"f{seed}")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        diff_id = store.blobs.put_bytes(tar.getvalue())
+        store.put_layer(diff_id, len(tar.getvalue()))
+        refs.append(LayerRef(diff_id, len(tar.getvalue())))
+    refs.append(refs[1])
+    config = json.dumps({"rootfs": {"diff_ids": [r.diff_id for r in refs]}}).encode()
+    image = StoredImage("sha256:" + hashlib.sha256(config).hexdigest(), config, {},
+                        tuple(refs), ())
+    return store, image
+
+
+def test_an_archive_of_fresh_layers_is_the_archive_of_stored_ones(tmp_path: Path) -> None:
+    """The layers compressed now go into the archive as each is done, from its temp file;
+    the archive is the same bytes as the next one, made of the stored forms, and each blob
+    in it is what its name says."""
+    store, image = _image_with_fresh_layers(tmp_path / "s")
+    item = layout.ArchiveImage(image, ("example.com/a:1",))
+    layout.write_oci_layout(store, [item], tmp_path / "fresh.tar")
+    assert not list(store.blobs.tmp.iterdir())
+    stored = io.BytesIO()
+    layout.write_oci_layout(store, [item], stored)
+    fresh = (tmp_path / "fresh.tar").read_bytes()
+    assert fresh == stored.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(fresh)) as tar:
+        names = tar.getnames()
+        for member in tar.getmembers():
+            if member.isfile() and member.name.startswith("blobs/sha256/"):
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                assert hashlib.sha256(data).hexdigest() == member.name.rsplit("/", 1)[1]
+    assert names[:3] == ["oci-layout", "blobs", "blobs/sha256"]
+    assert len([n for n in names if n.startswith("blobs/sha256/")]) == 4 + 2  # + config, manifest

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
 from dockyard._fs import no_space
-from dockyard.errors import StoreError
+from dockyard.errors import NotFoundError, StoreError
 from dockyard.exporter._pending import atomic_output
 from dockyard.exporter._stored import (
     CONFIG_OCI,
@@ -163,14 +163,27 @@ class _TarSink:
         self._pad(len(data))
 
     def add_blob(self, store: Store, digest: str, size: int) -> None:
-        name = _blob_name(digest)
-        if name in self._seen:
+        if _blob_name(digest) in self._seen:
             return
+        with open_blob(store, digest) as f:
+            self._add_entry(_blob_name(digest), f, size)
+
+    def add_file(self, desc: _Desc, path: str) -> None:
+        """Blob ``desc`` from file ``path`` (its bytes, whatever the file's name)."""
+        if _blob_name(desc.digest) in self._seen:
+            return
+        try:
+            f = open(path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            raise NotFoundError(f"blob not found: {desc.digest}") from None
+        with f:
+            self._add_entry(_blob_name(desc.digest), f, desc.size)
+
+    def _add_entry(self, name: str, src: BinaryIO, size: int) -> None:
         self._dirs(name)
         self._seen.add(name)
         self._header(self._info(name, size))
-        with open_blob(store, digest) as f:
-            self._copy(f, size)
+        self._copy(src, size)
         self._pad(size)
 
     def _copy(self, src: BinaryIO, size: int) -> None:
@@ -307,9 +320,14 @@ def compressed_layers(
         return _compressed_layers(store, diff_ids, media, kind, tee)
 
 
+# ``ready(desc, path)``: a layer's blob is complete in file ``path`` (its place in the store,
+# or for a blob made now its temp file, until the batch ends), called in layer order.
+_Ready = Callable[["_Desc", str], None]
+
+
 def _compressed_layers(
     store: Store, diff_ids: Sequence[str], media: str, kind: Literal["gzip", "zstd"],
-    tee: Callable[[str], BlobTee | None] | None = None,
+    tee: Callable[[str], BlobTee | None] | None = None, ready: _Ready | None = None,
 ) -> list[_Desc]:
     found: dict[str, _Desc] = {}
     unrecorded: set[str] = set()  # layers without a record (their tar's blob is stored)
@@ -340,6 +358,14 @@ def _compressed_layers(
         with _Compressor(store, kind, _COMPRESS_THREADS if several else 0) as compressor:
             for diff_id, write_tar in to_compress():
                 compressor.submit(diff_id, write_tar)
+            if ready is not None:  # in layer order, each as soon as it is there
+                for diff_id in dict.fromkeys(diff_ids):
+                    desc = found.get(diff_id)
+                    if desc is not None:
+                        ready(desc, str(blob_path(store, desc.digest)))
+                    else:
+                        digest, size, path = compressor.result(diff_id)
+                        ready(_Desc(media, digest, size), path)
             made = compressor.results()
     else:
         jobs = dict(to_compress())
@@ -415,6 +441,7 @@ class _Compressor:
         self._threads = threads
         self._done = done
         self._jobs: dict[str, Any] = {}  # diff id -> a future, or the result itself
+        self._paths: dict[str, str] = {}  # diff id -> its blob's temp file, once complete
         self._stack = contextlib.ExitStack()
         self._pool: Any = None
 
@@ -438,6 +465,7 @@ class _Compressor:
             with compressing(dst, self._kind) as sink:
                 tar_size = write_tar(sink)
             digest, size = w.commit()
+            self._paths[diff_id] = w.temp_path
         if out is not None:
             out.finish(digest, size)
         if self._done is not None:
@@ -452,6 +480,13 @@ class _Compressor:
             self._jobs[diff_id] = self._one(diff_id, write_tar, out)
         else:
             self._jobs[diff_id] = self._pool.submit(self._one, diff_id, write_tar, out)
+
+    def result(self, diff_id: str) -> tuple[str, int, str]:
+        """Wait for layer ``diff_id``: its blob's digest, size and temp file (complete, in
+        place only when the batch ends). Its error, if it failed."""
+        job = self._jobs[diff_id]
+        digest, size, _ = job if self._pool is None else job.result()
+        return digest, size, self._paths[diff_id]
 
     def results(self) -> dict[str, tuple[str, int, int]]:
         """Wait for every job (the first error is raised)."""
@@ -477,9 +512,16 @@ class _Tee:
 
 
 def _manifest_for(
-    store: Store, image: StoredImage, compression: Compression,
+    store: Store, image: StoredImage, compression: Compression, ready: _Ready | None = None,
 ) -> tuple[bytes, list[_Desc]]:
-    layers = compressed_layers(store, [layer.diff_id for layer in image.layers], compression)
+    diff_ids = [layer.diff_id for layer in image.layers]
+    if ready is None or compression == "uncompressed":
+        layers = compressed_layers(store, diff_ids, compression)
+    else:
+        kind: Literal["gzip", "zstd"] = "gzip" if compression == "gzip" else "zstd"
+        with store.build_lock():
+            layers = _compressed_layers(store, diff_ids, _MEDIA[compression], kind,
+                                        ready=ready)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_OCI,
@@ -546,10 +588,13 @@ def _write_layout(
 def _write_image(
     sink: _Sink, store: Store, image: StoredImage, compression: Compression,
 ) -> tuple[dict[str, Any], list[_Desc]]:
-    """Write one image's blobs; returns its manifest's descriptor and its layers."""
-    manifest, layers = _manifest_for(store, image, compression)
+    """Write one image's blobs; returns its manifest's descriptor and its layers. An
+    archive gets each layer as soon as it and the layers before it are compressed (the
+    same bytes in the same order; the copies overlap the compression)."""
+    ready = sink.add_file if isinstance(sink, _TarSink) else None
+    manifest, layers = _manifest_for(store, image, compression, ready)
     for layer in layers:
-        sink.add_blob(store, layer.digest, layer.size)
+        sink.add_blob(store, layer.digest, layer.size)  # those not written yet
     sink.add_bytes(_blob_name(image.config_digest), image.config_bytes)
     manifest_digest = sha256_bytes(manifest)
     sink.add_bytes(_blob_name(manifest_digest), manifest)

@@ -87,6 +87,12 @@ class BlobWriter(io.BufferedWriter):
         return "sha256:" + self._hash.hexdigest()
 
     @property
+    def temp_path(self) -> str:
+        """The temp file the bytes are written to (and stay in, for a writer of a batch,
+        until the batch ends: they can be read back from it meanwhile)."""
+        return str(self._tmp_path)
+
+    @property
     def committed(self) -> tuple[str, int] | None:
         """(digest, size) once committed."""
         return self._result
