@@ -184,3 +184,30 @@ def test_an_archive_of_fresh_layers_is_the_archive_of_stored_ones(tmp_path: Path
                 assert hashlib.sha256(data).hexdigest() == member.name.rsplit("/", 1)[1]
     assert names[:3] == ["oci-layout", "blobs", "blobs/sha256"]
     assert len([n for n in names if n.startswith("blobs/sha256/")]) == 4 + 2  # + config, manifest
+
+
+def test_the_workers_run_jobs_give_errors_back_and_drop_the_rest_after_one() -> None:
+    import threading
+
+    import pytest
+
+    ran: list[int] = []
+    with layout._Workers(2) as workers:
+        jobs = [workers.submit(lambda i: ran.append(i) or i * 2, i) for i in range(20)]
+        assert [job.result() for job in jobs] == [i * 2 for i in range(20)]
+    assert sorted(ran) == list(range(20))
+
+    gate = threading.Event()
+    started: list[int] = []
+
+    def job(i: int) -> None:
+        started.append(i)
+        if i:
+            gate.wait(5)  # job 1 runs while job 0's error leaves the block
+        raise ValueError(f"job {i}")
+
+    threading.Timer(0.2, gate.set).start()
+    with pytest.raises(ValueError, match="job 0"), layout._Workers(1) as workers:
+        jobs = [workers.submit(job, i) for i in range(5)]
+        jobs[0].result()
+    assert started in ([0], [0, 1])  # a running one finishes; the queued ones never run

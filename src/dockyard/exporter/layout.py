@@ -18,12 +18,14 @@ compression work.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import json
 import os
 import shutil
 import tarfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -448,11 +450,8 @@ class _Compressor:
     def __enter__(self) -> _Compressor:
         self._batch = self._stack.enter_context(self._store.blobs.batch())
         if self._threads:
-            from concurrent.futures import ThreadPoolExecutor  # only here: it imports logging
-
             # left before the batch (its exit waits for the running jobs)
-            self._pool = self._stack.enter_context(ThreadPoolExecutor(
-                self._threads, thread_name_prefix="dockyard-compress"))
+            self._pool = self._stack.enter_context(_Workers(self._threads))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -493,6 +492,77 @@ class _Compressor:
         if self._pool is None:
             return dict(self._jobs)
         return {d: f.result() for d, f in self._jobs.items()}
+
+
+class _Job:
+    """A job of :class:`_Workers`; :meth:`result` waits for it."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn(*self.args)
+        except BaseException as err:  # raised by result(), in the caller's thread
+            self.error = err
+        finally:
+            self.finished.set()
+
+    def result(self) -> Any:
+        """The job's return value, once it ran; what it raised, raised again."""
+        self.finished.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Workers:
+    """``threads`` threads running jobs in the order they are submitted: what
+    ``concurrent.futures.ThreadPoolExecutor`` did here, without importing it (and
+    ``logging``, which it imports) on the way to an export. Leaving the ``with`` block waits
+    for the running jobs; after an error, the ones not started yet never run."""
+
+    def __init__(self, threads: int) -> None:
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._closing = False
+        self._threads = [threading.Thread(target=self._work, name=f"dockyard-compress_{i}",
+                                          daemon=True) for i in range(threads)]
+
+    def __enter__(self) -> _Workers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        with self._cond:
+            self._closing = True
+            if exc_type is not None:
+                self._queue.clear()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> _Job:
+        job = _Job(fn, args)
+        with self._cond:
+            self._queue.append(job)
+            self._cond.notify()
+        return job
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                job = self._queue.popleft()
+            job.run()
 
 
 class _Tee:
