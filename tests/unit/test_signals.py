@@ -4,8 +4,10 @@ must not hang the process (the flaky SIGTERM test of ``dockyard run``)."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import threading
+import time
 
 import pytest
 
@@ -70,3 +72,57 @@ def test_outside_the_main_thread_it_does_nothing() -> None:
     t.start()
     t.join()
     assert seen == [before]
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_a_signal_landing_on_another_thread_cancels_at_once(sig: int) -> None:
+    # The kernel may deliver a signal to any thread. When it lands on a worker while the
+    # main thread waits on a lock (the scheduler's queue), the Python handler cannot run
+    # until that wait ends: the cancel must not depend on it (the flaky SIGTERM test of a
+    # RUN step that had just started: the container ran to its end).
+    done: queue.SimpleQueue[str] = queue.SimpleQueue()
+    cancelled: list[float] = []
+
+    def cancel() -> None:
+        cancelled.append(time.monotonic())
+        done.put("cancelled")
+
+    ready = threading.Event()
+    stop = threading.Event()
+
+    def worker() -> None:
+        ready.set()
+        stop.wait(10)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    ready.wait()
+    try:
+        with pytest.raises(KeyboardInterrupt), CancelOnSignal(cancel):
+            t0 = time.monotonic()
+            signal.pthread_kill(t.ident or 0, sig)  # the C handler runs on the worker
+            got = done.get(timeout=5)  # the main thread sleeps in a lock wait
+            waited = time.monotonic() - t0
+            for _ in range(1000):  # the Python handler runs now, in the main thread
+                pass
+            pytest.fail(f"no KeyboardInterrupt ({got}, {waited:.2f} s)")
+    finally:
+        stop.set()
+        t.join()
+    assert len(cancelled) == 1
+    assert cancelled[0] - t0 < 2  # not after the 5 s wait timed out
+
+
+def test_the_wakeup_fd_is_restored() -> None:
+    r, w = os.pipe2(os.O_NONBLOCK)
+    old = signal.set_wakeup_fd(w)
+    try:
+        with CancelOnSignal(lambda: None):
+            ours = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(ours)
+            assert ours not in (w, -1)
+        assert signal.set_wakeup_fd(w) == w
+    finally:
+        signal.set_wakeup_fd(old)
+        os.close(r)
+        os.close(w)
