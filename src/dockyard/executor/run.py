@@ -1,11 +1,11 @@
 """Running one process in a root filesystem with crun or runc.
 
 Each run gets a bundle ``<state>/bundles/<owner>/<id>/`` (0700: config.json 0600,
-resolv.conf, hosts, and ``rootfs``, a ``nodev`` bind mount of the snapshot) and a container
-id; the runtime keeps its own state under ``<state>/runtime/<name>``. Whatever happens
-(exit, error, Ctrl-C, SIGTERM or SIGHUP turned into an exception, :meth:`Executor.cancel`),
-the container is killed and deleted and the bundle removed before :meth:`Executor.run`
-returns or raises.
+resolv.conf, hosts, and, for a root not already mounted ``nodev``, ``rootfs``: a ``nodev``
+bind mount of it) and a container id; the runtime keeps its own state under
+``<state>/runtime/<name>``. Whatever happens (exit, error, Ctrl-C, SIGTERM or SIGHUP turned
+into an exception, :meth:`Executor.cancel`), the container is killed and deleted and the
+bundle removed before :meth:`Executor.run` returns or raises.
 
 ``<owner>`` names one process: ``<state>/owners/<owner>`` is a file that process keeps
 locked (``flock``) while it lives, and that names its secrets directory (on tmpfs). A
@@ -314,12 +314,16 @@ def _mount_private_tmpfs(path: Path) -> Path:
 
 def _remove_owned(bundles: Path, secrets: Path | None, mnt: Path | None = None) -> None:
     """Unmount and remove an owner's bundles directory and its secrets directory. With
-    ``mnt`` (a store's mount directory), the overlay snapshots the owner's containers ran on
-    are unmounted too: found as the overlay mounts below ``mnt`` with the device of a
-    bundle's root view (the owner, gone, was their only user)."""
+    ``mnt`` (a store's mount directory), the snapshots the owner's containers ran on are
+    unmounted too (the owner, gone, was their only user): the mounts right below ``mnt``
+    named as the root by a bundle's config.json, and the overlay mounts below ``mnt`` with
+    the device of a bundle's root view."""
     from dockyard.snapshot.base import our_mounts, unmount
 
     devices: set[str] = set()
+    roots: set[Path] = set()
+    if mnt is not None:
+        roots = {r for r in map(_bundle_root, _children(bundles)) if r is not None}
     for path in (bundles, secrets):
         if path is None or not path.exists():
             continue
@@ -330,13 +334,29 @@ def _remove_owned(bundles: Path, secrets: Path | None, mnt: Path | None = None) 
             with contextlib.suppress(Exception):
                 unmount(point)
         shutil.rmtree(path, ignore_errors=True)
-    if mnt is not None and devices:
+    if mnt is not None and (devices or roots):
         for where, dev, fstype in _mount_table():
-            if fstype == "overlay" and dev in devices and Path(where).parent == mnt:
+            if Path(where).parent == mnt and (
+                    Path(where) in roots or (fstype == "overlay" and dev in devices)):
                 with contextlib.suppress(Exception):
                     unmount(Path(where))
                 with contextlib.suppress(OSError):
                     os.rmdir(where)
+
+
+def _children(path: Path) -> list[Path]:
+    return [path / name for name in _listdir(path)]
+
+
+def _bundle_root(bundle: Path) -> Path | None:
+    """The root path a bundle's config.json gives the runtime (a snapshot mounted below the
+    store's ``mnt``, or the bundle's own root view), if it names one."""
+    try:
+        with open(bundle / "config.json", "rb") as f:
+            root = json.loads(f.read()).get("root", {}).get("path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(root) if isinstance(root, str) and os.path.isabs(root) else None
 
 
 def _mount_table() -> list[tuple[str, str, str]]:
@@ -459,7 +479,7 @@ class Executor:
             if spec.cwd not in ("", "/"):
                 _ensure_cwd(rootfs, spec.cwd, ids)
             container_root = rootfs
-            if not privileged:
+            if not privileged and not os.statvfs(rootfs).f_flag & os.ST_NODEV:
                 root_view = bundle / "rootfs"
                 container_root = _nodev_view(rootfs, root_view)
             config = oci_spec(container_root, spec, ids, mounts, cgroups=self.runtime.cgroups,

@@ -70,6 +70,12 @@ class Mount:
             o for o in self.options if o not in _FLAG_OPTIONS and o not in _IGNORED_OPTIONS
         )
 
+    def with_nodev(self) -> Mount:
+        """The same mount with ``nodev``: no device node under it can be opened (a bind
+        takes it in its remount; an overlay in its one mount call)."""
+        return self if "nodev" in self.options else Mount(self.type, self.source,
+                                                          (*self.options, "nodev"))
+
 
 class Snapshotter(Protocol):
     """Copy-on-write root filesystems for build steps (containerd's snapshotter shape).

@@ -31,7 +31,7 @@ from typing import Any
 from dockyard.context.context import BuildContext
 from dockyard.errors import BuildError, DockyardError, Location, SourceChangedError, UsageError
 from dockyard.image.oci import chain_ids
-from dockyard.plan.model import BuildPlan, StagePlan, Step
+from dockyard.plan.model import BuildPlan, RunOp, StagePlan, Step
 from dockyard.progress.events import (
     BuildWarning,
     CacheMissExplained,
@@ -531,6 +531,11 @@ class Solver:
         parent = None if link else self._ensure_parent(stage, step, state)
         key = f"step-{_unique()}"
         mounts = snap.prepare(key, parent)
+        if not (isinstance(step.op, RunOp) and step.op.security == "insecure"):
+            # No step opens a device node in its root but RUN --security=insecure: mounted
+            # nodev here, the executor needs no nodev view of its own (one bind and its
+            # remount and unmount less a RUN step).
+            mounts = [m.with_nodev() for m in mounts]
         try:
             with mounted(mounts, under=self.store.root / "mnt") as rootfs:
                 finish = op.execute(self, Execution(
