@@ -5,7 +5,14 @@ points at ``<root>/snapshots/<id>/``; ids are short integers so overlay option s
 short.
 
 Durability: a record that a later write elsewhere depends on is on disk before its method
-returns. ``commit`` (the store's cache records then name the committed snapshot),
+returns, and so are the files of a snapshot before its commit: ``commit`` first ``syncfs``es
+the snapshots' file system. An overlay's unmount syncs its upper file system, but a layer
+unpacked into its directory, a COPY written there directly and the native snapshotter's
+steps are never mounted through an overlay: without the sync, a power cut could leave a
+committed snapshot with empty files (containerd's unpacker has the same failure,
+containerd/containerd#8895; its fix, ``sync_fs``, is opt-in), named by cache records and
+images, and never re-made. ``commit`` (the store's cache records then name the committed
+snapshot),
 ``remove``, ``forget`` and ``sweep`` run with ``synchronous=FULL`` (the WAL is fsynced at
 their commit). ``create`` runs with ``synchronous=NORMAL``: an active snapshot is never named
 by anything outside this table, and if a power cut loses its record, its directory is an
@@ -27,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dockyard._fs import remove_tree
+from dockyard._fs import is_no_space, remove_tree, sync_filesystem
 from dockyard.errors import NoSpaceError, NotFoundError, StoreError
 from dockyard.snapshot.topdir import spread_subdirs
 
@@ -304,7 +311,15 @@ class MetaTable:
         return Record(sid, kind, parent)
 
     def commit(self, name: str, key: str) -> Record:
-        """Rename active ``key`` to committed ``name``."""
+        """Rename active ``key`` to committed ``name``, its files on disk first (see the
+        module docstring)."""
+        try:
+            sync_filesystem(self.dir)
+        except OSError as err:
+            if is_no_space(err):
+                raise NoSpaceError("the snapshot", str(self.dir)) from None
+            raise StoreError(f"cannot commit snapshot {name}: its files did not reach the "
+                             f"disk ({err.strerror})") from None
         with self._write() as db:
             row = db.execute("SELECT id, kind, parent FROM snapshots WHERE key = ?",
                              (key,)).fetchone()
