@@ -216,11 +216,25 @@ def _timed(root: Path, *args: str) -> float:
     return time.monotonic() - t0
 
 
-def _kill_at_random(root: Path, rng: random.Random, duration: float, *args: str) -> float | None:
+class _Window:
+    """The span a kill's delay is drawn from: the calibration run's duration, narrowed after
+    each kill that came too late (the operation had ended; on a loaded machine the
+    calibration run can take much longer than the runs after it), so the kills keep
+    landing inside the operation."""
+
+    def __init__(self, duration: float) -> None:
+        self.duration = duration
+
+
+def _kill_at_random(root: Path, rng: random.Random, window: _Window,
+                    *args: str) -> float | None:
     proc, _ = _spawn(root, *args)
-    delay = rng.uniform(0, duration)
+    delay = rng.uniform(0, window.duration)
     time.sleep(delay)
-    return delay if _kill(proc) else None
+    if _kill(proc):
+        return delay
+    window.duration = min(window.duration, delay) * 0.7
+    return None
 
 
 def test_kill_an_export(reference: Reference, tmp_path: Path) -> None:
@@ -233,13 +247,14 @@ def test_kill_an_export(reference: Reference, tmp_path: Path) -> None:
     expected = hashlib.sha256(expected_file.read_bytes()).hexdigest()
     expected_file.unlink()
     rng = _rng("export")
+    window = _Window(duration)
     landed = 0
     for attempt in range(KILLS_PER_OPERATION * 3):
         if landed == KILLS_PER_OPERATION:
             break
         root = _copy_store(reference.built, tmp_path / f"store{attempt}")
         target = out / "image.tar"
-        delay = _kill_at_random(root, rng, duration, "save", "-o", str(target), TAG)
+        delay = _kill_at_random(root, rng, window, "save", "-o", str(target), TAG)
         if delay is None:
             target.unlink(missing_ok=True)
             continue
@@ -272,6 +287,7 @@ def test_kill_a_push(reference: Reference, crash_registry: Registry, tmp_path: P
     duration = time.monotonic() - t0
     expected = first.stdout.strip().splitlines()[-1]
     rng = _rng("push")
+    window = _Window(duration)
     landed = 0
     for attempt in range(KILLS_PER_OPERATION * 3):
         if landed == KILLS_PER_OPERATION:
@@ -279,7 +295,7 @@ def test_kill_a_push(reference: Reference, crash_registry: Registry, tmp_path: P
         # a fresh copy each time, so the compressed layers are made (and killed) again
         root = _copy_store(reference.built, tmp_path / f"store{attempt}")
         dest = f"{crash_registry.host}/crash/try{attempt}:1"
-        delay = _kill_at_random(root, rng, duration, "push", "-q", TAG, dest)
+        delay = _kill_at_random(root, rng, window, "push", "-q", TAG, dest)
         if delay is None:
             continue
         landed += 1
@@ -305,13 +321,14 @@ def test_kill_a_pull_and_its_first_unpack(reference: Reference, crash_registry: 
     for what, duration, args in (("pull", pull_time, ("pull", "-q", src)),
                                  ("unpack", run_time, ("run", "--rm", src, "cat", "/x"))):
         landed = 0
+        window = _Window(duration)
         for attempt in range(KILLS_PER_OPERATION * 3):
             if landed == KILLS_PER_OPERATION:
                 break
             root = tmp_path / f"{what}{attempt}"
             if what == "unpack":
                 _cli(root, "pull", "-q", src)
-            delay = _kill_at_random(root, rng, duration, *args)
+            delay = _kill_at_random(root, rng, window, *args)
             if delay is None:
                 continue
             landed += 1
@@ -338,12 +355,13 @@ def _with_garbage(reference: Reference, tmp_path: Path, name: str) -> Path:
 def test_kill_a_prune(reference: Reference, ctx: Path, tmp_path: Path) -> None:
     duration = _timed(_with_garbage(reference, tmp_path, "calibrate"), "prune", "--all")
     rng = _rng("prune")
+    window = _Window(duration)
     landed = 0
     for attempt in range(KILLS_PER_OPERATION * 3):
         if landed == KILLS_PER_OPERATION:
             break
         root = _with_garbage(reference, tmp_path, f"store{attempt}")
-        delay = _kill_at_random(root, rng, duration, "prune", "--all")
+        delay = _kill_at_random(root, rng, window, "prune", "--all")
         if delay is None:
             continue
         landed += 1
