@@ -59,8 +59,11 @@ def executor(request: pytest.FixtureRequest, state: Path) -> Executor:
 
 def test_crun_works_on_hybrid_hosts(state: Path) -> None:
     """crun 1.8 refuses hybrid cgroup v1/v2 hosts even with its cgroup manager disabled; there
-    it runs with the host's cgroup2 mount hidden. Without its cgroup manager it has no device
-    cgroup and drops nodev from the root, so runc (which has both) is preferred there."""
+    it runs with the host's cgroup2 mount hidden. Without its cgroup manager it applies no
+    device cgroup and drops nodev from the root: where dockyard may make v1 cgroups (root)
+    it makes the device and pids cgroups itself; elsewhere runc (which has both) is
+    preferred."""
+    from dockyard.executor import v1cgroups
     from dockyard.executor.runtime import cgroup_mode
 
     rt = detect_runtime("crun", cache_dir=state)
@@ -68,7 +71,8 @@ def test_crun_works_on_hybrid_hosts(state: Path) -> None:
     if cgroup_mode() == "hybrid":
         assert rt.wrapper, "on a hybrid host crun needs the cgroup2 mount hidden"
         assert "--cgroup-manager=disabled" in rt.global_args
-        assert not rt.device_barrier
+        assert rt.own_cgroups == v1cgroups.available()
+        assert rt.device_barrier == rt.own_cgroups
     chosen = detect_runtime(None, cache_dir=state)
     assert chosen.device_barrier or shutil.which("runc") is None
     if rt.device_barrier:

@@ -360,6 +360,59 @@ def test_the_root_is_nodev_on_every_snapshotter(root: Path, tmp_path: Path,
     assert not our_mounts(root), "a mount stayed behind"
 
 
+def _own_cgroups(cid: str) -> list[Path]:
+    from dockyard.executor import v1cgroups
+
+    found = v1cgroups.hierarchies()
+    return [found[n] / "dockyard" / cid for n in ("devices", "pids")]
+
+
+def test_crun_on_a_hybrid_host_runs_in_cgroups_dockyard_made(root: Path) -> None:
+    """Where crun cannot manage cgroups (a hybrid host), dockyard makes the container's v1
+    device and pids cgroups itself: runc's device rules and pids.max hold while it runs,
+    the cgroups go when it ends, and a killed run's go with the next build's sweep."""
+    from dockyard.executor import v1cgroups
+    from dockyard.executor.runtime import cgroup_mode
+
+    if cgroup_mode() != "hybrid" or shutil.which("crun") is None:
+        pytest.skip("needs a hybrid cgroup host and crun")
+    rt = detect_runtime("crun", cache_dir=root / "run")
+    assert rt.own_cgroups == v1cgroups.available()
+    if not rt.own_cgroups:
+        pytest.skip("the v1 device and pids hierarchies are not writable here")
+    env = _env("crun")
+    for killed in (False, True):
+        proc = subprocess.Popen(
+            [*dockyard_cli(), "--root", str(root), "run", "--rm", "busybox", "sh", "-c",
+             "grep -E ':(devices|pids):' /proc/self/cgroup; echo ready; sleep 30"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
+        assert proc.stdout is not None
+        paths: dict[str, str] = {}
+        for raw in proc.stdout:
+            line = raw.decode().strip()
+            if line == "ready":
+                break
+            _, controller, path = line.split(":", 2)
+            paths[controller] = path
+        cid = paths["devices"].rsplit("/", 1)[-1]
+        assert paths == {"devices": f"/dockyard/{cid}", "pids": f"/dockyard/{cid}"}, paths
+        devices, pids = _own_cgroups(cid)
+        assert (devices / "devices.list").read_text().split("\n")[:-1] == list(
+            v1cgroups.DEVICE_RULES)
+        assert (pids / "pids.max").read_text().strip() == "32768"
+        if killed:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+            other = write_tree(root.parent / "ctx-sweep", {
+                "Dockerfile": "FROM busybox:latest\nRUN true\n"})
+            _cli(root, "build", "--progress", "plain", str(other), env=env)
+        else:
+            os.kill(proc.pid, signal.SIGINT)  # Ctrl-C: dockyard stops the container
+            proc.wait(60)
+        assert not devices.exists() and not pids.exists(), (killed, cid)
+
+
 def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                            *argv], capture_output=True, text=True, check=False)

@@ -58,6 +58,9 @@ def sandbox_status(rt: Any) -> SandboxStatus:
     if rt.cgroups:
         pids = f"cgroup pids.max {DEFAULT_PIDS_LIMIT}"
         devices = "device cgroup (default devices only)"
+    elif getattr(rt, "own_cgroups", False):
+        pids = f"cgroup pids.max {DEFAULT_PIDS_LIMIT} (v1 cgroup made by dockyard)"
+        devices = "device cgroup (default devices only; v1 cgroup made by dockyard)"
     else:
         pids = f"RLIMIT_NPROC {DEFAULT_PIDS_LIMIT} (no cgroup manager)"
         devices = "no device cgroup"

@@ -29,7 +29,7 @@ import subprocess
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -460,6 +460,7 @@ class Executor:
         stubs: list[MountStub] = []
         root_view: Path | None = None
         privileged = spec.security == "insecure"
+        cgroup_dirs: list[Path] = []
         try:
             resolv = bundle / "resolv.conf"
             resolv.write_text(_host_resolv_conf())
@@ -482,15 +483,25 @@ class Executor:
             if not privileged and not os.statvfs(rootfs).f_flag & os.ST_NODEV:
                 root_view = bundle / "rootfs"
                 container_root = _nodev_view(rootfs, root_view)
+            if self.runtime.own_cgroups:
+                from dockyard.executor import v1cgroups
+
+                cgroup_dirs = v1cgroups.create(cid, devices=not privileged)
             config = oci_spec(container_root, spec, ids, mounts, cgroups=self.runtime.cgroups,
+                              pids_cgroup=self.runtime.own_cgroups,
                               device_barrier=self.runtime.device_barrier,
                               rootless=self.runtime.rootless, network_path=network_path,
                               hostname=self.runtime.hostname)
             fd = os.open(bundle / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as out:  # one write (json.dump makes one per token)
                 out.write(json.dumps(config).encode())
-            return self._run_container(cid, bundle, on_output, attach=attach)
+            return self._run_container(cid, bundle, on_output, attach=attach,
+                                       cgroups=cgroup_dirs)
         finally:
+            if cgroup_dirs:
+                from dockyard.executor import v1cgroups
+
+                v1cgroups.remove(cgroup_dirs)
             if root_view is not None:
                 from dockyard.snapshot.base import unmount
 
@@ -503,11 +514,11 @@ class Executor:
 
     def _run_container(
         self, cid: str, bundle: Path, on_output: Callable[[bytes], None], *,
-        attach: bool = False,
+        attach: bool = False, cgroups: Sequence[Path] = (),
     ) -> int:
         log = bundle / "runtime.log"
         argv = [
-            *self.runtime.argv_prefix,
+            *self.runtime.run_argv_prefix(cgroups),
             "--root", str(self._runtime_root),
             f"--log={log}", "--log-format=json",
             "run", "--bundle", str(bundle), cid,
@@ -752,6 +763,21 @@ def _kill_containers(state_dir: Path, cids: list[str]) -> None:
         for cid in present:
             subprocess.run([*base, "kill", cid, "KILL"], capture_output=True, check=False)
             subprocess.run([*base, "delete", "--force", cid], capture_output=True, check=False)
+    _remove_own_cgroups(cids)
+
+
+def _remove_own_cgroups(cids: list[str]) -> None:
+    """The v1 cgroups dockyard made for these containers (crun on a hybrid host), if any."""
+    if cids and cgroup_mode_is_hybrid():
+        from dockyard.executor import v1cgroups
+
+        v1cgroups.remove_named(cids)
+
+
+def cgroup_mode_is_hybrid() -> bool:
+    from dockyard.executor.runtime import cgroup_mode
+
+    return cgroup_mode() == "hybrid"
 
 
 def _runtime_argv(runtime_root: Path) -> list[str] | None:
@@ -788,5 +814,6 @@ def cleanup_stale_containers(state_dir: Path) -> int:
             subprocess.run([*base, "kill", cid, "KILL"], capture_output=True, check=False)
             subprocess.run([*base, "delete", "--force", cid], capture_output=True, check=False)
             removed += 1
+        _remove_own_cgroups(listed.stdout.split())
     return removed
 

@@ -17,7 +17,8 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +35,7 @@ __all__ = [
 
 CgroupMode = Literal["v1", "v2", "hybrid", "none"]
 
-_PROBE_VERSION = 7
+_PROBE_VERSION = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,9 @@ class RuntimeInfo:
     # False where sethostname is refused even in a new UTS namespace (a seccomp profile
     # of an unprivileged container): containers then keep the host name they inherit
     hostname: bool = True
+    # crun on a hybrid host: dockyard makes each container's v1 device and pids cgroups
+    # and the wrapper joins them before it execs the runtime (executor/v1cgroups.py)
+    own_cgroups: bool = False
 
     @property
     def cgroups(self) -> bool:
@@ -75,12 +79,21 @@ class RuntimeInfo:
         """Whether a device node in the rootfs (from mknod or from a layer) cannot be opened:
         a device cgroup applies, or the root is ``nodev``, or (in a user namespace) no
         device node can be made at all."""
-        return self.cgroups or self.nodev_root or self.rootless
+        return self.cgroups or self.own_cgroups or self.nodev_root or self.rootless
 
     @property
     def argv_prefix(self) -> tuple[str, ...]:
         """The wrapper (if any), the binary and its global options."""
         return (*self.wrapper, self.path, *self.global_args)
+
+    def run_argv_prefix(self, cgroups: Sequence[Path]) -> tuple[str, ...]:
+        """:attr:`argv_prefix` for ``run``: with :attr:`own_cgroups`, a wrapper that first
+        moves itself into ``cgroups`` (the runtime and the container then start there)."""
+        if not self.own_cgroups:
+            return self.argv_prefix
+        if not cgroups:
+            raise ExecutorError("the container's cgroups were not made")
+        return (*hide_cgroup2_wrapper(join=cgroups), self.path, *self.global_args)
 
 
 def cgroup_mode() -> CgroupMode:
@@ -177,7 +190,7 @@ def cgroup2_mounts_outside_root() -> list[str]:
     return points
 
 
-def hide_cgroup2_wrapper() -> tuple[str, ...]:
+def hide_cgroup2_wrapper(join: Sequence[Path] = ()) -> tuple[str, ...]:
     """A command prefix that runs the rest in a private mount namespace without the cgroup2
     mounts of a hybrid host.
 
@@ -185,16 +198,19 @@ def hide_cgroup2_wrapper() -> tuple[str, ...]:
     controllers enabled ("cgroups in hybrid mode not supported"), even with its cgroup manager
     disabled; with the cgroup2 mount out of sight it sees a plain v1 host and, with
     ``--cgroup-manager=disabled``, leaves cgroups alone. The container gets its own mount
-    namespace from crun anyway; only crun's view changes.
+    namespace from crun anyway; only crun's view changes. With ``join`` (cgroup directories),
+    the shell first writes its own pid to each one's ``cgroup.procs``: the runtime it execs
+    and the container's processes start in them; if a write fails, nothing runs.
     """
     unshare = shutil.which("unshare")
     points = cgroup2_mounts_outside_root()
     if unshare is None or not points:
         return ()
-    umounts = " && ".join(f"umount -l {shlex.quote(p)}" for p in points)
+    steps = [f"echo $$ > {shlex.quote(str(Path(g) / 'cgroup.procs'))}" for g in join]
+    steps += [f"umount -l {shlex.quote(p)}" for p in points]
     # unshare makes the new namespace's mounts private itself, so the unmount stays inside
     # (one `mount --make-rprivate /` process less per RUN: ~2.7 ms)
-    script = f'{umounts} && exec "$0" "$@"'
+    script = " && ".join(steps) + ' && exec "$0" "$@"'
     return (unshare, "-m", "--propagation", "private", "--", "/bin/sh", "-c", script)
 
 
@@ -280,6 +296,27 @@ def _probe(argv: tuple[str, ...], work: Path, *, hostname: bool = True) -> str |
     return None
 
 
+def _with_own_cgroups(info: RuntimeInfo, work: Path) -> RuntimeInfo:
+    """``info`` with :attr:`RuntimeInfo.own_cgroups` if a probe container started inside
+    cgroups dockyard made (crun with the cgroup2 mount hidden on a hybrid host); else as is."""
+    from dockyard.executor import v1cgroups
+
+    if not v1cgroups.available():
+        return info
+    cid = f"dockyard-probe-{os.urandom(6).hex()}"
+    try:
+        dirs = v1cgroups.create(cid)
+    except ExecutorError:
+        return info
+    try:
+        trial = replace(info, own_cgroups=True)
+        if _probe(trial.run_argv_prefix(dirs), work, hostname=info.hostname) is None:
+            return trial
+        return info
+    finally:
+        v1cgroups.remove(dirs)
+
+
 def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> RuntimeInfo:
     from dockyard.rootless.idmap import in_user_namespace
 
@@ -298,6 +335,7 @@ def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> Ru
                 info["name"], info["path"], info["version"], info["cgroup_mode"],
                 tuple(info["global_args"]), tuple(info.get("wrapper") or ()),
                 bool(info.get("rootless")), bool(info.get("hostname", True)),
+                bool(info.get("own_cgroups")),
             )
     errors = []
     found: RuntimeInfo | None = None
@@ -314,6 +352,8 @@ def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> Ru
             break
         how = " (cgroup2 hidden)" if wrapper else ""
         errors.append(f"{' '.join((name, *args))}{how}: {err}")
+    if found is not None and found.wrapper and not found.cgroups and not rootless:
+        found = _with_own_cgroups(found, cache_dir)
     message = "" if found else f"{name} does not work here: " + "; ".join(errors)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(

@@ -6,6 +6,7 @@ group files, scoped to the rootfs so a symlink there cannot make us read the hos
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,6 +391,7 @@ def oci_spec(
     mounts: list[MountSpec],
     *,
     cgroups: bool = False,
+    pids_cgroup: bool = False,
     device_barrier: bool = True,
     rootless: bool = False,
     network_path: str | None = None,
@@ -401,7 +403,8 @@ def oci_spec(
     masked and read-only paths, and ``nodev`` on every mount but devpts and the default
     device binds (the rootfs itself is made ``nodev`` by the executor). ``cgroups`` says
     whether the runtime applies cgroup resources here: then the device rule and a pids
-    limit go there; without, the pids limit becomes RLIMIT_NPROC. ``device_barrier`` False
+    limit go there; without, the pids limit becomes RLIMIT_NPROC, unless ``pids_cgroup``
+    says the caller puts the container in a pids cgroup of its own (executor/v1cgroups.py). ``device_barrier`` False
     (no device cgroup and a runtime that drops ``nodev`` from the root) makes the seccomp
     profile refuse to create device nodes, the one barrier left. ``rootless``: in a user
     namespace no limit can be raised, so RLIMIT_NPROC is at most the current hard limit.
@@ -433,7 +436,7 @@ def oci_spec(
     rlimits = {u.name: u.to_oci() for u in spec.ulimits}
     if cgroups:
         resources["pids"] = {"limit": DEFAULT_PIDS_LIMIT}
-    elif not privileged and "nproc" not in rlimits:
+    elif not privileged and not pids_cgroup and "nproc" not in rlimits:
         limit = DEFAULT_PIDS_LIMIT
         if rootless:
             limit = min(limit, _hard_nproc())
@@ -449,6 +452,11 @@ def oci_spec(
     }
     if rlimits:
         process["rlimits"] = [rlimits[name] for name in sorted(rlimits)]
+    if spec.terminal:
+        size = _terminal_size()
+        if size is not None:
+            # runc sizes the console from its own terminal; crun only from the spec
+            process["consoleSize"] = {"height": size[0], "width": size[1]}
     return {
         "ociVersion": "1.0.2",
         "process": process,
@@ -461,3 +469,12 @@ def oci_spec(
         ],
         "linux": linux,
     }
+
+
+def _terminal_size() -> tuple[int, int] | None:
+    """(rows, columns) of the terminal on our standard input, if it is one."""
+    try:
+        size = os.get_terminal_size(0)
+    except OSError:
+        return None
+    return (size.lines, size.columns) if size.lines and size.columns else None
