@@ -135,6 +135,19 @@ def test_redundant_dirs(tmp_path: Path) -> None:
         os.utime(upper / d, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.chmod(upper / "etc", 0o700)  # a real change
     assert redundant_dirs(upper, [lower]) == {"usr", "usr/lib"}
+    asked: list[int] = []
+
+    def lowers() -> list[Path]:
+        asked.append(1)
+        return [lower]
+
+    assert redundant_dirs(upper, lowers) == {"usr", "usr/lib"}
+    assert asked == [1]  # asked once, when the first empty directory is checked
+    full = tmp_path / "full"
+    (full / "l").mkdir(parents=True)
+    (full / "l" / "file").write_text("x")
+    assert redundant_dirs(full, lowers) == set()
+    assert asked == [1]  # no empty directory: the lowers are never needed
 
 
 def test_compact_overlay_options() -> None:
