@@ -291,6 +291,7 @@ def _probe(argv: tuple[str, ...], work: Path, *, hostname: bool = True) -> str |
     finally:
         subprocess.run([*base, "delete", "--force", cid], capture_output=True, check=False)
         shutil.rmtree(bundle, ignore_errors=True)
+        _remove_probe_cgroups(cid)
     if proc.returncode != 0:
         return (proc.stderr.strip() or f"exit status {proc.returncode}").splitlines()[-1]
     return None
@@ -315,6 +316,18 @@ def _with_own_cgroups(info: RuntimeInfo, work: Path) -> RuntimeInfo:
         return info
     finally:
         v1cgroups.remove(dirs)
+
+
+def _remove_probe_cgroups(cid: str) -> None:
+    """The cgroups named after a probe container that a failed try left (crun with its
+    cgroup manager on a hybrid host makes them in every hierarchy before it gives up)."""
+    points: list[str] = []
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo", encoding="utf-8") as f:
+        points = [line.partition(" - ")[0].split(" ")[4] for line in f
+                  if line.partition(" - ")[2].split(" ", 1)[0] in ("cgroup", "cgroup2")]
+    for point in points:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(point, cid))
 
 
 def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> RuntimeInfo:
