@@ -382,12 +382,16 @@ def test_crun_on_a_hybrid_host_runs_in_cgroups_dockyard_made(root: Path) -> None
         pytest.skip("the v1 device and pids hierarchies are not writable here")
     env = _env("crun")
     for killed in (False, True):
+        # after "ready", on a line from stdin: start 12 background sleeps (echo is a shell
+        # builtin: no fork), then wait
         proc = subprocess.Popen(
-            [*dockyard_cli(), "--root", str(root), "run", "--rm", "busybox", "sh", "-c",
-             "grep -E ':(devices|pids):' /proc/self/cgroup; echo ready; sleep 30"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            [*dockyard_cli(), "--root", str(root), "run", "-i", "--rm", "busybox", "sh", "-c",
+             "grep -E ':(devices|pids):' /proc/self/cgroup; echo ready; read go; "
+             "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 20 & done; echo loop-done; "
+             "wait"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stdin is not None
         paths: dict[str, str] = {}
         for raw in proc.stdout:
             line = raw.decode().strip()
@@ -401,6 +405,17 @@ def test_crun_on_a_hybrid_host_runs_in_cgroups_dockyard_made(root: Path) -> None
         assert (devices / "devices.list").read_text().split("\n")[:-1] == list(
             v1cgroups.DEVICE_RULES)
         assert (pids / "pids.max").read_text().strip() == "32768"
+        # the container's processes count against its pids cgroup: lowered to 6 from here,
+        # the shell cannot start all of its 12 sleeps
+        (pids / "pids.max").write_text("6")
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        said = []
+        for raw in proc.stdout:
+            said.append(raw)
+            if raw.strip() == b"loop-done":
+                break
+        assert any(b"can't fork" in line for line in said), said
         if killed:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
