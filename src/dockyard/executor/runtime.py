@@ -335,8 +335,14 @@ def _probe_cached(name: str, path: str, mode: CgroupMode, cache_dir: Path) -> Ru
 
     rootless = in_user_namespace()
     st = os.stat(path)
-    key = {"v": _PROBE_VERSION, "path": path, "mtime_ns": st.st_mtime_ns, "cgroup": mode,
-           "rootless": rootless}
+    key: dict[str, object] = {"v": _PROBE_VERSION, "path": path, "mtime_ns": st.st_mtime_ns,
+                              "cgroup": mode, "rootless": rootless}
+    if mode == "hybrid" and not rootless:
+        from dockyard.executor import v1cgroups
+
+        # whether dockyard may make cgroups itself decides between crun and runc here: a
+        # change (the hierarchies made read-only, say) probes again rather than failing
+        key["own_cgroups"] = v1cgroups.available()
     cache = cache_dir / f"runtime-probe-{name}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         saved = json.loads(cache.read_text())
