@@ -384,3 +384,31 @@ def test_extra_bind_mount_read_only(any_executor: Executor, snap: Snap, tmp_path
         ))
         assert (code, out) == (0, "from context\nreadonly\n")
     assert _diff_names(snap, "a") == set()
+
+
+def test_abandoned_own_cgroups_are_removed_and_live_ones_kept() -> None:
+    """``v1cgroups.remove_abandoned`` (run by the exclusive sweep): an empty cgroup made
+    long ago goes; a fresh one (made, not joined yet) and one with a process stay."""
+    from dockyard.executor import v1cgroups
+
+    if not v1cgroups.available():
+        pytest.skip("no writable cgroup v1 devices and pids hierarchies here")
+    tag = os.urandom(4).hex()
+    old = v1cgroups.create(f"dockyard-test-old-{tag}")
+    fresh = v1cgroups.create(f"dockyard-test-fresh-{tag}")
+    busy = v1cgroups.create(f"dockyard-test-busy-{tag}")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        hour_ago = time.time() - 3600
+        for d in old + busy:
+            os.utime(d, (hour_ago, hour_ago))
+        for d in busy:
+            (d / "cgroup.procs").write_text(str(sleeper.pid))
+        v1cgroups.remove_abandoned()
+        assert not any(d.exists() for d in old)
+        assert all(d.exists() for d in fresh + busy)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        v1cgroups.remove(old + fresh + busy)
+    assert not any(d.exists() for d in old + fresh + busy)

@@ -721,6 +721,10 @@ def sweep_stale(state_dir: Path, *, exclusive: bool = False) -> int:
         for bundle in _ownerless_bundles(state_dir):
             _kill_containers(state_dir, [bundle.name, *_listdir(bundle)])
             _remove_owned(bundle, None)
+        if cgroup_mode_is_hybrid():
+            from dockyard.executor import v1cgroups
+
+            v1cgroups.remove_abandoned()
     _sweep_legacy_secrets()
     return cleaned
 

@@ -21,7 +21,10 @@ from pathlib import Path
 
 from dockyard.errors import ExecutorError
 
-__all__ = ["DEVICE_RULES", "available", "create", "hierarchies", "remove", "remove_named"]
+__all__ = [
+    "DEVICE_RULES", "available", "create", "hierarchies", "remove", "remove_abandoned",
+    "remove_named",
+]
 
 # What runc 1.1.5 writes to devices.allow after "a" to devices.deny for a sandboxed container
 # (read from a running container's devices.list): mknod of any node, and the default
@@ -119,3 +122,29 @@ def remove_named(cids: Iterable[str]) -> None:
     found = hierarchies()
     remove([found[n] / "dockyard" / cid for cid in cids for n in _CONTROLLERS if n in found],
            wait=0.5)
+
+
+def remove_abandoned(older_than: float = 600.0) -> int:
+    """Remove cgroups below ``<hierarchy>/dockyard/`` made more than ``older_than`` seconds
+    ago that hold no process: ones whose maker died before it could remove them (its
+    container id unknown to any store). A cgroup in use cannot be removed (EBUSY), and a
+    fresh one, made but not joined yet, is younger than the limit: the runtime's wrapper
+    joins within milliseconds. Returns how many went."""
+    removed = 0
+    now = time.time()
+    for root in hierarchies().values():
+        parent = root / "dockyard"
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            path = parent / name
+            try:
+                if now - os.stat(path).st_mtime < older_than:
+                    continue
+                os.rmdir(path)
+                removed += 1
+            except OSError:
+                continue
+    return removed
