@@ -60,6 +60,16 @@ def test_the_run_prefix_joins_the_cgroups_and_refuses_without_them() -> None:
     assert plain.run_argv_prefix([]) == plain.argv_prefix
 
 
+def test_no_wrapper_to_join_with_refuses_rather_than_runs_outside(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail closed: crun without the joining wrapper would run without a device cgroup."""
+    monkeypatch.setattr(runtime, "cgroup2_mounts_outside_root", lambda: [])
+    info = RuntimeInfo("crun", "/usr/bin/crun", "1.8", "hybrid",
+                       ("--cgroup-manager=disabled",), ("wrap",), own_cgroups=True)
+    with pytest.raises(Exception, match="cannot start crun inside its cgroups"):
+        info.run_argv_prefix([Path("/sys/fs/cgroup/devices/dockyard/c1")])
+
+
 def test_the_wrapper_writes_its_pid_to_each_cgroup_before_the_exec(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "cgroup2_mounts_outside_root",

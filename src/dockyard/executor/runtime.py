@@ -93,7 +93,12 @@ class RuntimeInfo:
             return self.argv_prefix
         if not cgroups:
             raise ExecutorError("the container's cgroups were not made")
-        return (*hide_cgroup2_wrapper(join=cgroups), self.path, *self.global_args)
+        wrapper = hide_cgroup2_wrapper(join=cgroups)
+        if not wrapper:  # no unshare, or the cgroup2 mount went away since the probe
+            raise ExecutorError("cannot start crun inside its cgroups here",
+                                hint="remove runtime-probe-crun.json from the state "
+                                     "directory (run/ in the store) to probe again")
+        return (*wrapper, self.path, *self.global_args)
 
 
 def cgroup_mode() -> CgroupMode:
