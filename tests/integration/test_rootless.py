@@ -290,8 +290,7 @@ def test_runc_rootless_gives_the_same_image(rootless: Rootless, tmp_path: Path) 
 def test_native_snapshotter_gives_the_same_image(rootless: Rootless, tmp_path: Path) -> None:
     """The copying snapshotter (the fallback where overlay cannot be mounted in the user
     namespace), each in a store of its own: the ownership Dockerfile gives the digest of
-    root's build with the same snapshotter. (Not overlay's: where a RUN removes and remakes
-    a directory, overlay's diff has an opaque marker, as BuildKit's, the native diff not.)"""
+    root's build with the same snapshotter."""
     ctx = rootless.context("owners-native", OWNERSHIP)
     store = rootless.work / "native-store"
     busybox = rootless.work / "native-busybox.tar"

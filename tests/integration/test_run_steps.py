@@ -84,7 +84,7 @@ def test_file_changes_across_layers(root: Path, tmp_path: Path) -> None:
     diff_ids = built.result.config["rootfs"]["diff_ids"]
     assert len(diff_ids) == 4
     second = _layer_names(root, diff_ids[2])
-    for whiteout in ("data/.wh.b", "data/.wh.c", "data/.wh.gone", "data/opq/.wh..wh..opq"):
+    for whiteout in ("data/.wh.b", "data/.wh.c", "data/.wh.gone", "data/opq/.wh.old"):
         assert whiteout in second, second
     assert "data/c2" in second and "data/opq/new" in second
     # a layer holds what its step changed, nothing else

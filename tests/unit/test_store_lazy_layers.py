@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sqlite3
 import tarfile
 from pathlib import Path
@@ -176,11 +177,86 @@ def test_a_version_1_store_is_upgraded(tmp_path: Path) -> None:
     store = Store.open(root)
     with sqlite3.connect(root / "dockyard.db") as db:
         version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        assert version[0] == str(SCHEMA_VERSION) == "6"
+        assert version[0] == str(SCHEMA_VERSION) == "7"
         assert db.execute(
             "SELECT 1 FROM sqlite_master WHERE name='layer_snapshots'").fetchone()
     store.put_snapshot_layer("sha256:" + "a" * 64, 1, LayerSnapshot("overlay", CHAIN, 0))
     store.close()
+
+
+def _replaced_dir(store: Store) -> tuple[OverlaySnapshotter, str]:
+    """A base snapshot with ``d/old`` and ``d/sub/f``, and an active child whose upper dir
+    holds what overlay leaves after ``rm -rf d && mkdir -p d/sub && echo > d/new``: ``d``
+    opaque (the ``user.`` form, which needs no root) with ``d/sub`` and ``d/new``."""
+    snap = OverlaySnapshotter(store.snapshots_dir)
+    snap.prepare("base-active", None)
+    fs = snap.fs_dir("base-active")
+    (fs / "d" / "sub").mkdir(parents=True)
+    (fs / "d" / "old").write_bytes(b"old")
+    (fs / "d" / "sub" / "f").write_bytes(b"f")
+    snap.commit(CHAIN, "base-active")
+    snap.prepare("child-active", CHAIN)
+    up = snap.fs_dir("child-active")
+    (up / "d" / "sub").mkdir(parents=True)
+    (up / "d" / "new").write_bytes(b"new")
+    try:
+        os.setxattr(up / "d", "user.overlay.opaque", b"y")
+    except OSError as err:
+        pytest.skip(f"no user xattrs on {up}: {err}")
+    return snap, "child-active"
+
+
+def _names(tar: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+        return [ti.name.rstrip("/") for ti in tf]
+
+
+def test_an_opaque_directory_is_written_as_whiteouts_of_what_it_hides(store: Store) -> None:
+    snap, key = _replaced_dir(store)
+    sink = _Sink()
+    snap.diff(key, sink, source_date_epoch=0)  # type: ignore[arg-type]
+    # BuildKit's form, the native snapshotter's: one whiteout per hidden name, where it was
+    assert _names(sink.buf.getvalue()) == [
+        "d", "d/new", "d/.wh.old", "d/sub", "d/sub/.wh.f"]
+    legacy = _Sink()
+    snap.diff(key, legacy, source_date_epoch=0, opaque_markers=True)  # type: ignore[arg-type]
+    assert _names(legacy.buf.getvalue()) == ["d", "d/.wh..wh..opq", "d/new", "d/sub"]
+
+
+def test_a_layer_recorded_with_the_opaque_marker_is_written_again_with_it(tmp_path: Path) -> None:
+    """A store made before schema 7 keeps its layers' diff ids: their rows get tar format 1
+    and are written again in that form; a row recorded now has format 2."""
+    root = tmp_path / "root"
+    store = Store.open(root)
+    snap, key = _replaced_dir(store)
+    old, new = _Sink(), _Sink()
+    legacy = snap.diff(key, old, source_date_epoch=0, opaque_markers=True)  # type: ignore[arg-type]
+    current = snap.diff(key, new, source_date_epoch=0)  # type: ignore[arg-type]
+    assert legacy.diff_id != current.diff_id
+    child = "sha256:" + "d" * 64
+    snap.commit(child, key)
+    store.close()
+    with sqlite3.connect(root / "dockyard.db") as db:  # the table as schema 6 made it
+        db.execute("DROP TABLE layer_snapshots")
+        db.execute("CREATE TABLE layer_snapshots (diff_id TEXT NOT NULL REFERENCES"
+                   " layers(diff_id) ON DELETE CASCADE, snapshotter TEXT NOT NULL, chain_id"
+                   " TEXT NOT NULL, source_date_epoch INTEGER, PRIMARY KEY (diff_id,"
+                   " snapshotter, chain_id))")
+        db.execute("INSERT INTO layers(diff_id, size) VALUES (?,?)",
+                   (legacy.diff_id, legacy.size))
+        db.execute("INSERT INTO layer_snapshots VALUES (?,?,?,?)",
+                   (legacy.diff_id, "overlay", child, 0))
+        db.execute("UPDATE meta SET value='6' WHERE key='schema_version'")
+    store = Store.open(root)
+    layer = store.get_layer(legacy.diff_id)
+    assert layer is not None and layer.snapshots == (LayerSnapshot("overlay", child, 0, 1),)
+    assert store.ensure_layer_blob(legacy.diff_id) == legacy.diff_id
+    assert store.blobs.read_bytes(legacy.diff_id) == old.buf.getvalue()
+    store.put_snapshot_layer(current.diff_id, current.size, LayerSnapshot("overlay", child, 0))
+    assert store.ensure_layer_blob(current.diff_id) == current.diff_id
+    assert store.blobs.read_bytes(current.diff_id) == new.buf.getvalue()
+    store.close()
+    Store.open(root).close()  # opened again: the column is there, nothing to add
 
 
 def test_export_streams_snapshots_into_the_compressor_and_keeps_no_tar(store: Store) -> None:

@@ -12,10 +12,11 @@ parents before children, so the same tree always gives the same bytes and diff_i
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -40,7 +41,7 @@ from dockyard.layers._tarfmt import (
 from dockyard.limits import current as current_limits
 from dockyard.limits import hint
 
-__all__ = ["LayerStats", "TarWriter", "keep_xattr", "write_layer_from_dir"]
+__all__ = ["LayerStats", "LowerNames", "TarWriter", "keep_xattr", "write_layer_from_dir"]
 
 _CHUNK: Final = 1 << 20
 _OVERLAY_OPAQUE_XATTRS: Final = ("trusted.overlay.opaque", "user.overlay.opaque")
@@ -388,18 +389,28 @@ def write_layer_from_dir(
     source_date_epoch: int | None = None,
     overlay_whiteouts: bool = False,
     paths: Iterable[str] | None = None,
+    lower_names: LowerNames | None = None,
 ) -> LayerStats:
     """Tar every entry below ``root`` (not root itself) to ``out``, sorted and reproducible.
 
     With ``overlay_whiteouts=True``, ``root`` is an overlay upperdir: a 0:0 character device
-    becomes a ``.wh.<name>`` whiteout, and a directory carrying the opaque xattr
-    (``trusted.overlay.opaque=y`` or ``user.overlay.opaque=y``) is followed by its
-    ``.wh..wh..opq`` marker. ``paths`` restricts the layer to those entries (relative to
-    root, not recursive) and their parent directories. Returns the diff_id and size."""
+    becomes a ``.wh.<name>`` whiteout. A directory carrying the opaque xattr
+    (``trusted.overlay.opaque=y`` or ``user.overlay.opaque=y``: ``rm -rf d && mkdir d``) is
+    written as BuildKit writes it when ``lower_names`` is given: one ``.wh.<name>``
+    whiteout for each name the lower layers show in it (and in its subdirectories) that the
+    upper dir does not have, so that the layer is the one the native snapshotter and BuildKit
+    make of the same change, whatever inode the new directory got. Without ``lower_names``
+    it is followed by a ``.wh..wh..opq`` marker (the form of layers recorded before
+    2026-12; their diff ids must still be made again). ``paths`` restricts the layer to
+    those entries (relative to root, not recursive) and their parent directories. Returns
+    the diff_id and size."""
     writer = TarWriter(out, source_date_epoch=source_date_epoch)
     base = os.fspath(root)
+    opaque = _OpaqueDirs(writer, lower_names) if overlay_whiteouts and lower_names else None
     if paths is None:
         for rel, path, dir_fd, name, st in _walk_at(base):
+            if opaque is not None:
+                opaque.before(rel)
             if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
                 fd = _open_file(name, rel, dir_fd)
                 try:
@@ -407,26 +418,98 @@ def write_layer_from_dir(
                 finally:
                     os.close(fd)
                 continue
-            _add_entry(writer, rel, path, st, overlay_whiteouts)
-        return writer.close()
-    for rel, path, st in _selected(base, paths):
-        _add_entry(writer, rel, path, st, overlay_whiteouts)
+            _add_entry(writer, rel, path, st, overlay_whiteouts, opaque)
+    else:
+        for rel, path, st in _selected(base, paths):
+            if opaque is not None:
+                opaque.before(rel)
+            _add_entry(writer, rel, path, st, overlay_whiteouts, opaque)
+    if opaque is not None:
+        opaque.before(None)
     return writer.close()
+
+
+LowerNames = Callable[[str], "set[str] | None"]
+"""The names the overlay's lower layers show in directory ``rel`` of the merged view (no
+whiteouts, nothing an opaque directory hides), or None where they show no directory."""
+
+
+def _components(rel: str) -> tuple[bytes, ...]:
+    return tuple(os.fsencode(rel).split(b"/"))
+
+
+class _OpaqueDirs:
+    """Writes an overlay upper dir's opaque directories as whiteouts (see
+    :func:`write_layer_from_dir`).
+
+    The walk gives entries by path components; the whiteouts of an opaque directory's hidden
+    names are made when the directory is reached and slotted in where their names would be,
+    as the native snapshotter and the upper dir's own whiteouts place them."""
+
+    def __init__(self, writer: TarWriter, lower_names: LowerNames) -> None:
+        self._writer = writer
+        self._lower_names = lower_names
+        self._dirs: list[str] = []  # the walk's directories below (and at) an opaque one
+        self._pending: list[tuple[tuple[bytes, ...], str]] = []  # whiteouts, a heap
+
+    def before(self, rel: str | None) -> None:
+        """Write the pending whiteouts that sort before ``rel`` (all of them for None)."""
+        key = None if rel is None else _components(rel)
+        while self._pending and (key is None or self._pending[0][0] < key):
+            self._writer.add_whiteout(heapq.heappop(self._pending)[1])
+        if rel is not None:
+            while self._dirs and not rel.startswith(self._dirs[-1] + "/"):
+                self._dirs.pop()
+
+    def inside(self) -> bool:
+        """Whether the entry just passed to :meth:`before` is below an opaque directory."""
+        return bool(self._dirs)
+
+    def directory(self, rel: str, path: str) -> None:
+        """Directory ``rel`` was written. If it is opaque (over a directory of the lowers) or
+        below an opaque one, queue a whiteout for each name the lowers show in it that the
+        upper dir lacks."""
+        if not self._dirs and not is_overlay_opaque(path):
+            return
+        below = self._lower_names(rel)
+        if below is None and not self._dirs:
+            return  # opaque over nothing: a plain new directory
+        self._dirs.append(rel)
+        if not below:
+            return
+        try:
+            with os.scandir(path) as it:
+                kept = {e.name for e in it if not _is_whiteout_entry(e)}
+        except OSError as err:
+            raise LayerError(f"cannot list {rel!r}: {err.strerror}") from err
+        for name in below - kept:
+            heapq.heappush(self._pending, (_components(f"{rel}/{name}"), f"{rel}/{name}"))
+
+
+def _is_whiteout_entry(entry: os.DirEntry[str]) -> bool:
+    st = entry.stat(follow_symlinks=False)
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def _add_entry(
     writer: TarWriter, rel: str, path: str, st: os.stat_result, overlay_whiteouts: bool,
+    opaque: _OpaqueDirs | None,
 ) -> None:
     if overlay_whiteouts and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-        writer.add_whiteout(rel)
+        # below an opaque directory written as whiteouts, the lowers' names decide
+        if opaque is None or not opaque.inside():
+            writer.add_whiteout(rel)
         return
     try:
         xattrs = _read_xattrs(path)
     except OSError as err:
         raise LayerError(f"cannot read xattrs of {rel!r}: {err.strerror}") from err
     writer._add_stat(path, st, rel, xattrs=xattrs)
-    if overlay_whiteouts and stat.S_ISDIR(st.st_mode) and is_overlay_opaque(path):
-        writer.add_opaque(rel)
+    if overlay_whiteouts and stat.S_ISDIR(st.st_mode):
+        if opaque is not None:
+            opaque.directory(rel, path)
+        elif is_overlay_opaque(path):
+            writer.add_opaque(rel)
 
 
 def is_overlay_opaque(path: str) -> bool:

@@ -106,8 +106,13 @@ class Snapshotter(Protocol):
         """Delete an active snapshot, a view or a committed snapshot without children."""
         ...
 
-    def diff(self, key: str, out: BinaryIO, *, source_date_epoch: int | None) -> LayerStats:
-        """Write what active snapshot ``key`` changed, as an uncompressed layer tar."""
+    def diff(self, key: str, out: BinaryIO, *, source_date_epoch: int | None,
+             opaque_markers: bool = False) -> LayerStats:
+        """Write what active snapshot ``key`` changed, as an uncompressed layer tar. A
+        directory that replaced one of the parent's (``rm -rf d && mkdir d``) is written as
+        a whiteout for each name that went, as BuildKit writes it; ``opaque_markers``: as a
+        ``.wh..wh..opq`` marker instead, where a snapshotter recorded layers in that form
+        (``dockyard.store.layers.TAR_FORMAT`` 1)."""
         ...
 
     def apply(self, key: str, stream: BinaryIO) -> None:

@@ -46,10 +46,9 @@ StatTree = dict[str, StatEntry]
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One diff entry: ``add`` (new or changed), ``delete`` (a whiteout) or ``opaque``
-    (a directory replaced by a new one: its old contents are hidden)."""
+    """One diff entry: ``add`` (new or changed) or ``delete`` (a whiteout)."""
 
-    kind: Literal["add", "delete", "opaque"]
+    kind: Literal["add", "delete"]
     path: str
 
 
@@ -87,24 +86,23 @@ def compute_changes(old: StatTree, new: StatTree) -> list[Change]:
 
     Changed and added entries are ``add``; their parent directories are added too (as
     Docker's layers carry them). A removed path gives one ``delete`` at its topmost removed
-    ancestor. A directory replaced by a new directory (another inode) is re-added whole with
-    an ``opaque`` marker, as overlayfs records ``rm -rf d && mkdir d``.
+    ancestor. A directory replaced by a new one (``rm -rf d && mkdir d``) is compared entry
+    by entry like any other: what went from it is deleted, as BuildKit writes it. Whether
+    the new directory got the old one's inode number (the file system may reuse it at once)
+    changes nothing.
     """
-    opaque: set[str] = set()
     added: set[str] = set()
     for path in sorted(new, key=_key):
         ne = new[path]
         oe = old.get(path)
-        if _under(path, opaque) or oe is None:
+        if oe is None:
             added.add(path)
         elif ne != oe:
-            if stat.S_ISDIR(ne.mode) and stat.S_ISDIR(oe.mode):
-                if ne.ino != oe.ino:
-                    opaque.add(path)
-                elif ne == replace(oe, ctime_ns=ne.ctime_ns):
-                    # Only the ctime moved: an entry was added and removed again (a mount
-                    # point the executor cleaned up, restoring the mtime); nothing to record.
-                    continue
+            if (stat.S_ISDIR(ne.mode) and stat.S_ISDIR(oe.mode) and ne.ino == oe.ino
+                    and ne == replace(oe, ctime_ns=ne.ctime_ns)):
+                # Only the ctime moved: an entry was added and removed again (a mount
+                # point the executor cleaned up, restoring the mtime); nothing to record.
+                continue
             added.add(path)
 
     deleted: set[str] = set()
@@ -114,8 +112,6 @@ def compute_changes(old: StatTree, new: StatTree) -> list[Change]:
         parent = _parent(path)
         if parent and (parent not in new or not stat.S_ISDIR(new[parent].mode)):
             continue  # a removed or replaced ancestor covers it
-        if _under(path, opaque):
-            continue  # hidden by an opaque marker
         deleted.add(path)
 
     with_parents = set(added)
@@ -126,25 +122,12 @@ def compute_changes(old: StatTree, new: StatTree) -> list[Change]:
             parent = _parent(parent)
 
     # The order of the tar writer's own directory walk (overlay diffs): by path components,
-    # a whiteout where its name was, an opaque marker right after its directory.
+    # a whiteout where its name was.
     entries: list[tuple[tuple[str, ...], Change]] = []
     entries += [(_key(p), Change("add", p)) for p in with_parents]
-    entries += [((*_key(p), ""), Change("opaque", p)) for p in opaque]
     entries += [(_key(p), Change("delete", p)) for p in deleted]
     entries.sort(key=lambda e: e[0])
     return [ch for _, ch in entries]
-
-
-def _under(path: str, dirs: set[str]) -> bool:
-    """Whether a proper ancestor of ``path`` is in ``dirs``."""
-    if not dirs:
-        return False
-    p = _parent(path)
-    while p:
-        if p in dirs:
-            return True
-        p = _parent(p)
-    return False
 
 
 class NativeSnapshotter(MetaBacked):
@@ -216,8 +199,11 @@ class NativeSnapshotter(MetaBacked):
             raise StoreError(f"snapshot {key} is not active") from err
         return compute_changes(old, stat_tree(d / "fs"))
 
-    def diff(self, key: str, out: BinaryIO, *, source_date_epoch: int | None) -> LayerStats:
-        """Write the changes of ``key`` as a layer tar."""
+    def diff(self, key: str, out: BinaryIO, *, source_date_epoch: int | None,
+             opaque_markers: bool = False) -> LayerStats:
+        """Write the changes of ``key`` as a layer tar. ``opaque_markers`` changes nothing:
+        this snapshotter stores each layer's tar when it is made and never writes it again,
+        so it has no layer of an older form to match."""
         from dockyard.layers.tarwriter import TarWriter
 
         fs = self.fs_dir(key)
@@ -225,10 +211,8 @@ class NativeSnapshotter(MetaBacked):
         for ch in self.changes(key):
             if ch.kind == "add":
                 writer.add_path(fs / ch.path, ch.path)
-            elif ch.kind == "delete":
-                writer.add_whiteout(ch.path)
             else:
-                writer.add_opaque(ch.path)
+                writer.add_whiteout(ch.path)
         return writer.close()
 
     def apply(self, key: str, stream: BinaryIO) -> None:

@@ -24,7 +24,7 @@ from dockyard.snapshot.base import Mount, make_root_dir
 if TYPE_CHECKING:
     from dockyard.layers.tarwriter import LayerStats
 
-__all__ = ["OverlaySnapshotter", "redundant_dirs"]
+__all__ = ["OverlaySnapshotter", "merged_names", "redundant_dirs"]
 
 def _feature_options(userns: bool | None = None) -> tuple[str, ...]:
     """Turn off overlay features that write metadata our differ cannot read as a layer.
@@ -97,6 +97,50 @@ def redundant_dirs(upper: Path,
                 redundant.add(rel)
             break
     return redundant
+
+
+def merged_names(lowers: Sequence[str | Path], rel: str) -> set[str] | None:
+    """The names in directory ``rel`` of the merged view of overlay lower dirs ``lowers``
+    (top first), as a mount of them would list it, or None where that view has no
+    directory: a lower's whiteout hides the name below it, a non-directory or whiteout on
+    the way hides the path, and an opaque directory (on the way or at ``rel``) hides what
+    the lowers below it have there."""
+    parts = rel.split("/")
+    names: set[str] = set()
+    hidden: set[str] = set()
+    found = False
+    for lower in lowers:
+        opaque = False
+        path = os.fspath(lower)
+        missing = False
+        for part in parts:
+            path = os.path.join(path, part)
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                missing = True
+                break
+            if not stat.S_ISDIR(st.st_mode):
+                return names if found else None  # a whiteout, file or symlink hides it
+            if is_overlay_opaque(path):
+                opaque = True
+        if not missing:
+            found = True
+            try:
+                with os.scandir(path) as it:
+                    for entry in it:
+                        if entry.name in names or entry.name in hidden:
+                            continue
+                        est = entry.stat(follow_symlinks=False)
+                        if stat.S_ISCHR(est.st_mode) and est.st_rdev == 0:
+                            hidden.add(entry.name)
+                        else:
+                            names.add(entry.name)
+            except OSError as err:
+                raise StoreError(f"cannot list {path}: {err.strerror}") from err
+        if opaque:
+            break
+    return names if found else None
 
 
 class OverlaySnapshotter(MetaBacked):
@@ -175,18 +219,27 @@ class OverlaySnapshotter(MetaBacked):
         """Delete a snapshot (refused while others are built on it)."""
         self._meta.remove(key)
 
-    def diff(self, key: str, out: BinaryIO, *, source_date_epoch: int | None) -> LayerStats:
-        """Write the upper dir of ``key`` as a layer (overlay whiteouts -> OCI whiteouts)."""
+    def diff(self, key: str, out: BinaryIO, *, source_date_epoch: int | None,
+             opaque_markers: bool = False) -> LayerStats:
+        """Write the upper dir of ``key`` as a layer (overlay whiteouts -> OCI whiteouts).
+
+        An opaque directory becomes a whiteout for each name it hides, as BuildKit writes
+        it; ``opaque_markers`` writes a ``.wh..wh..opq`` marker instead (layers recorded
+        before 2026-12, :data:`dockyard.store.layers.TAR_FORMAT`)."""
         from dockyard.layers.tarwriter import write_layer_from_dir
 
         rec = self._meta.get(key)
         base = os.fspath(self._meta.dir)
         upper = Path(f"{base}/{rec.id}/fs")
+        chain: list[str] | None = None
 
         def lowers() -> list[str]:
             # strings: 100 layers make 4,950; the chain's query only when needed (an export
             # of 100 stacked layers made 100 such queries, 5,050 rows, for no empty dir)
-            return [f"{base}/{i}/fs" for i in self._meta.chain_ids(key)[1:]]
+            nonlocal chain
+            if chain is None:
+                chain = [f"{base}/{i}/fs" for i in self._meta.chain_ids(key)[1:]]
+            return chain
 
         skip = redundant_dirs(upper, lowers) if rec.parent is not None else set()
         paths: list[str] | None = None
@@ -198,8 +251,9 @@ class OverlaySnapshotter(MetaBacked):
                 paths.extend(_join(rel, n) for n in dirnames + filenames)
             paths.sort()
         return write_layer_from_dir(
-            upper, out, source_date_epoch=source_date_epoch, overlay_whiteouts=True, paths=paths
-        )
+            upper, out, source_date_epoch=source_date_epoch, overlay_whiteouts=True,
+            paths=paths, lower_names=None if opaque_markers or rec.parent is None
+            else lambda rel: merged_names(lowers(), rel))
 
     def apply(self, key: str, stream: BinaryIO) -> None:
         """Unpack a layer into the upper dir of active ``key``, whiteouts in overlay form."""

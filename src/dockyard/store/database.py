@@ -32,9 +32,12 @@ from dockyard.errors import NoSpaceError, StoreError
 
 __all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "Database", "format_time", "i64", "now"]
 
-SCHEMA_VERSION = 6  # 4: layer_remotes (lazily imported build cache layers); 5: layer_pulled;
+SCHEMA_VERSION = 7  # 4: layer_remotes (lazily imported build cache layers); 5: layer_pulled;
 # 6: the snapshot table is snapshots/snapshots/meta.db (SQLite), no longer meta.json: an older
-# dockyard would see no snapshots there and sweep their directories, so it must refuse the store
+# dockyard would see no snapshots there and sweep their directories, so it must refuse the store;
+# 7: layer_snapshots.tar_format (an overlay opaque directory is written as whiteouts since
+# format 2; rows of older stores keep format 1, the ``.wh..wh..opq`` marker their diff ids hold,
+# and an older dockyard would write a format 2 layer's tar again as format 1)
 BUSY_TIMEOUT = 30.0
 
 SCHEMA = """
@@ -70,6 +73,7 @@ CREATE TABLE IF NOT EXISTS layer_snapshots (
     snapshotter TEXT NOT NULL,
     chain_id TEXT NOT NULL,              -- committed snapshot whose own diff is this layer
     source_date_epoch INTEGER,           -- the tar writer's mtime clamp when it was made
+    tar_format INTEGER NOT NULL DEFAULT 1, -- how it writes opaque dirs (store/layers.py)
     PRIMARY KEY (diff_id, snapshotter, chain_id)
 );
 CREATE INDEX IF NOT EXISTS layer_snapshots_by_chain ON layer_snapshots(chain_id);
@@ -334,6 +338,8 @@ class Database:
             # Every statement is idempotent, so concurrent first opens are harmless. An
             # up-to-date store skips this: opening then costs no write (start-up is user time).
             db.executescript(SCHEMA)
+            self._add_column("layer_snapshots", "tar_format",
+                             "INTEGER NOT NULL DEFAULT 1")  # schema 7, on a table made earlier
             with self.write() as tx:
                 # Upgrades only add tables (a v1 store is a valid v2 store), so the newest
                 # version wins; a concurrent first open writes the same value.
@@ -353,6 +359,19 @@ class Database:
         except (sqlite3.DatabaseError, StoreError):
             # The stat cache is disposable: a damaged one is replaced, never fatal.
             self.reset_stat_cache()
+
+    def _add_column(self, table: str, column: str, decl: str) -> None:
+        """Add ``column`` to ``table`` unless it is there (a concurrent first open may have
+        added it a moment ago: that is not an error)."""
+        db = self.conn
+        if any(r[1] == column for r in db.execute(f"PRAGMA table_info({table})")):
+            return
+        try:
+            with self.write() as tx:
+                tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        except sqlite3.OperationalError as err:
+            if "duplicate column" not in str(err):
+                raise
 
     def reset_stat_cache(self) -> None:
         """Throw the stat cache database away and make an empty one."""

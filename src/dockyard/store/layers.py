@@ -29,9 +29,14 @@ from dockyard.store.blobs import BlobStore
 from dockyard.store.database import Database, now
 from dockyard.store.pulled import PulledForms, gzip_size_hint, joined
 
-__all__ = ["LayerBlob", "LayerRecord", "LayerSnapshot", "Layers", "PulledBlob", "RemoteBlob",
+__all__ = ["TAR_FORMAT", "LayerBlob", "LayerRecord", "LayerSnapshot", "Layers", "PulledBlob", "RemoteBlob",
            "SnapshotTar", "gzip_size_hint"]
 
+TAR_FORMAT = 2
+"""How a snapshot's diff is written as a tar. 1 (layers recorded until 2026-12): an overlay
+opaque directory (``rm -rf d && mkdir d``) is a ``.wh..wh..opq`` marker; 2: it is a whiteout
+for each name it hides, as BuildKit and the native snapshotter write it. A layer is always
+written again in the form its diff id was computed in."""
 _IN_BATCH = 500  # diff ids per ``IN (...)`` (SQLite allows 999 variables before 3.32)
 
 
@@ -58,12 +63,14 @@ class LayerSnapshot:
     """A committed snapshot whose own diff *is* a layer: the tar can be made again from it.
 
     Only the overlay snapshotter keeps a snapshot's diff on its own (its upper dir);
-    ``source_date_epoch`` is the clamp the tar writer used, needed to make the same bytes.
+    ``source_date_epoch`` is the clamp the tar writer used, needed to make the same bytes,
+    and ``tar_format`` the form it wrote (:data:`TAR_FORMAT`).
     """
 
     snapshotter: str
     chain_id: str
     source_date_epoch: int | None = None
+    tar_format: int = TAR_FORMAT
 
 
 @dataclass(frozen=True)
@@ -209,10 +216,10 @@ class Layers:
                                 f" WHERE diff_id IN ({marks})", part):
                 blobs.setdefault(r[0], {})[r[1]] = LayerBlob(r[1], r[2], r[3])
             for r in db.execute(
-                    "SELECT diff_id, snapshotter, chain_id, source_date_epoch FROM"
+                    "SELECT diff_id, snapshotter, chain_id, source_date_epoch, tar_format FROM"
                     f" layer_snapshots WHERE diff_id IN ({marks})"
                     " ORDER BY diff_id, snapshotter, chain_id", part):
-                snapshots.setdefault(r[0], []).append(LayerSnapshot(r[1], r[2], r[3]))
+                snapshots.setdefault(r[0], []).append(LayerSnapshot(r[1], r[2], r[3], r[4]))
             for r in db.execute(
                     "SELECT diff_id, blob, media_type, size, source FROM layer_remotes"
                     f" WHERE diff_id IN ({marks}) ORDER BY diff_id, added DESC, source", part):
@@ -328,8 +335,9 @@ class Layers:
             )
             db.execute(
                 "INSERT OR REPLACE INTO layer_snapshots(diff_id, snapshotter, chain_id,"
-                " source_date_epoch) VALUES (?,?,?,?)",
-                (diff_id, source.snapshotter, source.chain_id, source.source_date_epoch),
+                " source_date_epoch, tar_format) VALUES (?,?,?,?,?)",
+                (diff_id, source.snapshotter, source.chain_id, source.source_date_epoch,
+                 source.tar_format),
             )
 
     def forget_snapshot_layers(self, chain_id: str, snapshotter: str | None = None) -> None:
@@ -513,7 +521,8 @@ class SnapshotTar:
         chain_id = self.source.chain_id
         try:
             stats = self.snapshotter.diff(
-                chain_id, out, source_date_epoch=self.source.source_date_epoch)
+                chain_id, out, source_date_epoch=self.source.source_date_epoch,
+                opaque_markers=self.source.tar_format < 2)
         except (OSError, StoreError) as err:
             raise StoreError(f"snapshot {chain_id}: {err}") from err
         if stats.diff_id != self.diff_id:
