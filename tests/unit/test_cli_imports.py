@@ -19,9 +19,10 @@ FORBIDDEN = ("dockyard.store", "dockyard.snapshot", "dockyard.executor", "dockya
 ALLOWED_ROOMS = ("dockyard.errors", "dockyard.progress", "dockyard.cli")
 # before any API call: the version, the dataclass cache, the build-level up-to-date check
 # (answered before the API is imported at all), the limits' and full-disk error mapping,
-# and entering the user namespace as an ordinary user (in-process, before any thread starts)
+# and entering the user namespace as an ordinary user (in-process, before any thread starts),
+# and the command's own heap tuning (which the library leaves to the program embedding it)
 STARTUP = ("dockyard._version", "dockyard._dccache", "dockyard.quick", "dockyard.limits",
-           "dockyard._fs", "dockyard.rootless")
+           "dockyard._fs", "dockyard.rootless", "dockyard._malloc")
 CLI_DIR = Path(dockyard.cli.__file__).parent
 
 
