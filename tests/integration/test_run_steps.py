@@ -100,6 +100,26 @@ def test_file_changes_across_layers(root: Path, tmp_path: Path) -> None:
     _check_changes(bundle / "rootfs")
 
 
+def test_a_step_root_is_volatile_and_its_layer_still_on_disk_when_committed(
+        root: Path, tmp_path: Path) -> None:
+    """The step's overlay is mounted volatile (its unmount and the fsyncs inside write
+    nothing back); the commit's syncfs is what puts the layer on disk, and the work dir with
+    overlay's volatile mark is gone once the snapshot is committed."""
+    from dockyard.snapshot.overlay import _volatile_option
+
+    if not _volatile_option():
+        pytest.skip("overlay has no volatile mounts before Linux 5.10")
+    ctx = _ctx(tmp_path, "FROM busybox:latest\n"
+               "RUN grep ' / / ' /proc/self/mountinfo > /root.txt && echo d > /f && sync\n")
+    built = build(ctx, root, tags=["vol:1"], snapshotter="overlay")
+    line = (flatten(root, "vol:1", tmp_path / "fs") / "root.txt").read_text()
+    assert " overlay " in line and "volatile" in line, line
+    assert "f" in _layer_names(root, built.result.config["rootfs"]["diff_ids"][-1])
+    snapshots = root / "snapshots"
+    assert not list(snapshots.rglob("incompat")), list(snapshots.rglob("incompat"))
+    assert not [p for p in snapshots.rglob("work") if p.is_dir()]
+
+
 def test_failing_run_raises_run_error(root: Path, tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, "FROM busybox\n"
                          "RUN echo fine > /fine\n"

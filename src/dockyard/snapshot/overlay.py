@@ -49,6 +49,23 @@ def _feature_options(userns: bool | None = None) -> tuple[str, ...]:
     return tuple(opts)
 
 
+def _volatile_option() -> tuple[str, ...]:
+    """``("volatile",)`` where overlay takes it (Linux 5.10+), else nothing.
+
+    A step's writable overlay is mounted ``volatile``: its unmount, and every ``fsync`` and
+    ``syncfs`` a RUN's processes make through it (dpkg syncs each file it unpacks), write
+    nothing back. What the step wrote still reaches the disk before its snapshot counts:
+    the commit ``syncfs``es the store's file system first (``snapshot/_meta.py``), and a
+    step that never commits is thrown away. A crash while it is mounted leaves overlay's
+    ``work/incompat/volatile`` mark, so that upper dir can never be mounted again; it is not
+    (an active snapshot is never reused after a crash; the sweep removes it)."""
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return ()
+    return ("volatile",) if (major, minor) >= (5, 10) else ()
+
+
 def redundant_dirs(upper: Path,
                    lowers: Sequence[str | Path] | Callable[[], Sequence[str | Path]],
                    ) -> set[str]:
@@ -151,6 +168,7 @@ class OverlaySnapshotter(MetaBacked):
     def __init__(self, root: Path) -> None:
         super().__init__(root, "overlay")
         self._features = _feature_options()
+        self._volatile = _volatile_option()
 
     def _lowers(self, parent: str | None) -> list[Path]:
         return [self._dir(r) / "fs" for r in self._meta.chain(parent)]
@@ -199,6 +217,7 @@ class OverlaySnapshotter(MetaBacked):
                     f"upperdir={d / 'fs'}",
                     f"workdir={d / 'work'}",
                     *self._features,
+                    *self._volatile,
                 ),
             )
         ]
@@ -268,12 +287,14 @@ class OverlaySnapshotter(MetaBacked):
 
 def _remove_work_dir(work: Path) -> None:
     """Remove an unmounted overlay's work dir. After a clean unmount it holds only overlay's
-    empty ``work/`` (two ``rmdir``s); anything else (a crash's leftovers, ``index/``) goes
-    through ``rmtree``, which costs a walk: 9.6% of layers100's busy samples when every
-    commit used it (issue 18)."""
+    empty ``work/`` (and, after a ``volatile`` mount, ``work/incompat/volatile``): a few
+    ``rmdir``s. Anything else (a crash's leftovers, ``index/``) goes through ``rmtree``,
+    which costs a walk: 9.6% of layers100's busy samples when every commit used it (issue
+    18)."""
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(work / "work")
+        for leftover in ("work/incompat/volatile", "work/incompat", "work"):
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(work / leftover)
         os.rmdir(work)
     except FileNotFoundError:
         pass
